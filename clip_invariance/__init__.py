@@ -1,0 +1,11 @@
+"""clip-invariance: make CLIP robust to distribution shift, the scikit-learn way.
+
+Importing this package is cheap: torch and open_clip are imported only by the
+parts that need them.
+"""
+
+from .projection import InvariantProjector
+
+__version__ = "0.1.0"
+
+__all__ = ["InvariantProjector", "__version__"]
