@@ -18,6 +18,7 @@ from sklearn.base import (
     _fit_context,
 )
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 __all__ = ["InvariantProjector"]
@@ -242,6 +243,8 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
                 f"features ({d})."
             )
         y = _check_labels(y, n, "y")
+        if y is not None and groups is None:
+            type_of_target(y, input_name="y", raise_unknown=True)
         groups = _check_labels(groups, n, "groups")
         environments = _check_labels(environments, n, "environments")
         if environments is not None and y is None:
@@ -557,8 +560,8 @@ def _within_class_scatter(cells, gram, n):
     dof = n - len(cells)
     if dof == 0:
         raise ValueError(
-            "Every class has a single sample: within-class variation needs at least "
-            "two samples of some class."
+            f"Every class has a single sample (n_samples={n}, {len(cells)} classes): "
+            "within-class variation needs at least two samples of some class."
         )
     return 2.0 * (gram - between) / dof
 
