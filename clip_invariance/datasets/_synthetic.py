@@ -42,7 +42,7 @@ def make_invariant_embeddings(
     n_variant=8,
     n_features=64,
     n_views=1,
-    n_text_styles=6,
+    n_text_styles=12,
     spurious_correlation=0.9,
     class_separation=1.5,
     style_scale=2.0,
@@ -86,7 +86,7 @@ def make_invariant_embeddings(
         Embedding dimension; at least ``n_invariant + n_variant``.
     n_views : int, default=1
         Augmented views per image.
-    n_text_styles : int, default=6
+    n_text_styles : int, default=12
         Styles per class in the text interventions.
     spurious_correlation : float, default=0.9
         Probability, in training environments, that the variant latents carry
