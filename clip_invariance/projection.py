@@ -139,7 +139,7 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     >>> from clip_invariance.datasets import make_invariant_embeddings
     >>> from clip_invariance.interventions import stack_views
     >>> data = make_invariant_embeddings(random_state=0)
-    >>> X, groups = stack_views(data.X, data.X_views)
+    >>> X, groups = stack_views(data.X, *data.X_views)
     >>> proj = InvariantProjector(n_components=data.invariant_basis.shape[1])
     >>> proj.fit(X, groups=groups).transform(data.X).shape
     (2000, 8)
@@ -310,11 +310,14 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             )
         z_hat = second_moment / (trace_z / d)
         d_hat = nuisance / (trace_d / d)
+        # Only the top K eigenpairs are needed when K is fixed: cheaper than all D.
+        top = None if self.n_components is None else [d - self.n_components, d - 1]
         if self.solver == "difference":
-            values, vectors = linalg.eigh(z_hat - self.lam * d_hat)
+            values, vectors = linalg.eigh(z_hat - self.lam * d_hat, subset_by_index=top)
             baseline = 0.0
         else:
-            values, vectors = linalg.eigh(z_hat, np.eye(d) + self.lam * d_hat)
+            b = np.eye(d) + self.lam * d_hat
+            values, vectors = linalg.eigh(z_hat, b, subset_by_index=top)
             baseline = 1.0 / (1.0 + self.lam)
         values, vectors = values[::-1], vectors[:, ::-1]
         if self.n_components is None:
@@ -527,10 +530,15 @@ def _cell_sums(X, y, environments):
     sums = _as64(indicator @ X)
     counts = np.bincount(codes, minlength=len(cell_ids))
     for cell, total, count in zip(cell_ids, sums, counts):
-        label = y_values[cell // len(e_values)].item()
+        label = _python_scalar(y_values[cell // len(e_values)])
         env = e_values[cell % len(e_values)]
-        key = label if environments is None else (label, env.item())
+        key = label if environments is None else (label, _python_scalar(env))
         yield key, total, count
+
+
+def _python_scalar(value):
+    # Dictionary keys must compare equal across batches: numpy scalars -> Python.
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _environment_scatter(cells, d):
