@@ -239,6 +239,13 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
 
     def _embed_prompts(self, prompt_embeddings, classes):
         """Set ``classes_`` and ``class_embeddings_`` from prompt embeddings."""
+        if isinstance(prompt_embeddings, (list, tuple)):
+            shapes = sorted({np.shape(part) for part in prompt_embeddings})
+            if len(shapes) > 1:
+                raise ValueError(
+                    "prompt_embeddings is ragged: every template of a prompt ensemble "
+                    f"(and every row) must have the same shape, got shapes {shapes}."
+                )
         P = check_array(
             prompt_embeddings,
             dtype=[np.float64, np.float32],
@@ -272,7 +279,9 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
         self.class_embeddings_ = l2_normalize(self._project(average_prompt_ensemble(P)))
 
     def _project(self, X):
-        return X if self.projector_ is None else self.projector_.transform(X)
+        Z = X if self.projector_ is None else self.projector_.transform(X)
+        # Scores in float64: a softmax at temperature 100 is not exact in float32.
+        return np.asarray(Z, dtype=np.float64)
 
     def _logits(self, X):
         check_is_fitted(self)
