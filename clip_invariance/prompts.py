@@ -95,7 +95,8 @@ def build_prompts(class_names, templates="simple"):
     --------
     >>> from clip_invariance.prompts import build_prompts
     >>> build_prompts(["dog", "hot_dog"], ["a photo of a {}.", "a sketch of a {classname}."])
-    [['a photo of a dog.', 'a photo of a hot dog.'], ['a sketch of a dog.', 'a sketch of a hot dog.']]
+    [['a photo of a dog.', 'a photo of a hot dog.'],
+     ['a sketch of a dog.', 'a sketch of a hot dog.']]
     """
     names = _clean_class_names(class_names)
     if isinstance(templates, str):
@@ -150,7 +151,8 @@ def make_text_interventions(
     ...     ["dog", "guitar"], styles=["photo", "sketch"], settings=["", "in the snow"]
     ... )
     >>> texts[:4]
-    ['a photo of a dog.', 'a photo of a dog in the snow.', 'a sketch of a dog.', 'a sketch of a dog in the snow.']
+    ['a photo of a dog.', 'a photo of a dog in the snow.',
+     'a sketch of a dog.', 'a sketch of a dog in the snow.']
     >>> groups.tolist()
     [0, 0, 0, 0, 1, 1, 1, 1]
     """

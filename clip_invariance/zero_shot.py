@@ -12,7 +12,13 @@ from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
 from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.extmath import softmax
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+from sklearn.utils.validation import (
+    check_array,
+    check_consistent_length,
+    check_is_fitted,
+    column_or_1d,
+    validate_data,
+)
 
 from .similarity import average_prompt_ensemble, l2_normalize
 
@@ -165,10 +171,17 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
             check_classification_targets(y)
         else:
             X = validate_data(self, X, dtype=[np.float64, np.float32])
+            # Check the prompts before the (costly) projector fit.
+            prompts, labels = self._check_prompts(self.prompt_embeddings, self.classes)
             if y is not None:
-                y = np.asarray(y)
-                if y.shape[:1] != X.shape[:1]:
-                    raise ValueError(f"y has {y.shape[0]} entries but X has {X.shape[0]} rows.")
+                y = column_or_1d(y)
+                check_consistent_length(X, y)
+                unknown = np.setdiff1d(y, labels)
+                if unknown.size:
+                    raise ValueError(
+                        f"Labels in y are missing from the class list: {unknown.tolist()[:10]}. "
+                        f"Known classes: {labels.tolist()[:10]}."
+                    )
 
         if self.projector is None:
             self.projector_ = None
@@ -183,19 +196,13 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
         if self.prompt_embeddings is None:
             self.classes_, codes = np.unique(y, return_inverse=True)
             Z = l2_normalize(self._project(X))
-            counts = np.bincount(codes, minlength=len(self.classes_))
             sums = np.zeros((len(self.classes_), Z.shape[1]))
             np.add.at(sums, codes, Z)
-            self.class_embeddings_ = l2_normalize(sums / counts[:, None])
+            # A class mean has the direction of the class sum; only the direction counts.
+            self.class_embeddings_ = l2_normalize(sums)
         else:
-            self._embed_prompts(self.prompt_embeddings, self.classes)
-            if y is not None:
-                unknown = np.setdiff1d(y, self.classes_)
-                if unknown.size:
-                    raise ValueError(
-                        f"Labels in y are missing from the class list: {unknown.tolist()[:10]}. "
-                        f"Known classes: {self.classes_.tolist()[:10]}."
-                    )
+            self.classes_ = labels
+            self.class_embeddings_ = l2_normalize(self._project(prompts))
         return self
 
     def with_prompts(self, prompt_embeddings, classes=None):
@@ -234,11 +241,12 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
         new.n_features_in_ = self.n_features_in_
         if hasattr(self, "feature_names_in_"):
             new.feature_names_in_ = self.feature_names_in_
-        new._embed_prompts(prompt_embeddings, classes)
+        prompts, new.classes_ = new._check_prompts(prompt_embeddings, classes)
+        new.class_embeddings_ = l2_normalize(new._project(prompts))
         return new
 
-    def _embed_prompts(self, prompt_embeddings, classes):
-        """Set ``classes_`` and ``class_embeddings_`` from prompt embeddings."""
+    def _check_prompts(self, prompt_embeddings, classes):
+        """Validate prompts and labels; return the (C, D) class embeddings and labels."""
         if isinstance(prompt_embeddings, (list, tuple)):
             shapes = sorted({np.shape(part) for part in prompt_embeddings})
             if len(shapes) > 1:
@@ -275,8 +283,7 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
                 )
             if np.unique(labels).size != n_classes:
                 raise ValueError("classes contains duplicate labels.")
-        self.classes_ = labels
-        self.class_embeddings_ = l2_normalize(self._project(average_prompt_ensemble(P)))
+        return average_prompt_ensemble(P), labels
 
     def _project(self, X):
         Z = X if self.projector_ is None else self.projector_.transform(X)

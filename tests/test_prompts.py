@@ -72,13 +72,17 @@ def test_text_interventions_cover_every_style_and_setting():
     assert "a sketch of a dog in the snow." in texts
     assert "a thermal infrared photo of a sea lion." in texts
     assert all("sea lion" in t for t, g in zip(texts, groups) if g == 1)
-    for word in ("photo", "sketch", "painting", "cartoon", "clipart", "infrared", "low-light", "blurry"):
+    words = ("photo", "sketch", "painting", "cartoon", "clipart", "infrared", "low-light", "blurry")
+    for word in words:
         assert any(word in style for style in DEFAULT_STYLES)
 
 
 def test_text_interventions_custom_template_drops_duplicates():
     texts, groups = make_text_interventions(
-        ["cat"], styles=["photo", "drawing"], settings=["", "at night"], template="{style}: {classname}"
+        ["cat"],
+        styles=["photo", "drawing"],
+        settings=["", "at night"],
+        template="{style}: {classname}",
     )
     assert texts == ["photo: cat", "drawing: cat"]
     assert_array_equal(groups, [0, 0])
