@@ -5,7 +5,8 @@ parts that need them.
 """
 
 from .projection import InvariantProjector
+from .zero_shot import ZeroShotInvariantClassifier
 
 __version__ = "0.1.0"
 
-__all__ = ["InvariantProjector", "__version__"]
+__all__ = ["InvariantProjector", "ZeroShotInvariantClassifier", "__version__"]

@@ -6,16 +6,27 @@ EXPECTED_FAILED_CHECKS with the reason.
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from clip_invariance import InvariantProjector
+from clip_invariance import InvariantProjector, ZeroShotInvariantClassifier
 
 ESTIMATORS = [
     InvariantProjector(n_components=1),
     InvariantProjector(),
     InvariantProjector(n_components=1, solver="difference"),
+    ZeroShotInvariantClassifier(),
+    ZeroShotInvariantClassifier(projector=InvariantProjector(n_components=2)),
 ]
 
 # {estimator class name: {check name: reason}}
-EXPECTED_FAILED_CHECKS = {}
+EXPECTED_FAILED_CHECKS = {
+    "ZeroShotInvariantClassifier": {
+        # Only ZeroShotInvariantClassifier(projector=InvariantProjector(n_components=2))
+        # fails it (the other instance passes): a 2-D subspace is needed for the
+        # 3-class blobs of the other checks, and with one feature the projector
+        # refuses n_components=2 with its own clear message.
+        "check_fit2d_1feature": "n_components=2 exceeds the single feature; the "
+        "projector's ValueError names n_components, not the wording the check expects",
+    },
+}
 
 
 def _expected_failed_checks(estimator):

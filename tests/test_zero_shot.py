@@ -1,0 +1,272 @@
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+from sklearn import config_context
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV, GroupKFold, cross_validate
+from sklearn.utils.extmath import softmax
+
+from clip_invariance import InvariantProjector, ZeroShotInvariantClassifier
+from clip_invariance.datasets import make_invariant_embeddings
+from clip_invariance.interventions import stack_views
+from clip_invariance.similarity import average_prompt_ensemble, cosine_similarity_matrix
+
+K = 8  # invariant dimension of the synthetic benchmark
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["raw", "normalized"])
+def bench(request):
+    # 12 text styles > 8 variant dimensions, so text interventions span them.
+    data = make_invariant_embeddings(
+        n_samples=2000, n_text_styles=12, normalize=request.param, random_state=0
+    )
+    train = data.environments != data.test_environment
+    X_pairs, groups = stack_views(data.X[train], *data.X_views[:, train])
+    return data, train, ~train, X_pairs, groups
+
+
+def _text_projector(data, keep=None):
+    keep = slice(None) if keep is None else keep
+    return InvariantProjector(
+        n_components=K,
+        interventions=data.text_interventions[keep],
+        intervention_groups=data.text_intervention_groups[keep],
+    )
+
+
+@pytest.mark.parametrize("variant", ["image", "text", "both"])
+def test_invariant_subspace_beats_plain_zero_shot_out_of_distribution(bench, variant):
+    data, train, test, X_pairs, groups = bench
+    plain = ZeroShotInvariantClassifier(data.prompt_embeddings).fit(data.X[train])
+    if variant == "image":
+        clf = ZeroShotInvariantClassifier(
+            data.prompt_embeddings, projector=InvariantProjector(n_components=K)
+        ).fit(X_pairs, groups=groups)
+    elif variant == "text":
+        clf = ZeroShotInvariantClassifier(
+            data.prompt_embeddings, projector=_text_projector(data)
+        ).fit(data.X[train])
+    else:
+        clf = ZeroShotInvariantClassifier(
+            data.prompt_embeddings, projector=_text_projector(data)
+        ).fit(X_pairs, groups=groups)
+    expected_source = {"image": "groups", "text": "interventions", "both": "groups+interventions"}
+    assert clf.projector_.intervention_source_ == expected_source[variant]
+    baseline = plain.score(data.X[test], data.y[test])
+    invariant = clf.score(data.X[test], data.y[test])
+    assert baseline < 0.5
+    assert invariant > 0.85
+    assert invariant > baseline + 0.3
+
+
+def test_open_class_keeps_gain_on_unseen_classes(bench):
+    data, train, test, _, _ = bench
+    base = data.y < 5  # projector sees classes 0-4 only, images and texts
+    X_pairs, groups = stack_views(data.X[train & base], *data.X_views[:, train & base])
+    base_text = data.text_intervention_groups < 5
+    clf = ZeroShotInvariantClassifier(
+        data.prompt_embeddings[:5], projector=_text_projector(data, base_text)
+    ).fit(X_pairs, groups=groups)
+    assert_array_equal(clf.classes_, np.arange(5))
+
+    all_classes = clf.with_prompts(data.prompt_embeddings)
+    assert all_classes.projector_ is clf.projector_  # no refit
+    assert_array_equal(all_classes.classes_, np.arange(10))
+    novel = test & ~base
+    plain = ZeroShotInvariantClassifier(data.prompt_embeddings).fit(data.X[train])
+    baseline = plain.score(data.X[novel], data.y[novel])
+    invariant = all_classes.score(data.X[novel], data.y[novel])
+    assert invariant > 0.8
+    assert invariant > baseline + 0.3
+
+
+def test_no_projector_is_plain_clip_zero_shot():
+    data = make_invariant_embeddings(n_samples=200, random_state=1)
+    clf = ZeroShotInvariantClassifier(data.prompt_embeddings, temperature=50.0).fit(data.X)
+    cos = cosine_similarity_matrix(data.X, data.prompt_embeddings)
+    assert clf.projector_ is None
+    assert_allclose(clf.decision_function(data.X), 50.0 * cos, atol=1e-4)
+    assert_allclose(clf.predict_proba(data.X), softmax(50.0 * cos), rtol=1e-4)
+    assert_array_equal(clf.predict(data.X), np.argmax(cos, axis=1))
+
+
+def test_scores_are_cosines_renormalised_after_projection():
+    # The projector learns span(e0, e1): views differ only along e2.
+    rng = np.random.RandomState(0)
+    X = rng.standard_normal((200, 3))
+    views = X + np.outer(rng.standard_normal(200), [0.0, 0.0, 3.0])
+    X_pairs, groups = stack_views(X, views)
+    prompts = np.array([[1.0, 0.0, 0.0], [0.2, 0.2, 0.96]])
+    clf = ZeroShotInvariantClassifier(
+        prompts, classes=["a", "b"], projector=InvariantProjector(n_components=2)
+    ).fit(X_pairs, groups=groups)
+    image = np.array([[0.5, 0.5, 0.0]])
+    # In the subspace, "b" projects to (0.2, 0.2): same direction as the image,
+    # cosine 1, but a shorter vector. Without re-normalising, "a" would win.
+    assert clf.predict(image).tolist() == ["b"]
+    logits = clf.predict_log_proba(image) - clf.predict_log_proba(image)[:, :1]
+    assert_allclose(logits[0, 1] / clf.temperature, 1.0 - np.sqrt(0.5), atol=1e-3)
+
+
+def test_prompt_ensemble_is_averaged_like_clip():
+    data = make_invariant_embeddings(n_samples=300, n_text_styles=4, random_state=2)
+    C, D = data.prompt_embeddings.shape
+    ensemble = data.text_interventions.reshape(C, 4, D).transpose(1, 0, 2)  # (M, C, D)
+    projector = InvariantProjector(n_components=K)
+    X, groups = stack_views(data.X, *data.X_views)
+    from_ensemble = ZeroShotInvariantClassifier(ensemble, projector=projector)
+    averaged = ZeroShotInvariantClassifier(average_prompt_ensemble(ensemble), projector=projector)
+    from_ensemble.fit(X, groups=groups)
+    averaged.fit(X, groups=groups)
+    assert_allclose(
+        from_ensemble.decision_function(data.X), averaged.decision_function(data.X), rtol=1e-5
+    )
+    assert_allclose(np.linalg.norm(from_ensemble.class_embeddings_, axis=1), 1.0)
+
+
+def test_probabilities_and_temperature():
+    data = make_invariant_embeddings(n_samples=200, random_state=3)
+    cold = ZeroShotInvariantClassifier(data.prompt_embeddings, temperature=100.0).fit(data.X)
+    warm = ZeroShotInvariantClassifier(data.prompt_embeddings, temperature=1.0).fit(data.X)
+    assert_array_equal(cold.predict(data.X), warm.predict(data.X))
+    confidence = [c.predict_proba(data.X).max(axis=1).mean() for c in (cold, warm)]
+    assert confidence[0] > confidence[1]
+    assert_allclose(cold.predict_proba(data.X).sum(axis=1), 1.0)
+    assert_allclose(np.exp(cold.predict_log_proba(data.X)), cold.predict_proba(data.X), atol=1e-10)
+
+
+def test_binary_decision_function_is_one_dimensional():
+    data = make_invariant_embeddings(n_samples=200, n_classes=2, random_state=4)
+    clf = ZeroShotInvariantClassifier(data.prompt_embeddings, classes=["no", "yes"]).fit(data.X)
+    scores = clf.decision_function(data.X)
+    assert scores.shape == (200,)
+    assert_array_equal(clf.predict(data.X), np.where(scores > 0, "yes", "no"))
+
+
+def test_class_names_and_optional_labels():
+    data = make_invariant_embeddings(n_samples=300, random_state=5)
+    names = np.array([f"class{c}" for c in range(10)])
+    unnamed = ZeroShotInvariantClassifier(data.prompt_embeddings).fit(data.X)
+    clf = ZeroShotInvariantClassifier(data.prompt_embeddings, classes=names)
+    clf.fit(data.X)  # zero-shot: no labels needed
+    assert_array_equal(clf.predict(data.X), names[unnamed.predict(data.X)])
+    clf.fit(data.X, names[data.y])  # labels are allowed and checked
+    assert clf.score(data.X, names[data.y]) == unnamed.score(data.X, data.y)
+
+
+def test_prototypes_without_prompts_learn_from_labels():
+    data = make_invariant_embeddings(n_samples=2000, random_state=0)
+    train = data.environments != data.test_environment
+    test = ~train
+    X_pairs, groups = stack_views(data.X[train], *data.X_views[:, train])
+    y_pairs = np.tile(data.y[train], 2)
+    plain = ZeroShotInvariantClassifier().fit(data.X[train], data.y[train])
+    clf = ZeroShotInvariantClassifier(projector=InvariantProjector(n_components=K))
+    clf.fit(X_pairs, y_pairs, groups=groups)
+    assert_array_equal(clf.classes_, np.arange(10))
+    assert clf.class_embeddings_.shape == (10, K)
+    # The prototypes learn the spurious variant features; the subspace drops them.
+    assert clf.score(data.X[test], data.y[test]) > plain.score(data.X[test], data.y[test]) + 0.2
+
+
+def test_with_prompts_switches_classes_without_refitting():
+    data = make_invariant_embeddings(n_samples=300, random_state=6)
+    X, groups = stack_views(data.X, *data.X_views)
+    clf = ZeroShotInvariantClassifier(
+        data.prompt_embeddings[:3], projector=InvariantProjector(n_components=K)
+    ).fit(X, groups=groups)
+    components = clf.projector_.components_.copy()
+    other = clf.with_prompts(data.prompt_embeddings[3:], classes=list("abcdefg"))
+    assert other.get_params()["classes"] == list("abcdefg")
+    assert_array_equal(other.classes_, list("abcdefg"))
+    assert_array_equal(clf.classes_, [0, 1, 2])  # the original is untouched
+    assert_array_equal(other.projector_.components_, components)
+    assert other.predict(data.X).shape == (300,)
+    with pytest.raises(NotFittedError):
+        ZeroShotInvariantClassifier(data.prompt_embeddings).with_prompts(data.prompt_embeddings)
+
+
+def test_metadata_routing_sends_groups_to_the_projector():
+    data = make_invariant_embeddings(n_samples=600, random_state=7)
+    X, groups = stack_views(data.X, *data.X_views)
+    y = np.tile(data.y, 2)
+    with config_context(enable_metadata_routing=True):
+        clf = ZeroShotInvariantClassifier(
+            data.prompt_embeddings, projector=InvariantProjector(n_components=K)
+        ).set_fit_request(groups=True)
+        search = GridSearchCV(clf, {"projector__lam": [1.0, 10.0]}, cv=GroupKFold(3))
+        search.fit(X, y, groups=groups)
+    assert search.best_estimator_.projector_.intervention_source_ == "groups"
+
+
+def test_plain_cross_validation_passes_groups_as_fit_params():
+    data = make_invariant_embeddings(n_samples=600, random_state=7)
+    X, groups = stack_views(data.X, *data.X_views)
+    y = np.tile(data.y, 2)
+    clf = ZeroShotInvariantClassifier(
+        data.prompt_embeddings, projector=InvariantProjector(n_components=K)
+    )
+    result = cross_validate(
+        clf, X, y, groups=groups, cv=GroupKFold(3), params={"groups": groups}, return_estimator=True
+    )
+    assert all(e.projector_.intervention_source_ == "groups" for e in result["estimator"])
+    assert result["test_score"].min() > 0.5
+
+
+def test_error_prompt_width_differs_from_X():
+    X = np.random.RandomState(0).standard_normal((10, 4))
+    with pytest.raises(ValueError, match="prompt_embeddings have 5 features but X has 4"):
+        ZeroShotInvariantClassifier(np.ones((3, 5))).fit(X)
+    clf = ZeroShotInvariantClassifier(np.eye(4)[:3]).fit(X)
+    with pytest.raises(ValueError, match="prompt_embeddings have 5 features"):
+        clf.with_prompts(np.ones((3, 5)))
+
+
+def test_error_labels_missing_from_class_list():
+    X = np.random.RandomState(0).standard_normal((4, 4))
+    clf = ZeroShotInvariantClassifier(np.eye(4)[:2], classes=["cat", "dog"])
+    with pytest.raises(ValueError, match=r"missing from the class list: \['cow'\]"):
+        clf.fit(X, ["cat", "dog", "cow", "dog"])
+
+
+def test_error_ensemble_with_mismatched_shapes():
+    X = np.random.RandomState(0).standard_normal((4, 4))
+    ragged = [np.ones((3, 4)), np.ones((2, 4))]
+    with pytest.raises(ValueError, match="ragged"):
+        ZeroShotInvariantClassifier(ragged).fit(X)
+    with pytest.raises(ValueError, match=r"\(n_templates, n_classes, n_features\)"):
+        ZeroShotInvariantClassifier(np.ones((1, 2, 3, 4))).fit(X)
+
+
+def test_error_classes_do_not_match_prompts():
+    X = np.random.RandomState(0).standard_normal((4, 4))
+    with pytest.raises(ValueError, match="describe 2 classes"):
+        ZeroShotInvariantClassifier(np.eye(4)[:2], classes=["a", "b", "c"]).fit(X)
+    with pytest.raises(ValueError, match="duplicate"):
+        ZeroShotInvariantClassifier(np.eye(4)[:2], classes=["a", "a"]).fit(X)
+
+
+def test_error_projector_without_interventional_data():
+    X = np.random.RandomState(0).standard_normal((20, 4))
+    clf = ZeroShotInvariantClassifier(np.eye(4)[:2], projector=InvariantProjector())
+    with pytest.raises(ValueError, match="needs interventional data"):
+        clf.fit(X)
+
+
+def test_error_prototypes_need_labels():
+    with pytest.raises(ValueError, match="requires y to be passed"):
+        ZeroShotInvariantClassifier().fit(np.eye(3))
+
+
+def test_any_transformer_works_as_projector_and_none_ignores_groups():
+    from sklearn.decomposition import PCA
+
+    data = make_invariant_embeddings(n_samples=300, random_state=8)
+    X, groups = stack_views(data.X, *data.X_views)
+    pca = ZeroShotInvariantClassifier(data.prompt_embeddings, projector=PCA(n_components=5))
+    pca.fit(X)  # no groups given: PCA.fit(X, y) is called as is
+    assert pca.class_embeddings_.shape == (10, 5)
+    plain = ZeroShotInvariantClassifier(data.prompt_embeddings)
+    assert_array_equal(
+        plain.fit(X, groups=groups).predict(data.X), plain.fit(X).predict(data.X)
+    )
