@@ -17,16 +17,7 @@ ESTIMATORS = [
 ]
 
 # {estimator class name: {check name: reason}}
-EXPECTED_FAILED_CHECKS = {
-    "ZeroShotInvariantClassifier": {
-        # Only ZeroShotInvariantClassifier(projector=InvariantProjector(n_components=2))
-        # fails it (the other instance passes): a 2-D subspace is needed for the
-        # 3-class blobs of the other checks, and with one feature the projector
-        # refuses n_components=2 with its own clear message.
-        "check_fit2d_1feature": "n_components=2 exceeds the single feature; the "
-        "projector's ValueError names n_components, not the wording the check expects",
-    },
-}
+EXPECTED_FAILED_CHECKS = {}
 
 
 def _expected_failed_checks(estimator):

@@ -347,3 +347,26 @@ def test_string_labels_of_any_dtype():
         envs = np.array(["a", "b", "c", "d"], dtype=object)[data.environments]
         proj = InvariantProjector(4).fit(data.X, y, environments=envs)
         assert_allclose(proj.nuisance_scatter_, expected.nuisance_scatter_, rtol=1e-5)
+
+
+def test_ratio_solver_matches_scipy_generalized_eigh():
+    data = make_invariant_embeddings(n_samples=500, random_state=0)
+    X, groups = stack_views(data.X.astype(np.float64), *data.X_views)
+    proj = InvariantProjector(5, lam=3.0).fit(X, groups=groups)
+    d = X.shape[1]
+    z_hat = proj.second_moment_ / (np.trace(proj.second_moment_) / d)
+    d_hat = proj.nuisance_scatter_ / (np.trace(proj.nuisance_scatter_) / d)
+    values, vectors = linalg.eigh(z_hat, np.eye(d) + 3.0 * d_hat)
+    assert_allclose(proj.eigenvalues_, values[::-1][:5], rtol=1e-8)
+    assert subspace_overlap(vectors[:, ::-1][:, :5], proj.components_.T) == pytest.approx(1.0)
+
+
+def test_transform_reports_nan_in_x():
+    X = np.random.RandomState(0).standard_normal((10, 4))
+    proj = InvariantProjector(2).fit(X, groups=np.arange(10) // 2)
+    bad = X.copy()
+    bad[2, 3] = np.inf
+    with pytest.raises(ValueError, match="Input X contains infinity"):
+        proj.transform(bad)
+    with pytest.raises(ValueError, match="overflowed"):
+        proj.transform(np.full((2, 4), 1e308))
