@@ -386,7 +386,9 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         X_new = X @ self.components_.T.astype(X.dtype, copy=False)
         # NaN/inf in X always reaches the output, which is D/K times smaller than X:
         # checking it there keeps transform at the speed of the bare product.
-        if not np.isfinite(X_new.sum()):
+        with np.errstate(over="ignore", invalid="ignore"):
+            finite = np.isfinite(X_new.sum())
+        if not finite:
             check_array(X, dtype=None, input_name="X")  # names NaN or infinity in X
             raise ValueError(
                 "The projection of X overflowed: X has values too large for "
