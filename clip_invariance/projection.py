@@ -383,10 +383,11 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         X = validate_data(
             self, X, dtype=[np.float64, np.float32], reset=False, ensure_all_finite=False
         )
-        X_new = X @ self.components_.T.astype(X.dtype, copy=False)
         # NaN/inf in X always reaches the output, which is D/K times smaller than X:
-        # checking it there keeps transform at the speed of the bare product.
+        # checking it there keeps transform at the speed of the bare product. A
+        # non-finite result raises below, so numpy's warnings would only be noise.
         with np.errstate(over="ignore", invalid="ignore"):
+            X_new = X @ self.components_.T.astype(X.dtype, copy=False)
             finite = np.isfinite(X_new.sum())
         if not finite:
             check_array(X, dtype=None, input_name="X")  # names NaN or infinity in X
