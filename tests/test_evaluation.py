@@ -1,0 +1,77 @@
+"""The leave-one-domain-out protocol."""
+
+import numpy as np
+import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+
+from clip_invariance import InvariantProjector
+from clip_invariance.datasets import make_invariant_embeddings
+from clip_invariance.evaluation import leave_one_domain_out
+from clip_invariance.interventions import stack_views
+
+
+class RecordingClassifier(ClassifierMixin, BaseEstimator):
+    """Remembers what it was fitted on; predicts the majority class."""
+
+    def fit(self, X, y, groups=None):
+        self.seen_rows_ = np.asarray(X)[:, 0].copy()
+        self.seen_groups_ = groups
+        self.classes_, counts = np.unique(y, return_counts=True)
+        return self
+
+    def predict(self, X):
+        return np.full(len(X), self.classes_[0])
+
+
+def test_splits_follow_the_protocol():
+    n = 200
+    X = np.arange(n, dtype=float)[:, None]
+    y = np.zeros(n, dtype=int)
+    domains = np.repeat(["a", "b", "c", "d"], 50)
+    content = np.arange(n) // 2  # pairs stay together
+    seen = []
+
+    class Spy(RecordingClassifier):
+        def fit(self, X, y, groups=None):
+            seen.append((np.asarray(X)[:, 0].astype(int), groups))
+            return super().fit(X, y, groups)
+
+    rows = leave_one_domain_out(
+        Spy(), X, y, domains, fit_params={"groups": content}, content_ids=content
+    )
+    assert [r["domain"] for r in rows] == ["a", "b", "c", "d"]
+    for row, (train_rows, groups) in zip(rows, seen):
+        target = set(np.flatnonzero(domains == row["domain"]))
+        assert not target & set(train_rows)
+        assert row["n_train"] == len(train_rows) and row["n_test"] == 50
+        assert 0.65 < len(train_rows) / 150 < 0.95  # about 80% of the sources
+        assert np.array_equal(groups, content[train_rows])  # row-aligned params follow
+        assert np.all(np.isin(train_rows ^ 1, train_rows))  # both rows of a pair
+    # The same fixed split for every target.
+    train_sets = [set(t) for t, _ in seen]
+    assert train_sets[0] & set(range(100, 200)) == train_sets[1] & set(range(100, 200))
+
+
+def test_invariant_pipeline_beats_raw_on_the_shifted_domain():
+    data = make_invariant_embeddings(n_samples=1200, random_state=0)
+    X, groups = stack_views(data.X, *data.X_views)
+    y, domains = np.tile(data.y, 2), np.tile(data.environments, 2)
+    pipe = Pipeline([("proj", InvariantProjector(8)), ("clf", LogisticRegression(max_iter=1000))])
+    icm = leave_one_domain_out(
+        pipe, X, y, domains, fit_params={"proj__groups": groups}, content_ids=groups
+    )
+    raw = leave_one_domain_out(LogisticRegression(max_iter=1000), X, y, domains, content_ids=groups)
+    assert icm[-1]["test_accuracy"] > raw[-1]["test_accuracy"] + 0.15
+    assert icm[-1]["validation_accuracy"] > 0.8
+
+
+def test_errors():
+    X = np.zeros((4, 2))
+    with pytest.raises(ValueError, match="at least two domains"):
+        leave_one_domain_out(RecordingClassifier(), X, [0, 1, 0, 1], [0, 0, 0, 0])
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        leave_one_domain_out(RecordingClassifier(), X, [0, 1, 0], [0, 0, 1, 1])
+    with pytest.raises(ValueError, match="holdout"):
+        leave_one_domain_out(RecordingClassifier(), X, [0, 1, 0, 1], [0, 0, 1, 1], holdout=1.5)
