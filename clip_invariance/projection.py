@@ -511,12 +511,20 @@ def _grouped_second_moments(X, groups):
         running_sum = X[order[st]]  # position 0 of every group in the block
         contrasts = []
         for k in range(1, int(sz.max())):
-            alive = np.flatnonzero(sz > k)
-            xk = X[order[st[alive] + k]]
-            prefix = running_sum[alive]
             scale = dtype.type(1.0 / np.sqrt(k * (k + 1.0)))
-            contrasts.append((prefix - dtype.type(k) * xk) * scale)
-            running_sum[alive] = prefix + xk
+            if sz.min() > k:  # every group has a k-th member: work in place
+                xk = X[order[st + k]]
+                contrast = xk * dtype.type(-k)
+                contrast += running_sum
+                contrast *= scale
+                running_sum += xk
+            else:
+                alive = np.flatnonzero(sz > k)
+                xk = X[order[st[alive] + k]]
+                prefix = running_sum[alive]
+                contrast = (prefix - dtype.type(k) * xk) * scale
+                running_sum[alive] = prefix + xk
+            contrasts.append(contrast)
         sums = running_sum * (1.0 / np.sqrt(sz)).astype(dtype)[:, None]
         contrasts = contrasts[0] if len(contrasts) == 1 else np.concatenate(contrasts)
         within = _as64(contrasts.T @ contrasts)
