@@ -350,7 +350,8 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         -------
         y_pred : ndarray of shape (n_samples,)
         """
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)
+        return self.classes_[np.argmax(proba, axis=1)]
 
     def predict_uncertainty(self, X):
         """Fused uncertainty ``U`` in (0, 1]: large when the evidence is weak.
