@@ -171,36 +171,37 @@ def _log_combine(log_b1, log_u1, log_b2, log_u2):
     return log_mass - log_total[..., None], log_umass - log_total
 
 
-def _log_opinion_from_ratio(log_ratio_sum):
-    """Fused log opinion from ``R_c = sum_k log(1 + b_c^k / u^k)`` (module docstring)."""
+def _opinion_from_ratio(log_ratio_sum):
+    """Fused opinion from ``R_c = sum_k log(1 + b_c^k / u^k)`` (module docstring).
+
+    ``b_c : u = expm1(R_c) : 1``. With ``R* = max_c R_c``, multiply both by
+    ``exp(-R*)``: ``expm1(R_c) exp(-R*) = exp(R_c - R*) (1 - exp(-R_c))``,
+    which neither overflows for huge ``R`` nor cancels for ``R`` near 0.
+    """
     R = np.asarray(log_ratio_sum, dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        # log(expm1(R)), accurate for R near 0 and for R in the thousands.
-        log_mass = np.where(
-            R > 30.0,
-            R + np.log1p(-np.exp(-np.maximum(R, 30.0))),
-            np.log(np.expm1(np.minimum(R, 30.0))),
-        )
-    log_total = np.logaddexp(logsumexp(log_mass, axis=-1), 0.0)
-    return log_mass - log_total[..., None], -log_total
+    r_max = np.maximum(R.max(axis=-1, keepdims=True), 0.0)
+    mass = np.exp(R - r_max) * -np.expm1(-R)
+    umass = np.exp(-r_max[..., 0])
+    total = mass.sum(axis=-1) + umass
+    return mass / total[..., None], umass / total
 
 
-def _fuse_log(log_beliefs, log_uncertainties):
+def _fuse(log_beliefs, log_uncertainties):
     """Fuse stacked log opinions (first axis) with the reduced Dempster rule."""
     if log_uncertainties.ndim == 1:  # a single opinion per stack entry
-        log_b, log_u = _fuse_log(log_beliefs[:, None], log_uncertainties[:, None])
-        return log_b[0], log_u[0]
+        b, u = _fuse(log_beliefs[:, None], log_uncertainties[:, None])
+        return b[0], u[0]
     certain = np.isneginf(log_uncertainties).any(axis=0)
     with np.errstate(invalid="ignore"):  # rows with u = 0 are redone below
         log_ratio = np.logaddexp(0.0, log_beliefs - log_uncertainties[..., None])
-        log_b, log_u = _log_opinion_from_ratio(log_ratio.sum(axis=0))
+        belief, uncertainty = _opinion_from_ratio(log_ratio.sum(axis=0))
     if certain.any():
         lb, lu = log_beliefs[:, certain], log_uncertainties[:, certain]
         fused_b, fused_u = lb[0], lu[0]
         for k in range(1, len(lb)):
             fused_b, fused_u = _log_combine(fused_b, fused_u, lb[k], lu[k])
-        log_b[certain], log_u[certain] = fused_b, fused_u
-    return log_b, log_u
+        belief[certain], uncertainty[certain] = np.exp(fused_b), np.exp(fused_u)
+    return belief, uncertainty
 
 
 def dempster_combine(belief1, uncertainty1, belief2, uncertainty2):
@@ -241,8 +242,7 @@ def dempster_combine(belief1, uncertainty1, belief2, uncertainty2):
         )
     lb1, lb2 = np.broadcast_arrays(lb1, lb2)
     lu1, lu2 = np.broadcast_arrays(lu1, lu2)
-    log_b, log_u = _fuse_log(np.stack([lb1, lb2]), np.stack([lu1, lu2]))
-    return np.exp(log_b), np.exp(log_u)
+    return _fuse(np.stack([lb1, lb2]), np.stack([lu1, lu2]))
 
 
 def fuse_opinions(beliefs, uncertainties):
@@ -272,5 +272,4 @@ def fuse_opinions(beliefs, uncertainties):
         raise ValueError(
             f"beliefs must have shape (n_opinions, ..., n_classes), got {lb.shape}."
         )
-    log_b, log_u = _fuse_log(lb, lu)
-    return np.exp(log_b), np.exp(log_u)
+    return _fuse(lb, lu)

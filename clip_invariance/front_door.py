@@ -19,7 +19,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from .evidence import EVIDENCE_FUNCTIONS, EXP_CLIP, _log_opinion_from_ratio, opinion_from_evidence
+from .evidence import EVIDENCE_FUNCTIONS, EXP_CLIP, _opinion_from_ratio, opinion_from_evidence
 from .similarity import average_prompt_ensemble, l2_normalize
 
 __all__ = ["FrontDoorEnsembleClassifier"]
@@ -383,10 +383,9 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
             (n_opinions, n_samples) and ``pairs`` (n_opinions, 2), the
             ``(template, view)`` of each opinion (same as ``pairs_``).
         """
-        views = self._transform_views(X)
         beliefs, uncertainties = [], []
-        for m, v in self.pairs_:
-            b, u = opinion_from_evidence(self._evidence(views[v], m))
+        for evidence in self._evidence(self._transform_views(X)):
+            b, u = opinion_from_evidence(evidence)
             beliefs.append(b)
             uncertainties.append(u)
         return Bunch(
@@ -514,31 +513,44 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         return projected.reshape(embeddings.shape[:-1] + (projected.shape[-1],))
 
     def _transform_views(self, X):
+        """Validated, projected, normalised views: a list of (n_samples, n_embedding).
+
+        Views keep the float dtype of ``X`` (float32 cosines are accurate to
+        1e-7, and the matrix products are twice as fast); evidence and fusion
+        run in float64.
+        """
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        views = self._split_views(X)
+        d = self._n_raw_features()
+        views = [X[:, v * d : (v + 1) * d] for v in range(self.n_views)]
         if self.projector_ is not None:
-            views = self._project(views)
-        return l2_normalize(views.astype(np.float64))
+            views = [self.projector_.transform(view) for view in views]
+        return [l2_normalize(view) for view in views]
 
-    def _evidence(self, view, m):
-        scores = self.temperature * (view @ self.class_embeddings_[m].T)
-        if self.evidence == "exp":
-            return np.exp(np.minimum(scores, EXP_CLIP))
-        if self.evidence == "softplus":
-            return np.logaddexp(0.0, scores)
-        return np.maximum(scores, 0.0)
+    def _evidence(self, views):
+        """Yield the evidence (n_samples, n_classes) of every opinion, in ``pairs_`` order."""
+        dtype = views[0].dtype
+        for m, v in self.pairs_:
+            cosine = views[v] @ self.class_embeddings_[m].T.astype(dtype, copy=False)
+            scores = cosine.astype(np.float64)
+            scores *= self.temperature
+            if self.evidence == "exp":
+                yield np.exp(np.minimum(scores, EXP_CLIP, out=scores), out=scores)
+            elif self.evidence == "softplus":
+                yield np.logaddexp(0.0, scores, out=scores)
+            else:
+                yield np.maximum(scores, 0.0, out=scores)
 
     def _fused_opinion(self, X):
         views = self._transform_views(X)
         n_classes = len(self.classes_)
         # Fusing Dirichlet opinions only needs R_c = sum_k log(1 + e^k_c / C);
         # see clip_invariance.evidence.
-        log_ratio = np.zeros((views.shape[1], n_classes))
-        for m, v in self.pairs_:
-            log_ratio += np.log1p(self._evidence(views[v], m) / n_classes)
-        log_b, log_u = _log_opinion_from_ratio(log_ratio)
-        return np.exp(log_b), np.exp(log_u)
+        log_ratio = np.zeros((views[0].shape[0], n_classes))
+        for evidence in self._evidence(views):
+            evidence /= n_classes
+            log_ratio += np.log1p(evidence, out=evidence)
+        return _opinion_from_ratio(log_ratio)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
