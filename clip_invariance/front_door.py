@@ -312,7 +312,8 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         else:
             seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
             self.adapters_, self.loss_curve_ = _train_adapters(
-                views, y_idx, templates, base, self.pairs_, self, seed
+                views, y_idx, templates, base, self.pairs_, seed=seed,
+                **{name: getattr(self, name) for name in _TRAINING_PARAMS},
             )
             self.n_iter_ = len(self.loss_curve_)
         self.class_embeddings_ = _adapt(templates, self.adapters_)
@@ -627,7 +628,16 @@ def _consistency_loss(class_embeddings, base, temperature):
     return -torch.diagonal(log_p, dim1=1, dim2=2).mean(dim=1).sum()
 
 
-def _train_adapters(views, y_idx, templates, base, pairs, params, seed):
+_TRAINING_PARAMS = (
+    "evidence", "temperature", "beta", "gamma", "rank", "learning_rate",
+    "batch_size", "max_iter", "tol", "n_iter_no_change",
+)
+
+
+def _train_adapters(
+    views, y_idx, templates, base, pairs, *, seed, evidence, temperature, beta, gamma,
+    rank, learning_rate, batch_size, max_iter, tol, n_iter_no_change,
+):
     """Adam on ``L_tce + beta L_de + gamma L_con``; returns (adapters, loss curve)."""
     import torch
 
@@ -643,15 +653,15 @@ def _train_adapters(views, y_idx, templates, base, pairs, params, seed):
     n = views.shape[1]
 
     # Updates start at zero, so every adapter starts at the identity.
-    if params.rank is None:
+    if rank is None:
         delta = torch.zeros(n_templates, dim, dim, dtype=dtype, requires_grad=True)
         weights = [delta]
 
         def update():
             return delta
     else:
-        left = torch.zeros(n_templates, dim, params.rank, dtype=dtype, requires_grad=True)
-        right = torch.randn(n_templates, dim, params.rank, generator=generator, dtype=dtype)
+        left = torch.zeros(n_templates, dim, rank, dtype=dtype, requires_grad=True)
+        right = torch.randn(n_templates, dim, rank, generator=generator, dtype=dtype)
         right = (right / dim**0.5).requires_grad_(True)
         weights = [left, right]
 
@@ -662,33 +672,33 @@ def _train_adapters(views, y_idx, templates, base, pairs, params, seed):
         adapted = templates_t + templates_t @ update().transpose(1, 2)
         return torch.nn.functional.normalize(adapted, dim=-1)
 
-    optimizer = torch.optim.Adam(weights, lr=params.learning_rate)
-    batch_size = min(params.batch_size, n)
-    t = params.temperature
+    optimizer = torch.optim.Adam(weights, lr=learning_rate)
+    batch_size = min(batch_size, n)
+    t = temperature
     loss_curve, best, stall = [], np.inf, 0
-    for _ in range(params.max_iter):
+    for _ in range(max_iter):
         order = torch.randperm(n, generator=generator)
         epoch_loss = 0.0
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
             emb = class_embeddings()
             scores = torch.bmm(views_t[:, idx][pair_v], emb[pair_m].transpose(1, 2))
-            loss = _trusted_cross_entropy(_evidence_torch(t * scores, params.evidence), y_t[idx])
-            if params.beta > 0:
-                loss = loss + params.beta * _decoupling_loss(emb, t)
-            if params.gamma > 0:
-                loss = loss + params.gamma * _consistency_loss(emb, base_t, t)
+            loss = _trusted_cross_entropy(_evidence_torch(t * scores, evidence), y_t[idx])
+            if beta > 0:
+                loss = loss + beta * _decoupling_loss(emb, t)
+            if gamma > 0:
+                loss = loss + gamma * _consistency_loss(emb, base_t, t)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             epoch_loss += loss.item() * len(idx)
         loss_curve.append(epoch_loss / n)
-        if params.tol is not None:
-            if loss_curve[-1] < best - params.tol:
+        if tol is not None:
+            if loss_curve[-1] < best - tol:
                 best, stall = loss_curve[-1], 0
             else:
                 stall += 1
-                if stall >= params.n_iter_no_change:
+                if stall >= n_iter_no_change:
                     break
 
     eye = torch.eye(dim, dtype=dtype)
