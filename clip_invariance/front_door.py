@@ -20,6 +20,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .evidence import EVIDENCE_FUNCTIONS, EXP_CLIP, _opinion_from_ratio, opinion_from_evidence
+from .interventions import stack_views
 from .similarity import average_prompt_ensemble, l2_normalize
 
 __all__ = ["FrontDoorEnsembleClassifier"]
@@ -574,9 +575,10 @@ def _encode(y, classes):
 
 
 def _fit_projector(projector, views, y):
-    n_views, n = views.shape[:2]
-    if n_views >= 2:
-        return projector.fit(views.reshape(-1, views.shape[2]), groups=np.tile(np.arange(n), n_views))
+    """An image and its augmentations are interventional views of one content."""
+    if len(views) >= 2:
+        stacked, groups = stack_views(views)
+        return projector.fit(stacked, groups=groups)
     return projector.fit(views[0], y)
 
 
