@@ -13,6 +13,7 @@ import copy
 from numbers import Integral, Real
 
 import numpy as np
+from scipy import sparse
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
 from sklearn.utils import Bunch, check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
@@ -292,15 +293,18 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
             views = self._project(views)
             if templates is not None:
                 templates, base = self._project(templates), self._project(base)
-        views = l2_normalize(views.astype(np.float64))
+        views = l2_normalize(views)  # training runs in float32 anyway: keep X's dtype
 
         if templates is None:
             # Class prototypes: normalised means of the view-averaged embeddings.
-            counts = np.bincount(y_idx, minlength=len(self.classes_))
-            sums = np.zeros((len(self.classes_), views.shape[2]))
-            np.add.at(sums, y_idx, views.mean(axis=0))
-            templates = (sums / counts[:, None])[None]
-            base = templates[0]
+            n_classes = len(self.classes_)
+            indicator = sparse.csr_matrix(
+                (np.ones(len(y_idx)), (y_idx, np.arange(len(y_idx)))),
+                shape=(n_classes, len(y_idx)),
+            )
+            counts = np.bincount(y_idx, minlength=n_classes)
+            means = indicator @ views.mean(axis=0, dtype=np.float64) / counts[:, None]
+            templates, base = means[None], means
         templates = l2_normalize(templates)
         base = l2_normalize(base)
         self.n_templates_ = templates.shape[0]
@@ -313,7 +317,12 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         else:
             seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
             self.adapters_, self.loss_curve_ = _train_adapters(
-                views, y_idx, templates, base, self.pairs_, seed=seed,
+                views,
+                y_idx,
+                templates,
+                base,
+                self.pairs_,
+                seed=seed,
                 **{name: getattr(self, name) for name in _TRAINING_PARAMS},
             )
             self.n_iter_ = len(self.loss_curve_)
@@ -630,17 +639,45 @@ def _consistency_loss(class_embeddings, base, temperature):
     return -torch.diagonal(log_p, dim1=1, dim2=2).mean(dim=1).sum()
 
 
+# The constructor parameters passed on to _train_adapters.
 _TRAINING_PARAMS = (
-    "evidence", "temperature", "beta", "gamma", "rank", "learning_rate",
-    "batch_size", "max_iter", "tol", "n_iter_no_change",
+    "evidence",
+    "temperature",
+    "beta",
+    "gamma",
+    "rank",
+    "learning_rate",
+    "batch_size",
+    "max_iter",
+    "tol",
+    "n_iter_no_change",
 )
 
 
 def _train_adapters(
-    views, y_idx, templates, base, pairs, *, seed, evidence, temperature, beta, gamma,
-    rank, learning_rate, batch_size, max_iter, tol, n_iter_no_change,
+    views,
+    y_idx,
+    templates,
+    base,
+    pairs,
+    *,
+    seed,
+    evidence,
+    temperature,
+    beta,
+    gamma,
+    rank,
+    learning_rate,
+    batch_size,
+    max_iter,
+    tol,
+    n_iter_no_change,
 ):
-    """Adam on ``L_tce + beta L_de + gamma L_con``; returns (adapters, loss curve)."""
+    """Adam on ``L_tce + beta L_de + gamma L_con``; returns (adapters, loss curve).
+
+    ``views`` (V, n, D) and ``templates`` (M, C, D) are normalised; the keyword
+    arguments are the estimator's parameters of the same names.
+    """
     import torch
 
     generator = torch.Generator().manual_seed(int(seed))
