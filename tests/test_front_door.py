@@ -297,3 +297,25 @@ def test_clear_errors(data):
         FrontDoorEnsembleClassifier(bad, n_views=4).fit(data.X, data.y)
     with pytest.raises(ValueError, match=r"\(n_templates, n_classes, n_features\)"):
         FrontDoorEnsembleClassifier(T[0, 0], n_views=4).fit(data.X, data.y)
+
+
+# ------------------------------------------------------ the generator
+def test_multi_template_generator_structure(data):
+    np.testing.assert_array_equal(data.X, np.hstack(list(data.X_views)))
+    np.testing.assert_array_equal(data.base_classes, np.arange(5))
+    np.testing.assert_array_equal(data.new_classes, np.arange(5, 10))
+    for T, B in zip(data.template_embeddings, data.template_nuisance_bases):
+        # A template = the hand-written prompt + nuisance in its own subspace (+ noise).
+        nuisance = T - data.base_embeddings
+        residual = nuisance - nuisance @ B @ B.T
+        assert np.linalg.norm(residual) < 0.2 * np.linalg.norm(nuisance)
+        # That subspace is variant: (nearly) orthogonal to the invariant one.
+        assert np.linalg.norm(data.invariant_basis.T @ B) < 0.1
+    # Templates carry different nuisance directions.
+    B0, B1 = data.template_nuisance_bases[:2]
+    assert np.linalg.norm(B0.T @ B1) < 0.9 * np.sqrt(B0.shape[1])
+
+
+def test_multi_template_generator_rejects_bad_rank():
+    with pytest.raises(ValueError, match="template_rank=9 must be at most n_variant=8"):
+        make_multi_template_embeddings(n_samples=50, template_rank=9)
