@@ -63,10 +63,11 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
 
     .. math::
 
-        L = \sum_m \operatorname{mean}_i \left[\psi(S^m_i) - \psi(\alpha^m_{i, y_i})\right]
+        L = \sum_k \operatorname{mean}_i \left[\psi(S^k_i) - \psi(\alpha^k_{i, y_i})\right]
             + \beta L_{de} + \gamma L_{con},
 
-    the trusted cross-entropy of every opinion (:math:`\psi` = digamma); the
+    the trusted cross-entropy summed over the opinions ``k`` (the ``pairs_``;
+    :math:`\psi` = digamma); the
     decoupling loss :math:`L_{de}`, the mean over template pairs
     ``m != m'`` and classes ``c`` of
     :math:`\sum_{\bar c} P(\bar c \mid w^m_c, w^{m'}) \log P(\bar c \mid w^m_c, w^{m'})`
@@ -114,7 +115,8 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         The evidence function ``h``. ``"exp"`` makes each opinion's belief a
         softmax-like function of the cosines; softplus and ReLU are nearly
         linear in them and separate classes less (on the synthetic set-up
-        the training-free ensemble scored 0.49 with exp, 0.42 with softplus).
+        the training-free ensemble scored 0.49 with exp, 0.42 with softplus,
+        1000 samples, seed 0).
     temperature : float, default=10.0
         Scale :math:`\tau` of the cosines, in the evidence and in the
         softmaxes of the decoupling and consistency losses. CLIP's own logit
