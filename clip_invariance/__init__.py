@@ -4,9 +4,15 @@ Importing this package is cheap: torch and open_clip are imported only by the
 parts that need them.
 """
 
+from .front_door import FrontDoorEnsembleClassifier
 from .projection import InvariantProjector
 from .zero_shot import ZeroShotInvariantClassifier
 
 __version__ = "0.1.0"
 
-__all__ = ["InvariantProjector", "ZeroShotInvariantClassifier", "__version__"]
+__all__ = [
+    "FrontDoorEnsembleClassifier",
+    "InvariantProjector",
+    "ZeroShotInvariantClassifier",
+    "__version__",
+]

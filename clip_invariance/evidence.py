@@ -1,0 +1,275 @@
+r"""Subjective-logic opinions and the reduced Dempster rule (pure numpy).
+
+A classifier's scores become Dirichlet *evidence* ``e >= 0`` over ``C``
+classes; with ``alpha = e + 1`` and ``S = sum(alpha)`` the opinion is
+
+.. math:: b_c = e_c / S, \qquad u = C / S, \qquad \textstyle\sum_c b_c + u = 1.
+
+Two opinions are fused by the reduced Dempster rule of Trusted Multi-View
+Classification (Han et al., 2021):
+
+.. math::
+
+    b_c = \frac{b^1_c b^2_c + b^1_c u^2 + b^2_c u^1}{1 - k}, \qquad
+    u = \frac{u^1 u^2}{1 - k}, \qquad k = \sum_{i \ne j} b^1_i b^2_j .
+
+Because :math:`1 - k = \sum_c (b^1_c b^2_c + b^1_c u^2 + b^2_c u^1) + u^1 u^2`,
+the rule is "form the unnormalised masses :math:`m_c = (b^1_c + u^1)(b^2_c + u^2)
+- u^1 u^2` and :math:`m_u = u^1 u^2`, then normalise". Folding it over ``K``
+opinions therefore gives :math:`m_c = \prod_k (b^k_c + u^k) - \prod_k u^k`
+and :math:`m_u = \prod_k u^k`, so that
+
+.. math::
+
+    \frac{m_c}{m_u} = \exp(R_c) - 1, \qquad
+    R_c = \sum_k \log\left(1 + \frac{b^k_c}{u^k}\right)
+        = \sum_k \log\left(1 + \frac{e^k_c}{C}\right).
+
+The fused opinion is :math:`b_c \propto \operatorname{expm1}(R_c)`,
+:math:`u \propto 1`: a sum of logs and one normalisation, with no ``1 - k``
+to cancel when the conflict is close to 1 and no product to overflow when
+the evidence is huge. Everything here runs in float64; opinions with
+``u = 0`` (not Dirichlet) fall back to the pairwise rule in log space.
+"""
+
+import numpy as np
+from scipy.special import logsumexp
+
+__all__ = [
+    "EVIDENCE_FUNCTIONS",
+    "log_evidence",
+    "opinion_from_evidence",
+    "dempster_combine",
+    "fuse_opinions",
+]
+
+EVIDENCE_FUNCTIONS = ("softplus", "relu", "exp")
+
+# exp evidence is clipped at exp(60) ~ 1e26: large enough never to matter for
+# a temperature-scaled cosine of a sensible temperature, small enough that the
+# float32 training loop cannot overflow. The same clip is used in training.
+EXP_CLIP = 60.0
+
+
+def log_evidence(scores, kind="softplus"):
+    """Logarithm of the evidence ``h(scores)``, computed without overflow.
+
+    Parameters
+    ----------
+    scores : array-like
+        Temperature-scaled similarities, e.g. ``temperature * cosine``.
+    kind : {"softplus", "relu", "exp"}, default="softplus"
+        The non-negative evidence function ``h``. ``"exp"`` is clipped at
+        ``exp(EXP_CLIP)``. ``log(0) = -inf`` is a valid output (no evidence).
+
+    Returns
+    -------
+    log_e : ndarray of float64, same shape as ``scores``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from clip_invariance.evidence import log_evidence
+    >>> np.exp(log_evidence([-1.0, 0.0, 2.0], "relu"))
+    array([0., 0., 2.])
+    >>> float(log_evidence(1000.0, "softplus"))  # softplus(1000) = 1000
+    6.907...
+    """
+    x = np.asarray(scores, dtype=np.float64)
+    if kind == "softplus":
+        # log(log1p(exp(x))); below -30, log1p(exp(x)) == exp(x) to float64 precision.
+        with np.errstate(over="ignore"):
+            return np.where(x > -30.0, np.log(np.logaddexp(0.0, np.maximum(x, -30.0))), x)
+    if kind == "relu":
+        with np.errstate(divide="ignore"):
+            return np.log(np.maximum(x, 0.0))
+    if kind == "exp":
+        return np.minimum(x, EXP_CLIP)
+    raise ValueError(f"evidence must be one of {EVIDENCE_FUNCTIONS}, got {kind!r}.")
+
+
+def opinion_from_evidence(evidence, *, log=False):
+    """Dirichlet opinion ``(belief, uncertainty)`` from evidence over classes.
+
+    Parameters
+    ----------
+    evidence : array-like of shape (..., n_classes)
+        Non-negative evidence ``e``; with ``log=True``, ``log(e)`` instead,
+        which allows evidence far beyond the float64 range.
+    log : bool, default=False
+        Whether ``evidence`` holds log-evidence.
+
+    Returns
+    -------
+    belief : ndarray of shape (..., n_classes)
+        ``e / S``.
+    uncertainty : ndarray of shape (...)
+        ``C / S``; ``belief.sum(-1) + uncertainty == 1``.
+
+    Examples
+    --------
+    >>> from clip_invariance.evidence import opinion_from_evidence
+    >>> b, u = opinion_from_evidence([2.0, 0.0])  # alpha = [3, 1], S = 4
+    >>> b, float(u)
+    (array([0.5, 0. ]), 0.5)
+    """
+    log_b, log_u = _log_opinion(evidence, log=log)
+    return np.exp(log_b), np.exp(log_u)
+
+
+def _log_opinion(evidence, *, log):
+    e = np.asarray(evidence, dtype=np.float64)
+    if e.ndim == 0:
+        raise ValueError("evidence must have a class axis (at least one dimension).")
+    if np.isnan(e).any():
+        raise ValueError("evidence contains NaN.")
+    if not log:
+        if (e < 0).any():
+            raise ValueError("evidence must be non-negative.")
+        with np.errstate(divide="ignore"):
+            e = np.log(e)
+    n_classes = e.shape[-1]
+    log_c = np.full(e.shape[:-1] + (1,), np.log(n_classes))
+    log_s = logsumexp(np.concatenate([e, log_c], axis=-1), axis=-1, keepdims=True)
+    return e - log_s, (log_c - log_s)[..., 0]
+
+
+def _check_opinion(belief, uncertainty, name):
+    b = np.asarray(belief, dtype=np.float64)
+    u = np.asarray(uncertainty, dtype=np.float64)
+    if b.shape[:-1] != u.shape:
+        raise ValueError(
+            f"{name}: belief of shape {b.shape} needs an uncertainty of shape "
+            f"{b.shape[:-1]}, got {u.shape}."
+        )
+    if np.isnan(b).any() or np.isnan(u).any():
+        raise ValueError(f"{name} contains NaN.")
+    if (b < 0).any() or (u < 0).any():
+        raise ValueError(f"{name}: belief and uncertainty must be non-negative.")
+    if not np.allclose(b.sum(axis=-1) + u, 1.0, atol=1e-6):
+        raise ValueError(f"{name}: belief.sum(-1) + uncertainty must equal 1.")
+    with np.errstate(divide="ignore"):
+        return np.log(b), np.log(u)
+
+
+def _log_combine(log_b1, log_u1, log_b2, log_u2):
+    """Reduced Dempster rule on log masses; returns the normalised log opinion.
+
+    Unnormalised class mass ``b1 (b2 + u2) + b2 u1`` and uncertainty mass
+    ``u1 u2``, normalised by their sum (which equals ``1 - k``). Used for
+    opinions with ``u = 0``, where the ratio form below does not apply.
+    """
+    lu1, lu2 = log_u1[..., None], log_u2[..., None]
+    log_mass = np.logaddexp(log_b1 + np.logaddexp(log_b2, lu2), log_b2 + lu1)
+    log_umass = log_u1 + log_u2
+    log_total = np.logaddexp(logsumexp(log_mass, axis=-1), log_umass)
+    if np.isneginf(log_total).any():
+        raise ValueError(
+            "Total conflict: opinions with zero uncertainty believe in "
+            "disjoint classes, so the Dempster rule is undefined."
+        )
+    return log_mass - log_total[..., None], log_umass - log_total
+
+
+def _opinion_from_ratio(log_ratio_sum):
+    """Fused opinion from ``R_c = sum_k log(1 + b_c^k / u^k)`` (module docstring).
+
+    ``b_c : u = expm1(R_c) : 1``. With ``R* = max_c R_c``, multiply both by
+    ``exp(-R*)``: ``expm1(R_c) exp(-R*) = exp(R_c - R*) (1 - exp(-R_c))``,
+    which neither overflows for huge ``R`` nor cancels for ``R`` near 0.
+    """
+    R = np.asarray(log_ratio_sum, dtype=np.float64)
+    r_max = np.maximum(R.max(axis=-1, keepdims=True), 0.0)
+    mass = np.exp(R - r_max) * -np.expm1(-R)
+    umass = np.exp(-r_max[..., 0])
+    total = mass.sum(axis=-1) + umass
+    return mass / total[..., None], umass / total
+
+
+def _fuse(log_beliefs, log_uncertainties):
+    """Fuse stacked log opinions (first axis) with the reduced Dempster rule."""
+    if log_uncertainties.ndim == 1:  # a single opinion per stack entry
+        b, u = _fuse(log_beliefs[:, None], log_uncertainties[:, None])
+        return b[0], u[0]
+    certain = np.isneginf(log_uncertainties).any(axis=0)
+    with np.errstate(invalid="ignore"):  # rows with u = 0 are redone below
+        log_ratio = np.logaddexp(0.0, log_beliefs - log_uncertainties[..., None])
+        belief, uncertainty = _opinion_from_ratio(log_ratio.sum(axis=0))
+    if certain.any():
+        lb, lu = log_beliefs[:, certain], log_uncertainties[:, certain]
+        fused_b, fused_u = lb[0], lu[0]
+        for k in range(1, len(lb)):
+            fused_b, fused_u = _log_combine(fused_b, fused_u, lb[k], lu[k])
+        belief[certain], uncertainty[certain] = np.exp(fused_b), np.exp(fused_u)
+    return belief, uncertainty
+
+
+def dempster_combine(belief1, uncertainty1, belief2, uncertainty2):
+    """Fuse two opinions with the reduced Dempster rule.
+
+    Parameters
+    ----------
+    belief1, belief2 : array-like of shape (..., n_classes)
+        Beliefs of the two opinions.
+    uncertainty1, uncertainty2 : array-like of shape (...)
+        Their uncertainties; ``belief.sum(-1) + uncertainty`` must be 1.
+
+    Returns
+    -------
+    belief : ndarray of shape (..., n_classes)
+    uncertainty : ndarray of shape (...)
+        The fused opinion, again summing to 1. The rule is commutative and
+        associative, and the vacuous opinion (``b = 0, u = 1``) is its identity.
+
+    Raises
+    ------
+    ValueError
+        On invalid opinions, or under total conflict (``k = 1``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from clip_invariance.evidence import dempster_combine
+    >>> b, u = dempster_combine([0.6, 0.2], 0.2, [0.5, 0.0], 0.5)
+    >>> b.round(3), round(float(u), 3)
+    (array([0.778, 0.111]), 0.111)
+    """
+    lb1, lu1 = _check_opinion(belief1, uncertainty1, "opinion 1")
+    lb2, lu2 = _check_opinion(belief2, uncertainty2, "opinion 2")
+    if lb1.shape[-1] != lb2.shape[-1]:
+        raise ValueError(
+            f"The opinions cover {lb1.shape[-1]} and {lb2.shape[-1]} classes."
+        )
+    lb1, lb2 = np.broadcast_arrays(lb1, lb2)
+    lu1, lu2 = np.broadcast_arrays(lu1, lu2)
+    return _fuse(np.stack([lb1, lb2]), np.stack([lu1, lu2]))
+
+
+def fuse_opinions(beliefs, uncertainties):
+    """Fuse a stack of opinions (first axis) with the reduced Dempster rule.
+
+    Parameters
+    ----------
+    beliefs : array-like of shape (n_opinions, ..., n_classes)
+    uncertainties : array-like of shape (n_opinions, ...)
+
+    Returns
+    -------
+    belief : ndarray of shape (..., n_classes)
+    uncertainty : ndarray of shape (...)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from clip_invariance.evidence import fuse_opinions, opinion_from_evidence
+    >>> b, u = opinion_from_evidence(np.array([[4.0, 1.0], [3.0, 0.0]]))
+    >>> fb, fu = fuse_opinions(b, u)
+    >>> fb.round(4), round(float(fu), 4)
+    (array([0.8125, 0.0625]), 0.125)
+    """
+    lb, lu = _check_opinion(beliefs, uncertainties, "opinions")
+    if lb.ndim < 2 or lb.shape[0] == 0:
+        raise ValueError(
+            f"beliefs must have shape (n_opinions, ..., n_classes), got {lb.shape}."
+        )
+    return _fuse(lb, lu)

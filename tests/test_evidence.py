@@ -1,0 +1,182 @@
+"""Subjective-logic opinions and the reduced Dempster rule."""
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from clip_invariance.evidence import (
+    EXP_CLIP,
+    dempster_combine,
+    fuse_opinions,
+    log_evidence,
+    opinion_from_evidence,
+)
+
+
+def direct_dempster(b1, u1, b2, u2):
+    """The textbook formula, term by term (works on floats and Fractions)."""
+    n_classes = len(b1)
+    conflict = sum(b1[i] * b2[j] for i in range(n_classes) for j in range(n_classes) if i != j)
+    belief = [(b1[c] * b2[c] + b1[c] * u2 + b2[c] * u1) / (1 - conflict) for c in range(n_classes)]
+    return belief, u1 * u2 / (1 - conflict)
+
+
+def random_opinions(rng, n_opinions, n_classes, n_samples=None):
+    shape = (n_opinions,) if n_samples is None else (n_opinions, n_samples)
+    evidence = rng.gamma(0.7, 3.0, size=shape + (n_classes,))
+    return opinion_from_evidence(evidence)
+
+
+def test_opinion_from_evidence_hand_example():
+    # e = [3, 1, 0] -> alpha = [4, 2, 1], S = 7, u = 3 / 7.
+    b, u = opinion_from_evidence([3.0, 1.0, 0.0])
+    np.testing.assert_allclose(b, [3 / 7, 1 / 7, 0.0])
+    assert u == pytest.approx(3 / 7)
+
+
+def test_opinion_from_log_evidence_handles_evidence_beyond_float64():
+    b, u = opinion_from_evidence([1000.0, 0.0], log=True)  # e = [e^1000, 1]
+    np.testing.assert_allclose(b, [1.0, 0.0], atol=1e-300)
+    assert 0 < u < 1e-400 or u == 0.0
+    assert np.isfinite(b).all()
+
+
+@pytest.mark.parametrize(
+    "kind, expected",
+    [
+        ("softplus", np.log(np.log1p(np.exp([-5.0, 0.0, 3.0])))),
+        ("relu", np.log([0.0 + 1e-300, 1e-300, 3.0])),
+        ("exp", [-5.0, 0.0, 3.0]),
+    ],
+)
+def test_log_evidence_matches_naive_formula(kind, expected):
+    got = log_evidence([-5.0, 0.0, 3.0], kind)
+    if kind == "relu":
+        assert np.isneginf(got[:2]).all()
+        assert got[2] == pytest.approx(np.log(3.0))
+    else:
+        np.testing.assert_allclose(got, expected)
+
+
+def test_log_evidence_is_stable_at_extremes():
+    assert log_evidence(-1000.0, "softplus") == pytest.approx(-1000.0)
+    assert log_evidence(1000.0, "softplus") == pytest.approx(np.log(1000.0))
+    assert log_evidence(1000.0, "exp") == EXP_CLIP
+
+
+def test_unknown_evidence_function():
+    with pytest.raises(ValueError, match="evidence must be one of"):
+        log_evidence([1.0], "sigmoid")
+
+
+def test_combine_agrees_with_direct_formula():
+    rng = np.random.default_rng(0)
+    for n_classes in (2, 3, 7):
+        (b1, b2), (u1, u2) = random_opinions(rng, 2, n_classes)
+        expected_b, expected_u = direct_dempster(b1, u1, b2, u2)
+        b, u = dempster_combine(b1, u1, b2, u2)
+        np.testing.assert_allclose(b, expected_b, rtol=1e-12)
+        assert u == pytest.approx(expected_u, rel=1e-12)
+
+
+def test_combine_hand_example():
+    # masses: 0.6*0.5 + 0.6*0.5 + 0.5*0.2 = 0.7, 0.2*0.5 = 0.1, u: 0.1; 1 - k = 0.9
+    b, u = dempster_combine([0.6, 0.2], 0.2, [0.5, 0.0], 0.5)
+    np.testing.assert_allclose(b, [7 / 9, 1 / 9])
+    assert u == pytest.approx(1 / 9)
+
+
+def test_combine_is_commutative_and_associative_and_valid():
+    rng = np.random.default_rng(1)
+    (b1, b2, b3), (u1, u2, u3) = random_opinions(rng, 3, 5, n_samples=50)
+    b12, u12 = dempster_combine(b1, u1, b2, u2)
+    b21, u21 = dempster_combine(b2, u2, b1, u1)
+    np.testing.assert_allclose(b12, b21, rtol=1e-12)
+    np.testing.assert_allclose(u12, u21, rtol=1e-12)
+    left = dempster_combine(*dempster_combine(b1, u1, b2, u2), b3, u3)
+    right = dempster_combine(b1, u1, *dempster_combine(b2, u2, b3, u3))
+    np.testing.assert_allclose(left[0], right[0], rtol=1e-10)
+    np.testing.assert_allclose(left[1], right[1], rtol=1e-10)
+    assert (left[0] >= 0).all() and (left[1] > 0).all()
+    np.testing.assert_allclose(left[0].sum(axis=1) + left[1], 1.0)
+
+
+def test_vacuous_opinion_is_the_identity():
+    rng = np.random.default_rng(2)
+    (b,), (u,) = random_opinions(rng, 1, 4, n_samples=10)
+    fused_b, fused_u = dempster_combine(b, u, np.zeros_like(b), np.ones_like(u))
+    np.testing.assert_allclose(fused_b, b, rtol=1e-12)
+    np.testing.assert_allclose(fused_u, u, rtol=1e-12)
+
+
+def test_fuse_opinions_is_the_pairwise_fold():
+    rng = np.random.default_rng(3)
+    beliefs, uncertainties = random_opinions(rng, 5, 6, n_samples=20)
+    b, u = beliefs[0], uncertainties[0]
+    for k in range(1, 5):
+        b, u = dempster_combine(b, u, beliefs[k], uncertainties[k])
+    fused_b, fused_u = fuse_opinions(beliefs, uncertainties)
+    np.testing.assert_allclose(fused_b, b, rtol=1e-10)
+    np.testing.assert_allclose(fused_u, u, rtol=1e-10)
+
+
+def test_conflict_close_to_one_matches_exact_arithmetic():
+    # Two near-certain opinions on different classes: k = 1 - O(1e-12).
+    e1, e2 = [1e12, 1.0, 0.0], [0.0, 1e12, 2.0]
+    exact = []
+    for e in (e1, e2):
+        strength = sum(Fraction(x) for x in e) + 3
+        exact.append(([Fraction(x) / strength for x in e], Fraction(3) / strength))
+    expected_b, expected_u = direct_dempster(exact[0][0], exact[0][1], exact[1][0], exact[1][1])
+
+    (b1, b2), (u1, u2) = opinion_from_evidence(np.array([e1, e2]))
+    b, u = dempster_combine(b1, u1, b2, u2)
+    np.testing.assert_allclose(b, [float(x) for x in expected_b], rtol=1e-9)
+    assert u == pytest.approx(float(expected_u), rel=1e-9)
+    # The textbook formula in float64 cancels catastrophically in 1 - k.
+    naive_b, _ = direct_dempster(b1, u1, b2, u2)
+    assert abs(naive_b[2] - float(expected_b[2])) > 1e-6 * float(expected_b[2])
+
+
+def test_huge_evidence_stays_finite_and_symmetric():
+    # e = e^600 ~ 1e260: u ~ 1e-261, so u1 * u2 and 1 - k underflow in float64.
+    log_e = np.array([[600.0, 0.0], [0.0, 600.0]])
+    beliefs, uncertainties = opinion_from_evidence(log_e, log=True)
+    assert (uncertainties > 0).all()
+    b, u = fuse_opinions(beliefs, uncertainties)
+    assert np.isfinite(b).all() and np.isfinite(u)
+    np.testing.assert_allclose(b, [0.5, 0.5])
+    assert 0 < u < 1e-200
+
+
+def test_certain_opinions_fall_back_to_the_pairwise_rule():
+    b, u = dempster_combine([1.0, 0.0], 0.0, [0.5, 0.0], 0.5)
+    np.testing.assert_allclose(b, [1.0, 0.0])
+    assert u == 0.0
+    with pytest.raises(ValueError, match="Total conflict"):
+        dempster_combine([1.0, 0.0], 0.0, [0.0, 1.0], 0.0)
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (([0.5, np.nan], 0.5, [0.5, 0.0], 0.5), "NaN"),
+        (([0.5, 0.2], 0.5, [0.5, 0.0], 0.5), "must equal 1"),
+        (([0.5, 0.5], [0.0, 0.0], [0.5, 0.0], 0.5), "uncertainty of shape"),
+        (([0.5, 0.0], 0.5, [0.5, 0.0, 0.0], 0.5), "classes"),
+        (([1.5, -0.5], 0.0, [0.5, 0.0], 0.5), "non-negative"),
+    ],
+)
+def test_invalid_opinions_raise(args, match):
+    with pytest.raises(ValueError, match=match):
+        dempster_combine(*args)
+
+
+def test_invalid_evidence_raises():
+    with pytest.raises(ValueError, match="non-negative"):
+        opinion_from_evidence([1.0, -1.0])
+    with pytest.raises(ValueError, match="NaN"):
+        opinion_from_evidence([1.0, np.nan])
+    with pytest.raises(ValueError, match="class axis"):
+        opinion_from_evidence(1.0)
