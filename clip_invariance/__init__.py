@@ -4,8 +4,9 @@ Importing this package is cheap: torch and open_clip are imported only by the
 parts that need them.
 """
 
+from .embedding import CLIPEmbedder
 from .projection import InvariantProjector
 
 __version__ = "0.1.0"
 
-__all__ = ["InvariantProjector", "__version__"]
+__all__ = ["CLIPEmbedder", "InvariantProjector", "__version__"]
