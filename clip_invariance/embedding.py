@@ -197,7 +197,8 @@ class CLIPEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         Parameters
         ----------
         X : ignored
-            Present for API consistency; nothing is learned from the inputs.
+            Present for API consistency; nothing is learned from the inputs
+            (a sparse matrix is refused: it cannot hold images or texts).
         y : ignored
 
         Returns
@@ -205,6 +206,8 @@ class CLIPEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         self : object
             The embedder, with its backbone loaded.
         """
+        if hasattr(X, "tocsr"):
+            raise TypeError("Sparse matrices are not images or texts.")
         backbone = self._backbone()
         self.device_ = backbone.device
         self.precision_ = backbone.precision
@@ -237,7 +240,8 @@ class CLIPEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         ]
         out = np.full((len(items), backbone.embedding_dim), np.nan, dtype=np.float32)
 
-        memory = check_memory(self.memory)
+        memory = self.memory
+        memory = check_memory(os.fspath(memory) if isinstance(memory, os.PathLike) else memory)
         cached = None
         if memory.location is not None:
             cached = memory.cache(_forward_batch, ignore=["inputs", "backbone"])
@@ -348,7 +352,7 @@ def _as_items(X, modality):
         X = X.iloc[:, 0]
     if hasattr(X, "tolist") and hasattr(X, "iloc"):  # a Series
         X = X.tolist()
-    if hasattr(X, "toarray") or hasattr(X, "tocsr"):
+    if hasattr(X, "tocsr"):
         raise TypeError("Sparse matrices are not images or texts.")
     if isinstance(X, np.ndarray):
         if X.dtype.kind in "OUS":
