@@ -335,7 +335,8 @@ class CLIPEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         tags.requires_fit = False
         tags.input_tags.string = self.modality == "text"
         tags.transformer_tags.preserves_dtype = ["float32"]
-        tags.non_deterministic = True  # GPU kernels and fp16 autocast are not bit-exact
+        # Outputs depend on batch composition at rounding level (BLAS paths, fp16 on GPU).
+        tags.non_deterministic = True
         return tags
 
 

@@ -299,7 +299,7 @@ def test_work_before_a_corrupt_file_is_kept(tiny_model, image_files, tmp_path, m
 
 
 # -------------------------------------------------------------- bad files
-def _corrupt_files(folder, good_png):
+def _corrupt_files(folder):
     files = {}
     jpeg = io.BytesIO()
     Image.fromarray(np.full((64, 64, 3), 120, dtype=np.uint8)).save(jpeg, format="JPEG")
@@ -312,13 +312,13 @@ def _corrupt_files(folder, good_png):
 
 
 def test_corrupt_files_raise_with_index_and_name(tiny_model, image_files, tmp_path):
-    for bad in _corrupt_files(tmp_path, image_files[0]):
+    for bad in _corrupt_files(tmp_path):
         with pytest.raises(ValueError, match=rf"Cannot read input 1 \('{bad}'\)"):
             _embedder(tiny_model).transform([image_files[0], bad, image_files[1]])
 
 
 def test_corrupt_files_become_nan_rows_with_a_warning(tiny_model, image_files, tmp_path):
-    bad = _corrupt_files(tmp_path, image_files[0])
+    bad = _corrupt_files(tmp_path)
     paths = [image_files[0], bad[0], image_files[1], bad[1], bad[2], image_files[2], bad[3]]
     with pytest.warns(UserWarning, match="Skipped 4") as record:
         X = _embedder(tiny_model, on_error="nan", batch_size=3).transform(paths)
