@@ -54,13 +54,16 @@ def reference_loop(model, preprocess, paths, device):
     return np.concatenate(out)
 
 
-def best_of(repeats, fn):
-    times, result = [], None
+def best_of(repeats, *fns):
+    """Best wall time of each function, runs interleaved so both see the same machine load."""
+    times = [[] for _ in fns]
+    results = [None] * len(fns)
     for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), result
+        for k, fn in enumerate(fns):
+            start = time.perf_counter()
+            results[k] = fn()
+            times[k].append(time.perf_counter() - start)
+    return [min(t) for t in times], results
 
 
 def bench_cpu(model_name, paths, repeats, batch_size, num_workers):
@@ -70,8 +73,11 @@ def bench_cpu(model_name, paths, repeats, batch_size, num_workers):
         model_name, pretrained=None, device="cpu", batch_size=batch_size, num_workers=num_workers, progress=False
     ).fit()
     backbone = _get_backbone(model_name, None, "cpu", "fp32")
-    t_emb, X = best_of(repeats, lambda: embedder.transform(paths))
-    t_ref, X_ref = best_of(repeats, lambda: reference_loop(backbone.model, backbone.preprocess, paths, "cpu"))
+    (t_emb, t_ref), (X, X_ref) = best_of(
+        repeats,
+        lambda: embedder.transform(paths),
+        lambda: reference_loop(backbone.model, backbone.preprocess, paths, "cpu"),
+    )
     n = len(paths)
     diff = np.abs(X - X_ref).max() / np.abs(X_ref).max()
     print(
@@ -96,7 +102,6 @@ def bench_gpu(model_name, paths, repeats, batch_size):
         torch.cuda.synchronize()
         return X
 
-    t_total, _ = best_of(repeats, end_to_end)
     from clip_invariance.embedding import read_image
 
     decoded = torch.stack([backbone.preprocess(read_image(p)) for p in paths]).pin_memory()
@@ -106,7 +111,7 @@ def bench_gpu(model_name, paths, repeats, batch_size):
             _forward_batch(None, None, decoded[start : start + batch_size], backbone)
         torch.cuda.synchronize()
 
-    t_compute, _ = best_of(repeats, compute_only)
+    (t_total, t_compute), _ = best_of(repeats, end_to_end, compute_only)
     n = len(paths)
     print(
         f"{model_name:>18} cuda fp16 | n={n:4d} | embedder {n / t_total:8.1f} img/s | "
@@ -118,9 +123,9 @@ def bench_gpu(model_name, paths, repeats, batch_size):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=[TINY, "ViT-B-32"])
-    parser.add_argument("--n-images", type=int, nargs="+", default=[420, 96],
+    parser.add_argument("--n-images", type=int, nargs="+", default=[420, 64],
                         help="images per model (one value, or one per model)")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-workers", default="auto")
     args = parser.parse_args()

@@ -233,7 +233,6 @@ class CLIPEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         self._validate_params()
         items = _as_items(X, self.modality)
         backbone = self._backbone()
-        keys = [_item_key(item, self.modality) for item in items]
         batches = [
             np.arange(start, min(start + self.batch_size, len(items)))
             for start in range(0, len(items), self.batch_size)
@@ -242,19 +241,21 @@ class CLIPEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
 
         memory = self.memory
         memory = check_memory(os.fspath(memory) if isinstance(memory, os.PathLike) else memory)
-        cached = None
+        cached, keys = None, {}
         if memory.location is not None:
             cached = memory.cache(_forward_batch, ignore=["inputs", "backbone"])
+            keys = {i: _item_key(item, self.modality) for i, item in enumerate(items)}
         model_id = backbone.identity
+
+        def cache_keys(idx):
+            """The batch's cache key, or None when it must not be cached."""
+            batch_keys = [keys[i] for i in idx] if cached is not None else [None]
+            return None if None in batch_keys else batch_keys
 
         todo = []
         for idx in batches:
-            batch_keys = [keys[i] for i in idx]
-            if (
-                cached is not None
-                and None not in batch_keys
-                and cached.check_call_in_cache(model_id, batch_keys, inputs=None, backbone=None)
-            ):
+            batch_keys = cache_keys(idx)
+            if batch_keys and cached.check_call_in_cache(model_id, batch_keys, inputs=None, backbone=None):
                 out[idx] = cached(model_id, batch_keys, inputs=None, backbone=None)
             else:
                 todo.append(idx)
@@ -265,12 +266,12 @@ class CLIPEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
                 if self.on_error == "raise":
                     raise ValueError(f"Cannot read input {i} ({_describe(items[i])}): {reason}")
                 skipped.append(f"{i} ({_describe(items[i])}): {reason}")
-            batch_keys = [keys[i] for i in idx]
-            if cached is not None and not failures and None not in batch_keys:
+            batch_keys = cache_keys(idx)
+            if batch_keys and not failures:
                 out[idx] = cached(model_id, batch_keys, inputs=inputs, backbone=backbone)
             elif len(kept):
                 # Batches with a bad or unidentifiable input are computed, never cached.
-                out[kept] = _forward_batch(model_id, batch_keys, inputs, backbone)
+                out[kept] = _forward_batch(model_id, None, inputs, backbone)
         if skipped:
             warnings.warn(
                 f"Skipped {len(skipped)} unreadable input(s); their rows are NaN: "
@@ -588,8 +589,10 @@ def _embedding_dim(model, device):
         return int(dim)
     import torch
 
+    # No declared size (e.g. a timm tower): embed one token sequence and look.
+    context = getattr(model, "context_length", None) or 77
     with torch.inference_mode():
-        return int(model.encode_text(torch.zeros((1, 77), dtype=torch.long, device=device)).shape[-1])
+        return int(model.encode_text(torch.zeros((1, context), dtype=torch.long, device=device)).shape[-1])
 
 
 def _resolve_device(device):

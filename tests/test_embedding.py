@@ -196,6 +196,34 @@ def test_openai_checkpoint_without_quickgelu_warns(tiny_model, tiny_checkpoint, 
         _embedder(tiny_model, pretrained=str(path)).fit()
 
 
+@pytest.fixture
+def tiny_local_dir(tmp_path, tiny_checkpoint):
+    """A folder in the layout of an open_clip hub repo: config JSON and weights."""
+    import json
+
+    from conftest import TINY_CONFIG
+
+    folder = tmp_path / "tiny-repo"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CONFIG, "preprocess_cfg": {}}))
+    shutil.copy(tiny_checkpoint["safetensors"], folder / "open_clip_model.safetensors")
+    return folder
+
+
+def test_local_dir_and_cached_hub_repo(tiny_model, tiny_checkpoint, tiny_local_dir, rgb_images, monkeypatch):
+    expected = _embedder(tiny_model, pretrained=tiny_checkpoint["safetensors"]).transform(rgb_images)
+    got = _embedder(f"local-dir:{tiny_local_dir}").transform(rgb_images)
+    np.testing.assert_array_equal(got, expected)
+    # A cached hub repo is read from its snapshot folder, with no network call.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(embedding_module, "_cached_hub_snapshot", lambda repo: str(tiny_local_dir))
+    np.testing.assert_array_equal(_embedder("hf-hub:org/tiny").transform(rgb_images), expected)
+    monkeypatch.setattr(embedding_module, "_cached_hub_snapshot", lambda repo: None)
+    clear_backbone_cache()
+    with pytest.raises(OSError, match="not in the local cache.*local-dir:"):
+        _embedder("hf-hub:org/tiny").fit()
+
+
 def test_missing_checkpoint_and_unknown_tag(tiny_model):
     with pytest.raises(FileNotFoundError, match="missing.safetensors"):
         _embedder(tiny_model, pretrained="missing.safetensors").fit()
