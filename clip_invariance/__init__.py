@@ -4,6 +4,7 @@ Importing this package is cheap: torch and open_clip are imported only by the
 parts that need them.
 """
 
+from .embedding import CLIPEmbedder
 from .front_door import FrontDoorEnsembleClassifier
 from .projection import InvariantProjector
 from .zero_shot import ZeroShotInvariantClassifier
@@ -11,6 +12,7 @@ from .zero_shot import ZeroShotInvariantClassifier
 __version__ = "0.1.0"
 
 __all__ = [
+    "CLIPEmbedder",
     "FrontDoorEnsembleClassifier",
     "InvariantProjector",
     "ZeroShotInvariantClassifier",

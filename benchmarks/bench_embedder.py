@@ -1,0 +1,154 @@
+"""Images per second of CLIPEmbedder against a plain one-image-at-a-time loop.
+
+Both sides use the same model, the same pacs-mini image files (decoding
+included) and open_clip's own preprocessing; the backbone is loaded before
+the clock starts. The reference decodes one image at a time in the main
+process and runs one forward per image, as a first script would.
+
+With a CUDA device it also reports ViT-B-32 and ViT-B-16 in fp16 and the
+fraction of time the GPU waits on decoding (1 - pure-compute time /
+end-to-end time, pure compute being the same batches already decoded).
+
+    python benchmarks/bench_embedder.py                      # tiny model + ViT-B-32, CPU
+    python benchmarks/bench_embedder.py --models ViT-B-32 --n-images 420
+"""
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from clip_invariance import CLIPEmbedder
+from clip_invariance.datasets import load_image_folder
+
+PACS_MINI = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "pacs-mini"
+TINY = "clipinv-tiny-test"
+TINY_CONFIG = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
+def register_tiny():
+    import open_clip
+
+    folder = Path(tempfile.mkdtemp())
+    (folder / f"{TINY}.json").write_text(json.dumps(TINY_CONFIG))
+    open_clip.add_model_config(folder)
+
+
+def reference_loop(model, preprocess, paths, device):
+    """Open, convert, preprocess and embed one image at a time."""
+    import torch
+    from PIL import Image
+
+    out = []
+    with torch.no_grad():
+        for path in paths:
+            image = Image.open(path).convert("RGB")
+            out.append(model.encode_image(preprocess(image)[None].to(device)).float().cpu().numpy())
+    return np.concatenate(out)
+
+
+def best_of(repeats, *fns):
+    """Best wall time of each function, runs interleaved so both see the same machine load."""
+    times = [[] for _ in fns]
+    results = [None] * len(fns)
+    for _ in range(repeats):
+        for k, fn in enumerate(fns):
+            start = time.perf_counter()
+            results[k] = fn()
+            times[k].append(time.perf_counter() - start)
+    return [min(t) for t in times], results
+
+
+def bench_cpu(model_name, paths, repeats, batch_size, num_workers):
+    from clip_invariance.embedding import _get_backbone
+
+    embedder = CLIPEmbedder(
+        model_name, pretrained=None, device="cpu", batch_size=batch_size, num_workers=num_workers, progress=False
+    ).fit()
+    backbone = _get_backbone(model_name, None, "cpu", "fp32")
+    (t_emb, t_ref), (X, X_ref) = best_of(
+        repeats,
+        lambda: embedder.transform(paths),
+        lambda: reference_loop(backbone.model, backbone.preprocess, paths, "cpu"),
+    )
+    n = len(paths)
+    diff = np.abs(X - X_ref).max() / np.abs(X_ref).max()
+    print(
+        f"{model_name:>18} cpu fp32 | n={n:4d} | reference {n / t_ref:8.1f} img/s | "
+        f"embedder {n / t_emb:8.1f} img/s (batch {batch_size}, workers {embedder._n_workers('cpu')}) | "
+        f"ratio {t_ref / t_emb:5.2f}x | max rel. diff {diff:.1e}"
+    )
+
+
+def bench_gpu(model_name, paths, repeats, batch_size):
+    import torch
+
+    from clip_invariance.embedding import _forward_batch, _get_backbone
+
+    embedder = CLIPEmbedder(
+        model_name, pretrained=None, device="cuda", precision="fp16", batch_size=batch_size, progress=False
+    ).fit()
+    backbone = _get_backbone(model_name, None, "cuda", "fp16")
+
+    def end_to_end():
+        X = embedder.transform(paths)
+        torch.cuda.synchronize()
+        return X
+
+    from clip_invariance.embedding import read_image
+
+    decoded = torch.stack([backbone.preprocess(read_image(p)) for p in paths]).pin_memory()
+
+    def compute_only():
+        for start in range(0, len(paths), batch_size):
+            _forward_batch(None, None, decoded[start : start + batch_size], backbone)
+        torch.cuda.synchronize()
+
+    (t_total, t_compute), _ = best_of(repeats, end_to_end, compute_only)
+    n = len(paths)
+    print(
+        f"{model_name:>18} cuda fp16 | n={n:4d} | embedder {n / t_total:8.1f} img/s | "
+        f"compute only {n / t_compute:8.1f} img/s | GPU waits on decoding {max(0.0, 1 - t_compute / t_total):.0%} "
+        f"(workers {embedder._n_workers('cuda')})"
+    )
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=[TINY, "ViT-B-32"])
+    parser.add_argument("--n-images", type=int, nargs="+", default=[420, 64],
+                        help="images per model (one value, or one per model)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--num-workers", default="auto")
+    args = parser.parse_args()
+    if not PACS_MINI.is_dir():
+        raise SystemExit(f"pacs-mini not found at {PACS_MINI}")
+    import torch
+
+    register_tiny()
+    paths = load_image_folder(PACS_MINI).paths
+    # Interleave domains so a subset has every domain.
+    paths = paths[np.argsort(np.arange(len(paths)) % 7, kind="stable")]
+    workers = args.num_workers if args.num_workers == "auto" else int(args.num_workers)
+    sizes = args.n_images * len(args.models) if len(args.n_images) == 1 else args.n_images
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; pacs-mini {len(paths)} files")
+    for model_name, n in zip(args.models, sizes):
+        bench_cpu(model_name, list(paths[:n]), args.repeats, args.batch_size, workers)
+    if torch.cuda.is_available():
+        print(f"GPU: {torch.cuda.get_device_name()}")
+        for model_name in ["ViT-B-32", "ViT-B-16"]:
+            bench_gpu(model_name, list(paths), args.repeats, 256)
+    else:
+        print("no CUDA device: GPU figures (ViT-B-32 / ViT-B-16 fp16, decoding wait) skipped")
+
+
+if __name__ == "__main__":
+    main()
