@@ -73,9 +73,90 @@ def run_demo(n_samples=2000, normalize=False, n_components=None, lam=10.0, rando
     return rows
 
 
+def run_evaluation(
+    root,
+    *,
+    model_name="ViT-B-32",
+    pretrained="openai",
+    device="auto",
+    batch_size=64,
+    n_views=1,
+    n_components=None,
+    lam=10.0,
+    templates="simple",
+    memory=None,
+    random_state=0,
+):
+    """Leave-one-domain-out evaluation of CLIP and CLIP-ICM on a DomainBed image folder.
+
+    Embeds every image (and ``n_views`` augmented views of it), the class
+    prompts and the text interventions with one open_clip backbone, then runs
+    :func:`~clip_invariance.evaluation.leave_one_domain_out` for zero-shot and
+    linear-probe classifiers, on raw embeddings and in the invariant subspace
+    (image and text interventions pooled). Returns one row per target domain.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+
+    from . import CLIPEmbedder, InvariantProjector, ZeroShotInvariantClassifier
+    from .augmentation import make_image_interventions
+    from .datasets import load_image_folder
+    from .evaluation import leave_one_domain_out
+    from .prompts import build_prompts, encode_prompts, make_text_interventions
+
+    data = load_image_folder(root)
+    backbone = dict(
+        model_name=model_name, pretrained=pretrained, device=device, batch_size=batch_size,
+        memory=memory,
+    )
+    images = CLIPEmbedder(**backbone, progress="auto")
+    texts = CLIPEmbedder(**backbone, modality="text", progress=False)
+    views, groups = make_image_interventions(
+        list(data.paths), n_views=n_views, random_state=random_state
+    )
+    X = images.fit_transform(views)
+    n = len(data.paths)
+    y = np.tile(data.y, n_views + 1)
+    domains = np.tile(data.environments, n_views + 1)
+    is_original = np.arange(len(X)) < n  # views are stacked after the originals
+
+    prompts = encode_prompts(texts.transform, build_prompts(data.target_names, templates))
+    text_strings, text_groups = make_text_interventions(data.target_names)
+    text_interventions = encode_prompts(texts.transform, text_strings)
+    k = n_components or min(64, X.shape[1])
+    projector = InvariantProjector(
+        k, lam=lam, interventions=text_interventions, intervention_groups=text_groups
+    )
+    probe = LogisticRegression(C=0.316, max_iter=1000)
+    candidates = {
+        "zero-shot": (ZeroShotInvariantClassifier(prompts), {}),
+        "ZS ICM": (
+            ZeroShotInvariantClassifier(prompts, projector=projector), {"groups": groups}
+        ),
+        "probe": (probe, {}),
+        "probe ICM": (
+            Pipeline([("proj", projector), ("clf", probe)]), {"proj__groups": groups}
+        ),
+    }
+    table = {}
+    for name, (estimator, fit_params) in candidates.items():
+        for row in leave_one_domain_out(
+            estimator, X, y, domains, fit_params=fit_params, content_ids=groups,
+            scored=is_original, random_state=random_state,
+        ):
+            table.setdefault(row["domain"], {"domain": row["domain"]})
+            table[row["domain"]][name] = row["test_accuracy"]
+    rows = list(table.values())
+    rows.append({"domain": "average", **{
+        name: float(np.mean([r[name] for r in rows])) for name in candidates
+    }})
+    return rows
+
+
 def _print_table(rows, file):
     columns = list(rows[0])
-    widths = [max(len(c), 6) for c in columns]
+    widths = [max([len(c), 6] + [len(str(r[c])) for r in rows if isinstance(r[c], str)])
+              for c in columns]
     print("  ".join(c.rjust(w) for c, w in zip(columns, widths)), file=file)
     for row in rows:
         cells = []
@@ -85,6 +166,8 @@ def _print_table(rows, file):
                 text = "yes" if v else "no"
             elif isinstance(v, float):
                 text = f"{v:.1f}" if c == "max angle" else f"{100 * v:.1f}"
+            elif isinstance(v, str):
+                text = v
             else:
                 text = str(v)
             cells.append(text.rjust(w))
@@ -117,6 +200,29 @@ def _demo(args):
     return 0
 
 
+def _evaluate(args):
+    pretrained = None if args.pretrained.lower() == "none" else args.pretrained
+    print(
+        f"{args.root}: leave-one-domain-out accuracy (%), {args.model_name} / {pretrained}\n"
+        "ZS = zero-shot; ICM = in the invariant subspace (image + text interventions)\n"
+    )
+    rows = run_evaluation(
+        args.root,
+        model_name=args.model_name,
+        pretrained=pretrained,
+        device=args.device,
+        batch_size=args.batch_size,
+        n_views=args.n_views,
+        n_components=args.n_components,
+        lam=args.lam,
+        templates=args.templates,
+        memory=args.cache,
+        random_state=args.seed,
+    )
+    _print_table(rows, sys.stdout)
+    return 0
+
+
 def main(argv=None):
     """Entry point of the ``clip-invariance`` console script."""
     parser = argparse.ArgumentParser(
@@ -132,6 +238,28 @@ def main(argv=None):
     demo.add_argument("--normalize", choices=["no", "yes", "both"], default="both")
     demo.add_argument("--seed", type=int, default=0)
     demo.set_defaults(handler=_demo)
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="leave-one-domain-out evaluation on a DomainBed-style image folder "
+        "(<root>/<domain>/<class>/<image>)",
+    )
+    evaluate.add_argument("root", help="the image folder")
+    evaluate.add_argument("--model-name", default="ViT-B-32")
+    evaluate.add_argument("--pretrained", default="openai",
+                          help="open_clip tag, hf-hub:/local-dir: name, checkpoint file, "
+                          "or 'none' for random weights")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.add_argument("--n-views", type=int, default=1,
+                          help="augmented views per image (image interventions)")
+    evaluate.add_argument("--n-components", type=int, default=None,
+                          help="subspace dimension K (default: min(64, D))")
+    evaluate.add_argument("--lam", type=float, default=10.0)
+    evaluate.add_argument("--templates", choices=["simple", "openai"], default="simple")
+    evaluate.add_argument("--cache", default=None, help="folder to cache embeddings in")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.set_defaults(handler=_evaluate)
     args = parser.parse_args(argv)
     return args.handler(args)
 

@@ -9,7 +9,16 @@ __all__ = ["leave_one_domain_out"]
 
 
 def leave_one_domain_out(
-    estimator, X, y, domains, *, fit_params=None, holdout=0.2, content_ids=None, random_state=0
+    estimator,
+    X,
+    y,
+    domains,
+    *,
+    fit_params=None,
+    holdout=0.2,
+    content_ids=None,
+    scored=None,
+    random_state=0,
 ):
     """Evaluate out-of-domain accuracy with the DomainBed protocol.
 
@@ -37,6 +46,9 @@ def leave_one_domain_out(
     content_ids : array-like of shape (n_samples,), default=None
         Rows sharing an id (an image and its augmented views) fall on the same
         side of the 80/20 split. ``None``: every row is its own content.
+    scored : array-like of bool, shape (n_samples,), default=None
+        Rows that count in the accuracies; the others (e.g. augmented views)
+        are used for training only. ``None``: all rows.
     random_state : int, RandomState instance or None, default=0
         Seed of the 80/20 split (fixed by default, as in DomainBed).
 
@@ -68,7 +80,8 @@ def leave_one_domain_out(
             f"leave-one-domain-out needs at least two domains, got {unique_domains.tolist()}."
         )
     content_ids = np.arange(n) if content_ids is None else np.asarray(content_ids)
-    check_consistent_length(y, content_ids)
+    scored = np.ones(n, dtype=bool) if scored is None else np.asarray(scored, dtype=bool)
+    check_consistent_length(y, content_ids, scored)
     fit_params = fit_params or {}
 
     # One fixed 80/20 split of every domain, by content, reused for all targets.
@@ -92,16 +105,17 @@ def leave_one_domain_out(
         validation = ~is_target & is_validation
         X_train, y_train, params = subset(train)
         model = clone(estimator).fit(X_train, y_train, **params)
-        X_test, y_test, _ = subset(is_target)
-        X_val, y_val, _ = subset(validation)
+        X_test, y_test, _ = subset(is_target & scored)
+        X_val, y_val, _ = subset(validation & scored)
         rows.append(
             {
                 "domain": target.item() if isinstance(target, np.generic) else target,
                 "test_accuracy": float(model.score(X_test, y_test)),
-                "validation_accuracy": float(model.score(X_val, y_val)) if validation.any()
+                "validation_accuracy": float(model.score(X_val, y_val))
+                if len(y_val)
                 else float("nan"),
                 "n_train": int(train.sum()),
-                "n_test": int(is_target.sum()),
+                "n_test": int(len(y_test)),
             }
         )
     return rows

@@ -39,3 +39,21 @@ def test_console_script_usage_error():
 def test_demo_rejects_bad_arguments():
     with pytest.raises(SystemExit):
         main(["demo", "--normalize", "maybe"])
+
+
+def test_evaluate_on_pacs_mini(tiny_model, pacs_mini, capsys):
+    """End to end on real images with a tiny random-weight model (accuracy is meaningless)."""
+    assert main([
+        "evaluate", str(pacs_mini), "--model-name", tiny_model, "--pretrained", "none",
+        "--device", "cpu", "--n-components", "8", "--batch-size", "64",
+    ]) == 0
+    out = capsys.readouterr().out
+    for domain in ("art_painting", "cartoon", "photo", "sketch", "average"):
+        assert domain in out
+    header = next(line for line in out.splitlines() if line.split()[:1] == ["domain"])
+    assert header.split() == ["domain", "zero-shot", "ZS", "ICM", "probe", "probe", "ICM"]
+
+
+def test_evaluate_missing_folder(tmp_path):
+    with pytest.raises((FileNotFoundError, ValueError), match="missing"):
+        main(["evaluate", str(tmp_path / "missing"), "--pretrained", "none"])

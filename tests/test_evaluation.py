@@ -38,14 +38,15 @@ def test_splits_follow_the_protocol():
             seen.append((np.asarray(X)[:, 0].astype(int), groups))
             return super().fit(X, y, groups)
 
+    scored = np.arange(n) % 2 == 0  # odd rows play augmented views: train only
     rows = leave_one_domain_out(
-        Spy(), X, y, domains, fit_params={"groups": content}, content_ids=content
+        Spy(), X, y, domains, fit_params={"groups": content}, content_ids=content, scored=scored
     )
     assert [r["domain"] for r in rows] == ["a", "b", "c", "d"]
     for row, (train_rows, groups) in zip(rows, seen):
         target = set(np.flatnonzero(domains == row["domain"]))
         assert not target & set(train_rows)
-        assert row["n_train"] == len(train_rows) and row["n_test"] == 50
+        assert row["n_train"] == len(train_rows) and row["n_test"] == 25
         assert 0.65 < len(train_rows) / 150 < 0.95  # about 80% of the sources
         assert np.array_equal(groups, content[train_rows])  # row-aligned params follow
         assert np.all(np.isin(train_rows ^ 1, train_rows))  # both rows of a pair
