@@ -25,7 +25,7 @@ __all__ = ["InvariantProjector"]
 
 # Rows gathered per block when forming within-group contrasts; small enough to
 # stay in cache, large enough for BLAS to run at full speed.
-_CHUNK_ROWS = 8192
+_CHUNK_ROWS = 16384
 
 
 class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -502,36 +502,65 @@ def _grouped_second_moments(X, groups):
 
     multi_starts = starts[sizes > 1]
     multi_sizes = sizes[sizes > 1]
+    if multi_starts.size == 0:
+        return gram, scatter, n - starts.size
     rows_before = np.concatenate([[0], np.cumsum(multi_sizes)])
+    # Buffers reused by every block: fresh large arrays cost page faults.
+    max_groups = min(multi_starts.size, _CHUNK_ROWS // 2)
+    running_sum = np.empty((max_groups, d), dtype=dtype)
+    first, member = (np.empty((max_groups, d), dtype=dtype) for _ in range(2))
+    contrasts = np.empty((min(_CHUNK_ROWS, n), d), dtype=dtype)
     g0 = 0
     while g0 < multi_starts.size:
         g1 = int(np.searchsorted(rows_before, rows_before[g0] + _CHUNK_ROWS, side="right")) - 1
-        g1 = min(max(g1, g0 + 1), multi_starts.size)
+        g1 = min(max(g1, g0 + 1), multi_starts.size, g0 + max_groups)
         st, sz = multi_starts[g0:g1], multi_sizes[g0:g1]
-        running_sum = X[order[st]]  # position 0 of every group in the block
-        contrasts = []
-        for k in range(1, int(sz.max())):
+        g = g1 - g0
+        n_contrasts = rows_before[g1] - rows_before[g0] - g
+        if n_contrasts > contrasts.shape[0]:
+            contrasts = np.empty((n_contrasts, d), dtype=dtype)
+        # Members 0 and 1 (every group here has both): first contrast and running sum.
+        x0 = _rows(X, order[st], first[:g])
+        x1 = _rows(X, order[st + 1], member[:g])
+        total = running_sum[:g]
+        np.subtract(x0, x1, out=contrasts[:g])
+        contrasts[:g] *= dtype.type(np.sqrt(0.5))
+        np.add(x0, x1, out=total)
+        filled = g
+        for k in range(2, int(sz.max())):
             scale = dtype.type(1.0 / np.sqrt(k * (k + 1.0)))
-            if sz.min() > k:  # every group has a k-th member: work in place
-                xk = X[order[st + k]]
-                contrast = xk * dtype.type(-k)
-                contrast += running_sum
-                contrast *= scale
-                running_sum += xk
+            alive = np.flatnonzero(sz > k)
+            out = contrasts[filled : filled + alive.size]
+            if alive.size == g:  # every group has a k-th member: work in place
+                xk = _rows(X, order[st + k], member[:g])
+                np.multiply(xk, dtype.type(-k), out=out)
+                out += total
+                out *= scale
+                total += xk
             else:
-                alive = np.flatnonzero(sz > k)
                 xk = X[order[st[alive] + k]]
-                prefix = running_sum[alive]
-                contrast = (prefix - dtype.type(k) * xk) * scale
-                running_sum[alive] = prefix + xk
-            contrasts.append(contrast)
-        sums = running_sum * (1.0 / np.sqrt(sz)).astype(dtype)[:, None]
-        contrasts = contrasts[0] if len(contrasts) == 1 else np.concatenate(contrasts)
-        within = _as64(contrasts.T @ contrasts)
+                prefix = total[alive]
+                np.multiply((prefix - dtype.type(k) * xk), scale, out=out)
+                total[alive] = prefix + xk
+            filled += alive.size
+        block = contrasts[:filled]
+        within = _as64(block.T @ block)
         scatter += within
-        gram += within + sums.T @ sums
+        if sz.min() == sz.max():  # equal sizes: divide the product, not the rows
+            gram += within + _as64(total.T @ total) / sz[0]
+        else:
+            total *= (1.0 / np.sqrt(sz)).astype(dtype)[:, None]  # s_g / sqrt(n_g)
+            gram += within + total.T @ total
         g0 = g1
     return gram, scatter, n - starts.size
+
+
+def _rows(X, index, out):
+    """``X[index]``: a view when the rows are consecutive (stack_views layout), else into ``out``."""
+    first = index[0]
+    if index[-1] - first == len(index) - 1 and np.all(np.diff(index) == 1):
+        return X[first : first + len(index)]
+    return np.take(X, index, axis=0, out=out)
 
 
 def _cell_sums(X, y, environments):
