@@ -11,6 +11,7 @@ from numbers import Integral, Real
 
 import numpy as np
 from scipy import linalg, sparse
+from scipy.linalg import lapack
 from sklearn.base import (
     BaseEstimator,
     ClassNamePrefixFeaturesOutMixin,
@@ -592,9 +593,11 @@ def _generalized_eigh(a, b, subset):
     than reducing it to a standard one, which is all it does internally.
     """
     lower = linalg.cholesky(b, lower=True)
-    half = linalg.solve_triangular(lower, a, lower=True)
-    reduced = linalg.solve_triangular(lower, half.T, lower=True)
-    values, vectors = linalg.eigh((reduced + reduced.T) / 2, subset_by_index=subset)
+    # L^-1 a L^-T in one symmetric LAPACK call (its lower triangle is what eigh reads).
+    reduced, info = lapack.dsygst(a, lower, itype=1, lower=1)
+    if info != 0:  # pragma: no cover - dsygst only fails on invalid arguments
+        raise np.linalg.LinAlgError(f"LAPACK dsygst failed with info={info}.")
+    values, vectors = linalg.eigh(reduced, lower=True, subset_by_index=subset)
     return values, linalg.solve_triangular(lower.T, vectors, lower=False)
 
 
