@@ -71,7 +71,7 @@ def main():
                 f"{fit_mem / mib:8.1f} {X.nbytes / mib:7.1f} {d * d * 8 / mib:7.1f}",
                 flush=True,
             )
-            del X, groups
+            X = groups = None  # free before the next size is drawn
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ import copy
 from numbers import Integral, Real
 
 import numpy as np
-from scipy import sparse
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
 from sklearn.utils import Bunch, check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
@@ -22,7 +21,7 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .evidence import EVIDENCE_FUNCTIONS, EXP_CLIP, _opinion_from_ratio, opinion_from_evidence
 from .interventions import stack_views
-from .similarity import average_prompt_ensemble, l2_normalize
+from .similarity import average_prompt_ensemble, class_prototypes, l2_normalize
 
 __all__ = ["FrontDoorEnsembleClassifier"]
 
@@ -299,13 +298,7 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
 
         if templates is None:
             # Class prototypes: normalised means of the view-averaged embeddings.
-            n_classes = len(self.classes_)
-            indicator = sparse.csr_matrix(
-                (np.ones(len(y_idx)), (y_idx, np.arange(len(y_idx)))),
-                shape=(n_classes, len(y_idx)),
-            )
-            counts = np.bincount(y_idx, minlength=n_classes)
-            means = indicator @ views.mean(axis=0, dtype=np.float64) / counts[:, None]
+            means = class_prototypes(views.mean(axis=0, dtype=np.float64), y_idx, len(self.classes_))
             templates, base = means[None], means
         templates = l2_normalize(templates)
         base = l2_normalize(base)

@@ -2,7 +2,12 @@
 
 import numpy as np
 
-__all__ = ["l2_normalize", "cosine_similarity_matrix", "average_prompt_ensemble"]
+__all__ = [
+    "l2_normalize",
+    "cosine_similarity_matrix",
+    "average_prompt_ensemble",
+    "class_prototypes",
+]
 
 
 def l2_normalize(X, axis=-1):
@@ -86,3 +91,37 @@ def average_prompt_ensemble(prompt_embeddings):
             f"(n_templates, n_classes, n_features), got {P.shape}."
         )
     return l2_normalize(l2_normalize(P).mean(axis=0))
+
+
+def class_prototypes(X, codes, n_classes):
+    """Unit-norm class means: the prototype classifier of both zero-shot and front-door models.
+
+    A class mean has the direction of the class sum, and only the direction
+    counts for cosine scoring, so the sums are normalised directly.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    codes : ndarray of int, shape (n_samples,)
+        Class index of each row, in ``[0, n_classes)``.
+    n_classes : int
+
+    Returns
+    -------
+    prototypes : ndarray of shape (n_classes, n_features), float64
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from clip_invariance.similarity import class_prototypes
+    >>> class_prototypes(np.array([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0]]), np.array([0, 0, 1]), 2)
+    array([[1., 0.],
+           [0., 1.]])
+    """
+    from scipy import sparse
+
+    codes = np.asarray(codes)
+    indicator = sparse.csr_matrix(
+        (np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(n_classes, len(codes))
+    )
+    return l2_normalize(np.asarray(indicator @ np.asarray(X, dtype=np.float64)))

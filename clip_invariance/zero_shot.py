@@ -20,7 +20,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from .similarity import average_prompt_ensemble, l2_normalize
+from .similarity import average_prompt_ensemble, class_prototypes, l2_normalize
 
 __all__ = ["ZeroShotInvariantClassifier"]
 
@@ -196,10 +196,7 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
         if self.prompt_embeddings is None:
             self.classes_, codes = np.unique(y, return_inverse=True)
             Z = l2_normalize(self._project(X))
-            sums = np.zeros((len(self.classes_), Z.shape[1]))
-            np.add.at(sums, codes, Z)
-            # A class mean has the direction of the class sum; only the direction counts.
-            self.class_embeddings_ = l2_normalize(sums)
+            self.class_embeddings_ = class_prototypes(Z, codes, len(self.classes_))
         else:
             self.classes_ = labels
             self.class_embeddings_ = l2_normalize(self._project(prompts))
