@@ -226,7 +226,7 @@ class CLIPEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
 
         Returns
         -------
-        X_embedded : ndarray of shape (n, embedding_dim_), float32
+        X_embedded : ndarray of shape (n, embedding_dim), float32
             One embedding per input; NaN rows for skipped images when
             ``on_error="nan"``.
         """

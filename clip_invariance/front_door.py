@@ -149,9 +149,9 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
     ----------
     classes_ : ndarray of shape (n_classes,)
         Class labels, in the order of the template rows.
-    class_embeddings_ : ndarray of shape (n_templates_, n_classes, n_embedding)
+    class_embeddings_ : ndarray of shape (n_templates, n_classes, n_embedding)
         Adapted, normalised class embeddings used for prediction.
-    adapters_ : ndarray of shape (n_templates_, n_embedding, n_embedding)
+    adapters_ : ndarray of shape (n_templates, n_embedding, n_embedding)
         The learned maps :math:`W_m` (identity when ``max_iter=0``).
     pairs_ : ndarray of shape (n_opinions, 2)
         ``(template, view)`` of every opinion, in fusion order.
@@ -165,8 +165,8 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         Mean training loss of each epoch.
     n_features_in_ : int
         Number of columns of ``X`` (``n_views`` times the embedding size).
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of features seen during :term:`fit`, when ``X`` has string
+    feature_names_in_ : ndarray of shape (`n_features`,)
+        Names of features seen during :meth:`fit`, when ``X`` has string
         column names.
 
     See Also
@@ -409,7 +409,7 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
 
         Parameters
         ----------
-        template_embeddings : array-like of shape (n_templates_, n_new_classes, n_features)
+        template_embeddings : array-like of shape (n_templates, n_new_classes, n_features)
             Class-prompt embeddings of the new classes (2-D for one template).
         classes : array-like of shape (n_new_classes,), default=None
             Their labels; ``None`` means ``0 .. n_new_classes - 1``.

@@ -100,21 +100,21 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 
     Attributes
     ----------
-    components_ : ndarray of shape (n_components_, n_features_in_)
+    components_ : ndarray of shape (n_components, n_features)
         Orthonormal basis of the invariant subspace, most invariant-and-
         informative direction first.
-    eigenvalues_ : ndarray of shape (n_components_,)
+    eigenvalues_ : ndarray of shape (n_components,)
         Objective value of each component (difference or ratio eigenvalue).
-    invariance_ratio_ : ndarray of shape (n_components_,)
+    invariance_ratio_ : ndarray of shape (n_components,)
         :math:`a^\top S_\Delta a / a^\top S_Z a` per component: 0 is perfectly
         invariant; an isotropic noise direction has 2.
-    explained_variance_ratio_ : ndarray of shape (n_components_,)
+    explained_variance_ratio_ : ndarray of shape (n_components,)
         Share of the (uncentred) second moment kept by each component.
     n_components_ : int
         Number of components kept.
-    second_moment_ : ndarray of shape (n_features_in_, n_features_in_)
+    second_moment_ : ndarray of shape (n_features, n_features)
         :math:`S_Z`.
-    nuisance_scatter_ : ndarray of shape (n_features_in_, n_features_in_)
+    nuisance_scatter_ : ndarray of shape (n_features, n_features)
         :math:`S_\Delta`.
     lam_scale_ : float
         :math:`\operatorname{tr} S_Z / \operatorname{tr} S_\Delta`.
@@ -124,9 +124,9 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     n_samples_seen_ : int
         Rows of ``X`` seen so far.
     n_features_in_ : int
-        Number of features seen during :term:`fit`.
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of features seen during :term:`fit`, when ``X`` has string
+        Number of features seen during :meth:`fit`.
+    feature_names_in_ : ndarray of shape (`n_features`,)
+        Names of features seen during :meth:`fit`, when ``X`` has string
         column names.
 
     See Also
@@ -380,7 +380,7 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 
         Returns
         -------
-        X_new : ndarray of shape (n_samples, n_components_)
+        X_new : ndarray of shape (n_samples, n_components)
             Coordinates in the invariant subspace (float32 stays float32).
         """
         check_is_fitted(self)
@@ -409,12 +409,12 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_components_)
+        X : array-like of shape (n_samples, n_components)
             Coordinates in the invariant subspace.
 
         Returns
         -------
-        X_original : ndarray of shape (n_samples, n_features_in_)
+        X_original : ndarray of shape (n_samples, n_features)
             The projected embeddings.
         """
         check_is_fitted(self)

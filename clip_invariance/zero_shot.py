@@ -54,8 +54,7 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    prompt_embeddings : array-like of shape (n_classes, n_features) or \
-            (n_templates, n_classes, n_features), default=None
+    prompt_embeddings : array-like of shape (n_classes, n_features) or (n_templates, n_classes, n_features), default=None
         Text embeddings of the class prompts, or of a prompt ensemble (see
         :func:`clip_invariance.prompts.build_prompts` and
         :func:`clip_invariance.prompts.encode_prompts`). ``None`` learns one
@@ -85,9 +84,9 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
     projector_ : estimator or None
         The fitted clone of ``projector``.
     n_features_in_ : int
-        Number of features seen during :term:`fit`.
-    feature_names_in_ : ndarray of shape (`n_features_in_`,)
-        Names of features seen during :term:`fit`, when ``X`` has string
+        Number of features seen during :meth:`fit`.
+    feature_names_in_ : ndarray of shape (`n_features`,)
+        Names of features seen during :meth:`fit`, when ``X`` has string
         column names.
 
     See Also
