@@ -10,8 +10,7 @@ symmetric eigenproblem on them, so fitting costs ``O(N D^2)`` time and
 from numbers import Integral, Real
 
 import numpy as np
-from scipy import linalg, sparse
-from scipy.linalg import blas, lapack
+from scipy import sparse
 from sklearn.base import (
     BaseEstimator,
     ClassNamePrefixFeaturesOutMixin,
@@ -309,15 +308,17 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
                 "The interventional data shows no variation at all (identical views): "
                 "the nuisance scatter is zero."
             )
-        z_hat = second_moment / (trace_z / d)
-        d_hat = nuisance / (trace_d / d)
-        # Only the top K eigenpairs are needed when K is fixed: cheaper than all D.
-        top = None if self.n_components is None else [d - self.n_components, d - 1]
+        # Solved in the input's precision, as PCA does: float32 inputs give float32
+        # components, and LAPACK runs about twice as fast on them.
+        z_hat = (second_moment / (trace_z / d)).astype(self._dtype)
+        d_hat = (nuisance / (trace_d / d)).astype(self._dtype)
+        # numpy's LAPACK throughout, like the statistics above: handing over between
+        # numpy's and scipy's BLAS thread pools costs more than these D x D solves.
         if self.solver == "difference":
-            values, vectors = linalg.eigh(z_hat - self.lam * d_hat, subset_by_index=top)
+            values, vectors = np.linalg.eigh(z_hat - self.lam * d_hat)
             baseline = 0.0
         else:
-            values, vectors = _generalized_eigh(z_hat, np.eye(d) + self.lam * d_hat, top)
+            values, vectors = _generalized_eigh(z_hat, np.eye(d, dtype=self._dtype) + self.lam * d_hat)
             baseline = 1.0 / (1.0 + self.lam)
         values, vectors = values[::-1], vectors[:, ::-1]
         if self.n_components is None:
@@ -327,14 +328,11 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         basis = vectors[:, :k]
         if self.solver == "ratio":
             # Generalized eigenvectors are B-orthogonal; QR keeps their span and order.
-            # scipy's QR, not numpy's: handing over between the two BLAS thread
-            # pools right after scipy's eigh costs more than the QR itself.
-            basis, _ = linalg.qr(basis, mode="economic")
+            basis, _ = np.linalg.qr(basis)
         basis = _fix_signs(basis)
 
-        # a_k^T S a_k, with scipy's BLAS like the solver above (see the QR note).
-        kept_z = np.sum(blas.dsymm(1.0, second_moment, basis) * basis, axis=0)
-        kept_d = np.sum(blas.dsymm(1.0, nuisance, basis) * basis, axis=0)
+        kept_z = np.sum((second_moment @ basis) * basis, axis=0)  # a_k^T S_Z a_k
+        kept_d = np.sum((nuisance @ basis) * basis, axis=0)
         self.components_ = basis.T.astype(self._dtype, copy=False)
         self.eigenvalues_ = values[:k].copy()
         self.invariance_ratio_ = kept_d / np.maximum(kept_z, np.finfo(float).tiny)
@@ -589,19 +587,36 @@ def _cell_sums(X, y, environments):
         yield key, total, count
 
 
-def _generalized_eigh(a, b, subset):
-    """Eigenpairs of ``a v = w b v`` through the Cholesky factor of ``b``.
+def _generalized_eigh(a, b):
+    """Eigenpairs of ``a v = w b v`` (ascending) for symmetric ``a`` and ``b >= I``.
 
-    LAPACK's subset driver for the generalized problem is several times slower
-    than reducing it to a standard one, which is all it does internally.
+    Reduced to a standard problem with the Cholesky factor ``b = L L^T``:
+    ``L^-1 a L^-T y = w y``, ``v = L^-T y``. ``b``'s eigenvalues are at least 1,
+    so the explicit inverse of ``L`` is well conditioned.
     """
-    lower = linalg.cholesky(b, lower=True)
-    # L^-1 a L^-T in one symmetric LAPACK call (its lower triangle is what eigh reads).
-    reduced, info = lapack.dsygst(a, lower, itype=1, lower=1)
-    if info != 0:  # pragma: no cover - dsygst only fails on invalid arguments
-        raise np.linalg.LinAlgError(f"LAPACK dsygst failed with info={info}.")
-    values, vectors = linalg.eigh(reduced, lower=True, subset_by_index=subset)
-    return values, linalg.solve_triangular(lower.T, vectors, lower=False)
+    inv_lower = _invert_lower(np.linalg.cholesky(b))
+    reduced = inv_lower @ a @ inv_lower.T
+    values, vectors = np.linalg.eigh((reduced + reduced.T) / 2)
+    return values, inv_lower.T @ vectors
+
+
+def _invert_lower(lower):
+    """Inverse of a lower-triangular matrix by 2 x 2 blocks, so the work is in matmuls.
+
+    ``[[A, 0], [C, D]]^-1 = [[A^-1, 0], [-D^-1 C A^-1, D^-1]]``; numpy has no
+    triangular solver, and its general ``inv`` (LU) is several times slower.
+    """
+    n = lower.shape[0]
+    if n <= 64:
+        return np.tril(np.linalg.inv(lower))
+    h = n // 2
+    top = _invert_lower(lower[:h, :h])
+    bottom = _invert_lower(lower[h:, h:])
+    inverse = np.zeros_like(lower)
+    inverse[:h, :h] = top
+    inverse[h:, h:] = bottom
+    inverse[h:, :h] = -(bottom @ lower[h:, :h]) @ top
+    return inverse
 
 
 def _python_scalar(value):

@@ -118,8 +118,10 @@ def test_prompt_ensemble_is_averaged_like_clip():
     averaged = ZeroShotInvariantClassifier(average_prompt_ensemble(ensemble), projector=projector)
     from_ensemble.fit(X, groups=groups)
     averaged.fit(X, groups=groups)
+    # float32 embeddings: scores are 100 * cosine, equal up to float32 rounding.
     assert_allclose(
-        from_ensemble.decision_function(data.X), averaged.decision_function(data.X), rtol=1e-5
+        from_ensemble.decision_function(data.X), averaged.decision_function(data.X),
+        rtol=1e-5, atol=1e-4,
     )
     assert_allclose(np.linalg.norm(from_ensemble.class_embeddings_, axis=1), 1.0)
 
