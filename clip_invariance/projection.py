@@ -230,6 +230,7 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             "groups_dof": 0,
             "cells": {},  # (label, environment) -> [sum, count]
             "source": None,
+            "fixed_scatter": None,  # scatter of the constructor's interventions
         }
 
     def _accumulate(self, X, y, groups, environments, *, reset):
@@ -292,7 +293,10 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
                 )
             scatters.append(2.0 * stats["groups_scatter"] / stats["groups_dof"])
         if "interventions" in source:
-            scatters.append(self._fixed_intervention_scatter(d))
+            # Fixed data: computed once, not again at every partial_fit.
+            if stats["fixed_scatter"] is None:
+                stats["fixed_scatter"] = self._fixed_intervention_scatter(d)
+            scatters.append(stats["fixed_scatter"])
         if source == "environments":
             scatters.append(_environment_scatter(stats["cells"], d))
         if source == "labels":

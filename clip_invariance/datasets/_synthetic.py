@@ -14,22 +14,28 @@ from sklearn.utils._param_validation import Interval, validate_params
 __all__ = ["make_invariant_embeddings"]
 
 
+# Shared with make_multi_template_embeddings, which builds on this generator.
+CAUSAL_MODEL_CONSTRAINTS = {
+    "n_samples": [Interval(Integral, 1, None, closed="left")],
+    "n_classes": [Interval(Integral, 2, None, closed="left")],
+    "n_environments": [Interval(Integral, 2, None, closed="left")],
+    "n_invariant": [Interval(Integral, 1, None, closed="left")],
+    "n_variant": [Interval(Integral, 1, None, closed="left")],
+    "n_features": [Interval(Integral, 2, None, closed="left")],
+    "n_views": [Interval(Integral, 1, None, closed="left")],
+    "spurious_correlation": [Interval(Real, 0, 1, closed="both")],
+    "class_separation": [Interval(Real, 0, None, closed="left")],
+    "style_scale": [Interval(Real, 0, None, closed="left")],
+    "noise": [Interval(Real, 0, None, closed="left")],
+    "normalize": ["boolean"],
+    "random_state": ["random_state"],
+}
+
+
 @validate_params(
     {
-        "n_samples": [Interval(Integral, 1, None, closed="left")],
-        "n_classes": [Interval(Integral, 2, None, closed="left")],
-        "n_environments": [Interval(Integral, 2, None, closed="left")],
-        "n_invariant": [Interval(Integral, 1, None, closed="left")],
-        "n_variant": [Interval(Integral, 1, None, closed="left")],
-        "n_features": [Interval(Integral, 2, None, closed="left")],
-        "n_views": [Interval(Integral, 1, None, closed="left")],
+        **CAUSAL_MODEL_CONSTRAINTS,
         "n_text_styles": [Interval(Integral, 2, None, closed="left")],
-        "spurious_correlation": [Interval(Real, 0, 1, closed="both")],
-        "class_separation": [Interval(Real, 0, None, closed="left")],
-        "style_scale": [Interval(Real, 0, None, closed="left")],
-        "noise": [Interval(Real, 0, None, closed="left")],
-        "normalize": ["boolean"],
-        "random_state": ["random_state"],
     },
     prefer_skip_nested_validation=True,
 )
