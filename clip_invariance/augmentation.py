@@ -5,9 +5,9 @@ each from one style transform picked at random (colour jitter, grayscale,
 Gaussian blur, invert, posterize, solarize, equalize), and all copies of an
 image share its group id. Embed the views with
 :class:`~clip_invariance.CLIPEmbedder` and the result goes straight into
-``InvariantProjector.fit(X, groups=groups)``; :func:`concat_views` reshapes
-the same embeddings into the per-image view blocks a front-door classifier
-reads.
+``InvariantProjector.fit(X, view_groups=view_groups)``;
+:func:`clip_invariance.views.rows_to_columns` reshapes the same embeddings
+into the per-image view blocks a front-door classifier reads.
 
 A view is a small recipe (source, transform, drawn parameters), not pixels:
 the embedder's DataLoader workers decode and augment it, so views cost no
@@ -24,7 +24,7 @@ from sklearn.utils._param_validation import Interval, validate_params
 
 from .embedding import read_image
 
-__all__ = ["IMAGE_TRANSFORMS", "ImageView", "make_image_interventions", "concat_views"]
+__all__ = ["IMAGE_TRANSFORMS", "ImageView", "make_image_interventions"]
 
 IMAGE_TRANSFORMS = (
     "color_jitter",
@@ -131,7 +131,7 @@ def make_image_interventions(
     See Also
     --------
     concat_views : Per-image blocks ``(n, n_total * D)`` for the front-door classifier.
-    clip_invariance.interventions.stack_views : The same layout from embedding arrays.
+    clip_invariance.views.stack_views : The same layout from embedding arrays.
 
     Examples
     --------
@@ -166,44 +166,6 @@ def make_image_interventions(
             views.append(ImageView(image, name, _DRAW[name](rng, strengths[name])))
     n_total = n_views + bool(include_original)
     return views, np.tile(np.arange(len(images)), n_total)
-
-
-def concat_views(X, groups):
-    """Concatenate the embeddings of each group's views: ``(n, n_views * D)``.
-
-    Row ``g`` holds the views of group ``g`` (sorted by group id) side by side,
-    in their order of appearance in ``X``: the input layout of a front-door
-    classifier whose ``V`` views each pair with one prompt template.
-
-    Parameters
-    ----------
-    X : array-like of shape (n * n_views, D)
-        Embeddings of views, e.g. of :func:`make_image_interventions` output.
-    groups : array-like of shape (n * n_views,)
-        Group id of each row; every group must have the same number of views.
-
-    Returns
-    -------
-    X_concat : ndarray of shape (n, n_views * D)
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from clip_invariance.augmentation import concat_views
-    >>> X = np.array([[0.0], [1.0], [10.0], [11.0]])  # image 0, image 1, view of 0, view of 1
-    >>> concat_views(X, [0, 1, 0, 1])
-    array([[ 0., 10.],
-           [ 1., 11.]])
-    """
-    X = np.asarray(X)
-    groups = np.asarray(groups)
-    if X.ndim != 2 or groups.shape != (X.shape[0],):
-        raise ValueError(f"X must be 2-D with one group id per row, got X {X.shape} and groups {groups.shape}.")
-    ids, counts = np.unique(groups, return_counts=True)
-    if len(set(counts.tolist())) != 1:
-        raise ValueError(f"Every group must have the same number of views, got counts {sorted(set(counts.tolist()))}.")
-    order = np.argsort(groups, kind="stable")  # stable: keeps view order within a group
-    return X[order].reshape(len(ids), counts[0] * X.shape[1])
 
 
 def _strengths(strength, names):

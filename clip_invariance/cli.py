@@ -24,7 +24,7 @@ def run_demo(n_samples=2000, normalize=False, n_components=None, lam=10.0, rando
     """
     from . import InvariantProjector, ZeroShotInvariantClassifier
     from .datasets import make_invariant_embeddings
-    from .interventions import stack_views
+    from .views import stack_views
     from .metrics import principal_angles
 
     data = make_invariant_embeddings(

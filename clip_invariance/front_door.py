@@ -20,7 +20,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .evidence import EVIDENCE_FUNCTIONS, EXP_CLIP, _opinion_from_ratio, opinion_from_evidence
-from .interventions import stack_views
+from .views import stack_views
 from .similarity import average_prompt_ensemble, class_prototypes, l2_normalize
 
 __all__ = ["FrontDoorEnsembleClassifier"]
@@ -89,7 +89,7 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
     **Invariant projection.** With ``projector`` (e.g. an
     :class:`~clip_invariance.InvariantProjector`), a clone is fitted on the
     views stacked row-wise with one group per image
-    (:func:`~clip_invariance.interventions.stack_views`; with a single view,
+    (:func:`~clip_invariance.views.stack_views`; with a single view,
     on ``X`` and ``y``) and then applied to the views *and* to the template
     and base embeddings, so both sides are compared in the same invariant
     subspace.

@@ -62,7 +62,7 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 
     1. ``groups`` passed to :meth:`fit`: rows of ``X`` sharing a group id are
        interventional views of one content (an image and its augmented copies).
-       See :func:`clip_invariance.interventions.stack_views`.
+       See :func:`clip_invariance.views.stack_views`.
     2. ``interventions`` / ``intervention_groups`` given to the constructor:
        fixed extra interventional embeddings, e.g. text prompts describing one
        class under several domains. Pooled with 1. when both are present (each
@@ -130,14 +130,14 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 
     See Also
     --------
-    clip_invariance.interventions.stack_views : Build ``X, groups`` from views.
+    clip_invariance.views.stack_views : Build ``X, groups`` from views.
     clip_invariance.datasets.make_invariant_embeddings : Synthetic benchmark.
 
     Examples
     --------
     >>> from clip_invariance import InvariantProjector
     >>> from clip_invariance.datasets import make_invariant_embeddings
-    >>> from clip_invariance.interventions import stack_views
+    >>> from clip_invariance.views import stack_views
     >>> data = make_invariant_embeddings(random_state=0)
     >>> X, groups = stack_views(data.X, *data.X_views)
     >>> proj = InvariantProjector(n_components=data.invariant_basis.shape[1])

@@ -105,7 +105,7 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
     --------
     >>> from clip_invariance import InvariantProjector, ZeroShotInvariantClassifier
     >>> from clip_invariance.datasets import make_invariant_embeddings
-    >>> from clip_invariance.interventions import stack_views
+    >>> from clip_invariance.views import stack_views
     >>> data = make_invariant_embeddings(random_state=0)
     >>> train = data.environments != data.test_environment
     >>> test = ~train
@@ -148,7 +148,7 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
             Required otherwise, to learn the class prototypes.
         groups : array-like of shape (n_samples,), default=None
             Interventional group id of each row (image-based interventions,
-            see :func:`~clip_invariance.interventions.stack_views`). Passed to
+            see :func:`~clip_invariance.views.stack_views`). Passed to
             the projector; ignored when ``projector`` is None.
         environments : array-like of shape (n_samples,), default=None
             Environment of each row, passed to the projector with ``y``;

@@ -22,7 +22,7 @@ import numpy as np
 
 from clip_invariance import InvariantProjector, ZeroShotInvariantClassifier
 from clip_invariance.datasets import make_invariant_embeddings
-from clip_invariance.interventions import stack_views
+from clip_invariance.views import stack_views
 
 N_COMPONENTS = 8  # the benchmark's invariant dimension
 # Text interventions help only as far as their styles span the variant

@@ -8,10 +8,9 @@ from clip_invariance import CLIPEmbedder, InvariantProjector
 from clip_invariance.augmentation import (
     IMAGE_TRANSFORMS,
     ImageView,
-    concat_views,
     make_image_interventions,
 )
-from clip_invariance.interventions import stack_views
+from clip_invariance.views import rows_to_columns, stack_views
 
 
 @pytest.fixture
@@ -94,16 +93,6 @@ def test_bad_arguments():
         make_image_interventions([])
 
 
-def test_concat_views_gives_per_image_blocks():
-    X = np.arange(12.0).reshape(6, 2)  # 3 images x 2 views, view-major
-    out = concat_views(X, [0, 1, 2, 0, 1, 2])
-    np.testing.assert_array_equal(out, [[0, 1, 6, 7], [2, 3, 8, 9], [4, 5, 10, 11]])
-    with pytest.raises(ValueError, match="same number of views"):
-        concat_views(X, [0, 0, 0, 1, 1, 2])
-    with pytest.raises(ValueError, match="one group id per row"):
-        concat_views(X, [0, 1])
-
-
 def test_views_go_through_the_embedder_and_the_projector(tiny_model, images, tmp_path):
     views, groups = make_image_interventions(images, n_views=2, random_state=0)
     emb = CLIPEmbedder(tiny_model, pretrained=None, device="cpu", batch_size=4, memory=tmp_path)
@@ -115,4 +104,4 @@ def test_views_go_through_the_embedder_and_the_projector(tiny_model, images, tmp
     assert not np.allclose(X[:5], X[5:10])
     projector = InvariantProjector(n_components=4).fit(X, groups=groups)
     assert projector.transform(X).shape == (15, 4)
-    assert concat_views(X, groups).shape == (5, 3 * 32)
+    assert rows_to_columns(X, groups).shape == (5, 3 * 32)

@@ -9,7 +9,7 @@ from sklearn.pipeline import Pipeline
 from clip_invariance import InvariantProjector
 from clip_invariance.datasets import make_invariant_embeddings
 from clip_invariance.evaluation import leave_one_domain_out
-from clip_invariance.interventions import stack_views
+from clip_invariance.views import stack_views
 
 
 class RecordingClassifier(ClassifierMixin, BaseEstimator):

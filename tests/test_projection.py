@@ -15,7 +15,7 @@ from sklearn import config_context
 
 from clip_invariance import InvariantProjector
 from clip_invariance.datasets import make_invariant_embeddings
-from clip_invariance.interventions import stack_views
+from clip_invariance.views import stack_views
 from clip_invariance.metrics import subspace_overlap
 
 

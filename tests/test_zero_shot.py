@@ -8,7 +8,7 @@ from sklearn.utils.extmath import softmax
 
 from clip_invariance import InvariantProjector, ZeroShotInvariantClassifier
 from clip_invariance.datasets import make_invariant_embeddings
-from clip_invariance.interventions import stack_views
+from clip_invariance.views import stack_views
 from clip_invariance.similarity import average_prompt_ensemble, cosine_similarity_matrix
 
 K = 8  # invariant dimension of the synthetic benchmark
