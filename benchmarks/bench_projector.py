@@ -53,17 +53,17 @@ def main():
         for d in args.dims:
             # Pairs: row i and row i + n/2 are views of one content (the usual layout).
             X = rng.standard_normal((n, d), dtype=np.float32)
-            groups = np.tile(np.arange(n // 2), 2)
+            view_groups = np.tile(np.arange(n // 2), 2)
             repeat = 3 if n <= 100_000 else 2  # fit and PCA at 1e6 take seconds each
             proj = InvariantProjector(args.k)
-            fit_s = best_of(lambda: proj.fit(X, groups=groups), repeat)
+            fit_s = best_of(lambda: proj.fit(X, view_groups=view_groups), repeat)
             pca_s = best_of(
                 lambda: PCA(args.k, svd_solver="covariance_eigh", copy=True).fit(X), repeat
             )
             W = np.ascontiguousarray(proj.components_.T)
             transform_s = best_of(lambda: proj.transform(X), 3)
             matmul_s = best_of(lambda: X @ W, 3)
-            fit_mem = peak_memory(lambda: InvariantProjector(args.k).fit(X, groups=groups))
+            fit_mem = peak_memory(lambda: InvariantProjector(args.k).fit(X, view_groups=view_groups))
             mib = 2.0**20
             print(
                 f"{n:>9} {d:>4} | {fit_s:7.3f} {pca_s:7.3f} {fit_s / pca_s:6.2f} | "
@@ -71,7 +71,7 @@ def main():
                 f"{fit_mem / mib:8.1f} {X.nbytes / mib:7.1f} {d * d * 8 / mib:7.1f}",
                 flush=True,
             )
-            X = groups = None  # free before the next size is drawn
+            X = view_groups = None  # free before the next size is drawn
 
 
 if __name__ == "__main__":

@@ -33,13 +33,13 @@ def run_demo(n_samples=2000, normalize=False, n_components=None, lam=10.0, rando
     k = n_components or data.invariant_basis.shape[1]
     text = dict(
         interventions=data.text_interventions,
-        intervention_groups=data.text_intervention_groups,
+        intervention_view_groups=data.text_view_groups,
     )
     rows = []
     for env in np.unique(data.environments):
         test = data.environments == env
         train = ~test
-        X_pairs, groups = stack_views(data.X[train], *data.X_views[:, train])
+        X_pairs, view_groups = stack_views(data.X[train], *data.X_views[:, train])
 
         def zero_shot(projector, X_fit, **fit_params):
             clf = ZeroShotInvariantClassifier(data.prompt_embeddings, projector=projector)
@@ -47,9 +47,9 @@ def run_demo(n_samples=2000, normalize=False, n_components=None, lam=10.0, rando
             return clf, float(clf.score(data.X[test], data.y[test]))
 
         _, plain = zero_shot(None, data.X[train])
-        _, image_only = zero_shot(InvariantProjector(k, lam=lam), X_pairs, groups=groups)
+        _, image_only = zero_shot(InvariantProjector(k, lam=lam), X_pairs, view_groups=view_groups)
         _, text_only = zero_shot(InvariantProjector(k, lam=lam, **text), data.X[train])
-        both, both_score = zero_shot(InvariantProjector(k, lam=lam, **text), X_pairs, groups=groups)
+        both, both_score = zero_shot(InvariantProjector(k, lam=lam, **text), X_pairs, view_groups=view_groups)
         projector = both.projector_
         Z = projector.transform(data.X)
         angles = np.degrees(principal_angles(projector.components_.T, data.invariant_basis))
@@ -111,7 +111,7 @@ def run_evaluation(
     )
     images = CLIPEmbedder(**backbone, progress="auto")
     texts = CLIPEmbedder(**backbone, modality="text", progress=False)
-    views, groups = make_image_interventions(
+    views, view_groups = make_image_interventions(
         list(data.paths), n_views=n_views, random_state=random_state
     )
     X = images.fit_transform(views)
@@ -125,23 +125,23 @@ def run_evaluation(
     text_interventions = encode_prompts(texts.transform, text_strings)
     k = n_components or min(64, X.shape[1])
     projector = InvariantProjector(
-        k, lam=lam, interventions=text_interventions, intervention_groups=text_groups
+        k, lam=lam, interventions=text_interventions, intervention_view_groups=text_groups
     )
     probe = LogisticRegression(C=0.316, max_iter=1000)
     candidates = {
         "zero-shot": (ZeroShotInvariantClassifier(prompts), {}),
         "ZS ICM": (
-            ZeroShotInvariantClassifier(prompts, projector=projector), {"groups": groups}
+            ZeroShotInvariantClassifier(prompts, projector=projector), {"view_groups": view_groups}
         ),
         "probe": (probe, {}),
         "probe ICM": (
-            Pipeline([("proj", projector), ("clf", probe)]), {"proj__groups": groups}
+            Pipeline([("proj", projector), ("clf", probe)]), {"proj__view_groups": view_groups}
         ),
     }
     table = {}
     for name, (estimator, fit_params) in candidates.items():
         for row in leave_one_domain_out(
-            estimator, X, y, domains, fit_params=fit_params, content_ids=groups,
+            estimator, X, y, domains, fit_params=fit_params, content_ids=view_groups,
             scored=is_original, random_state=random_state,
         ):
             table.setdefault(row["domain"], {"domain": row["domain"]})

@@ -39,7 +39,7 @@ def leave_one_domain_out(
         Domain (environment) of each row; at least two distinct values.
     fit_params : dict, default=None
         Extra arguments of ``fit``. Arrays with ``n_samples`` rows are
-        subset like ``X`` (e.g. ``{"proj__groups": view_groups}``); anything
+        subset like ``X`` (e.g. ``{"proj__view_groups": view_groups}``); anything
         else is passed unchanged.
     holdout : float, default=0.2
         Share of every source domain kept out of training for validation.

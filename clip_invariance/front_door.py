@@ -581,8 +581,8 @@ def _encode(y, classes):
 def _fit_projector(projector, views, y):
     """An image and its augmentations are interventional views of one content."""
     if len(views) >= 2:
-        stacked, groups = stack_views(views)
-        return projector.fit(stacked, groups=groups)
+        stacked, view_groups = stack_views(views)
+        return projector.fit(stacked, view_groups=view_groups)
     return projector.fit(views[0], y)
 
 

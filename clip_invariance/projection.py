@@ -60,10 +60,10 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 
     Where the interventional information comes from, in this order:
 
-    1. ``groups`` passed to :meth:`fit`: rows of ``X`` sharing a group id are
+    1. ``view_groups`` passed to :meth:`fit`: rows of ``X`` sharing a group id are
        interventional views of one content (an image and its augmented copies).
        See :func:`clip_invariance.views.stack_views`.
-    2. ``interventions`` / ``intervention_groups`` given to the constructor:
+    2. ``interventions`` / ``intervention_view_groups`` given to the constructor:
        fixed extra interventional embeddings, e.g. text prompts describing one
        class under several domains. Pooled with 1. when both are present (each
        source weighs equally).
@@ -93,7 +93,7 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         Which objective to solve, see above.
     interventions : array-like of shape (n_interventions, n_features), default=None
         Fixed extra interventional embeddings (e.g. text-based interventions).
-    intervention_groups : array-like of shape (n_interventions,), default=None
+    intervention_view_groups : array-like of shape (n_interventions,), default=None
         Group id of each row of ``interventions``; rows sharing an id describe
         the same content. Required when ``interventions`` is given.
 
@@ -118,8 +118,8 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     lam_scale_ : float
         :math:`\operatorname{tr} S_Z / \operatorname{tr} S_\Delta`.
     intervention_source_ : str
-        Which source was used: ``"groups"``, ``"interventions"``,
-        ``"groups+interventions"``, ``"environments"`` or ``"labels"``.
+        Which source was used: ``"view_groups"``, ``"interventions"``,
+        ``"view_groups+interventions"``, ``"environments"`` or ``"labels"``.
     n_samples_seen_ : int
         Rows of ``X`` seen so far.
     n_features_in_ : int
@@ -130,7 +130,7 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 
     See Also
     --------
-    clip_invariance.views.stack_views : Build ``X, groups`` from views.
+    clip_invariance.views.stack_views : Build ``X, view_groups`` from views.
     clip_invariance.datasets.make_invariant_embeddings : Synthetic benchmark.
 
     Examples
@@ -139,9 +139,9 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     >>> from clip_invariance.datasets import make_invariant_embeddings
     >>> from clip_invariance.views import stack_views
     >>> data = make_invariant_embeddings(random_state=0)
-    >>> X, groups = stack_views(data.X, *data.X_views)
+    >>> X, view_groups = stack_views(data.X, *data.X_views)
     >>> proj = InvariantProjector(n_components=data.invariant_basis.shape[1])
-    >>> proj.fit(X, groups=groups).transform(data.X).shape
+    >>> proj.fit(X, view_groups=view_groups).transform(data.X).shape
     (2000, 8)
     >>> from clip_invariance.metrics import subspace_overlap
     >>> round(subspace_overlap(proj.components_.T, data.invariant_basis), 2)
@@ -153,7 +153,7 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         "lam": [Interval(Real, 0, None, closed="left")],
         "solver": [StrOptions({"ratio", "difference"})],
         "interventions": ["array-like", None],
-        "intervention_groups": ["array-like", None],
+        "intervention_view_groups": ["array-like", None],
     }
 
     def __init__(
@@ -163,17 +163,17 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         lam=10.0,
         solver="ratio",
         interventions=None,
-        intervention_groups=None,
+        intervention_view_groups=None,
     ):
         self.n_components = n_components
         self.lam = lam
         self.solver = solver
         self.interventions = interventions
-        self.intervention_groups = intervention_groups
+        self.intervention_view_groups = intervention_view_groups
 
     # ------------------------------------------------------------------ fit
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None, *, groups=None, environments=None):
+    def fit(self, X, y=None, *, view_groups=None, environments=None):
         """Learn the invariant subspace from ``X`` and interventional data.
 
         Parameters
@@ -183,7 +183,7 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         y : array-like of shape (n_samples,), default=None
             Class labels; used with ``environments``, or alone as the weakest
             source of interventions.
-        groups : array-like of shape (n_samples,), default=None
+        view_groups : array-like of shape (n_samples,), default=None
             Interventional group id of each row (views of one content share it).
         environments : array-like of shape (n_samples,), default=None
             Environment (domain) of each row; needs ``y``.
@@ -194,11 +194,11 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             The fitted projector.
         """
         self._reset()
-        self._accumulate(X, y, groups, environments, reset=True)
+        self._accumulate(X, y, view_groups, environments, reset=True)
         return self._solve()
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X, y=None, *, groups=None, environments=None):
+    def partial_fit(self, X, y=None, *, view_groups=None, environments=None):
         """Accumulate the sufficient statistics of one batch and re-solve.
 
         Gives the same result as :meth:`fit` on the concatenated batches.
@@ -208,7 +208,7 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 
         Parameters
         ----------
-        X, y, groups, environments
+        X, y, view_groups, environments
             As in :meth:`fit`, for one batch.
 
         Returns
@@ -219,7 +219,7 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         first = not hasattr(self, "_stats")
         if first:
             self._reset()
-        self._accumulate(X, y, groups, environments, reset=first)
+        self._accumulate(X, y, view_groups, environments, reset=first)
         return self._solve()
 
     def _reset(self):
@@ -233,7 +233,7 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             "fixed_scatter": None,  # scatter of the constructor's interventions
         }
 
-    def _accumulate(self, X, y, groups, environments, *, reset):
+    def _accumulate(self, X, y, view_groups, environments, *, reset):
         X = validate_data(
             self, X, dtype=[np.float64, np.float32], reset=reset, ensure_min_samples=1
         )
@@ -244,16 +244,16 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
                 f"features, n_features={d}."
             )
         y = _check_labels(y, n, "y")
-        if y is not None and groups is None:
+        if y is not None and view_groups is None:
             type_of_target(y, input_name="y", raise_unknown=True)
-        groups = _check_labels(groups, n, "groups")
+        view_groups = _check_labels(view_groups, n, "view_groups")
         environments = _check_labels(environments, n, "environments")
         if environments is not None and y is None:
             raise ValueError(
                 "environments were given without y: class-conditional environment "
                 "means need the class labels."
             )
-        source = _choose_source(groups, self.interventions is not None, environments, y)
+        source = _choose_source(view_groups, self.interventions is not None, environments, y)
         stats = self._stats
         if stats["source"] is not None and stats["source"] != source:
             raise ValueError(
@@ -263,8 +263,8 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         stats["source"] = source
         self._dtype = X.dtype
 
-        if groups is not None:
-            gram, scatter, dof = _grouped_second_moments(X, groups)
+        if view_groups is not None:
+            gram, scatter, dof = _grouped_second_moments(X, view_groups)
             stats["groups_scatter"] = _add(stats["groups_scatter"], scatter)
             stats["groups_dof"] += dof
         else:
@@ -272,7 +272,7 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         stats["gram"] = _add(stats["gram"], gram)
         stats["n"] += n
 
-        if groups is None and y is not None:
+        if view_groups is None and y is not None:
             for key, total, count in _cell_sums(X, y, environments):
                 cell = stats["cells"].setdefault(key, [np.zeros(d), 0])
                 cell[0] += total
@@ -284,10 +284,10 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         source = stats["source"]
         second_moment = stats["gram"] / stats["n"]
         scatters = []  # per-source nuisance scatter, in the paper's Delta scale
-        if source in ("groups", "groups+interventions"):
+        if source in ("view_groups", "view_groups+interventions"):
             if stats["groups_dof"] == 0:
                 raise ValueError(
-                    "Every group in `groups` is a singleton: no row has an "
+                    "Every group in `view_groups` is a singleton: no row has an "
                     "interventional partner. Rows that are views of the same "
                     "content must share a group id (see stack_views)."
                 )
@@ -350,9 +350,9 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         return self
 
     def _fixed_intervention_scatter(self, d):
-        if self.intervention_groups is None:
+        if self.intervention_view_groups is None:
             raise ValueError(
-                "interventions were given without intervention_groups: say which rows "
+                "interventions were given without intervention_view_groups: say which rows "
                 "describe the same content."
             )
         extra = check_array(
@@ -362,11 +362,11 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             raise ValueError(
                 f"interventions have {extra.shape[1]} features but X has {d}."
             )
-        extra_groups = _check_labels(self.intervention_groups, extra.shape[0], "intervention_groups")
+        extra_groups = _check_labels(self.intervention_view_groups, extra.shape[0], "intervention_view_groups")
         _, scatter, dof = _grouped_second_moments(extra, extra_groups)
         if dof == 0:
             raise ValueError(
-                "Every group in intervention_groups is a singleton: each content "
+                "Every group in intervention_view_groups is a singleton: each content "
                 "needs at least two interventional rows."
             )
         return 2.0 * scatter / dof
@@ -454,9 +454,9 @@ def _check_labels(labels, n, name):
     return labels
 
 
-def _choose_source(groups, has_fixed, environments, y):
-    if groups is not None:
-        return "groups+interventions" if has_fixed else "groups"
+def _choose_source(view_groups, has_fixed, environments, y):
+    if view_groups is not None:
+        return "view_groups+interventions" if has_fixed else "view_groups"
     if has_fixed:
         return "interventions"
     if environments is not None:
@@ -464,9 +464,9 @@ def _choose_source(groups, has_fixed, environments, y):
     if y is not None:
         return "labels"
     raise ValueError(
-        "InvariantProjector needs interventional data. Pass `groups` (rows that "
+        "InvariantProjector needs interventional data. Pass `view_groups` (rows that "
         "are views of the same content share an id; see stack_views), give "
-        "`interventions` and `intervention_groups` to the constructor, pass "
+        "`interventions` and `intervention_view_groups` to the constructor, pass "
         "`environments` together with `y`, or at least `y`."
     )
 
@@ -479,7 +479,7 @@ def _add(total, increment):
     return increment.copy() if total is None else total + increment
 
 
-def _grouped_second_moments(X, groups):
+def _grouped_second_moments(X, view_groups):
     """Return ``(sum x x^T, within-group scatter W, dof)`` without forming pairs.
 
     Each group's rows are rotated by a Helmert matrix: one row is the scaled
@@ -492,8 +492,8 @@ def _grouped_second_moments(X, groups):
     """
     n, d = X.shape
     dtype = X.dtype
-    order = np.argsort(groups, kind="stable")
-    sorted_groups = groups[order]
+    order = np.argsort(view_groups, kind="stable")
+    sorted_groups = view_groups[order]
     is_start = np.ones(n, dtype=bool)
     is_start[1:] = sorted_groups[1:] != sorted_groups[:-1]
     starts = np.flatnonzero(is_start)

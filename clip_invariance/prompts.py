@@ -121,7 +121,7 @@ def make_text_interventions(
     combinations are generated, and each string's group id is its class
     index, so once embedded they go straight into
     :class:`~clip_invariance.InvariantProjector` as ``interventions`` and
-    ``intervention_groups``.
+    ``intervention_view_groups``.
 
     Parameters
     ----------
@@ -141,19 +141,19 @@ def make_text_interventions(
     texts : list of str
         ``len(class_names) * len(styles) * len(settings)`` descriptions (fewer
         when ``template`` has no ``{setting}``: duplicates are dropped).
-    groups : ndarray of shape (len(texts),)
+    view_groups : ndarray of shape (len(texts),)
         The class index of each description.
 
     Examples
     --------
     >>> from clip_invariance.prompts import make_text_interventions
-    >>> texts, groups = make_text_interventions(
+    >>> texts, view_groups = make_text_interventions(
     ...     ["dog", "guitar"], styles=["photo", "sketch"], settings=["", "in the snow"]
     ... )
     >>> texts[:4]
     ['a photo of a dog.', 'a photo of a dog in the snow.',
      'a sketch of a dog.', 'a sketch of a dog in the snow.']
-    >>> groups.tolist()
+    >>> view_groups.tolist()
     [0, 0, 0, 0, 1, 1, 1, 1]
     """
     names = _clean_class_names(class_names)
@@ -167,7 +167,7 @@ def make_text_interventions(
         raise ValueError(
             f"template must contain '{{style}}' and '{{classname}}', got {template!r}."
         )
-    texts, groups = [], []
+    texts, view_groups = [], []
     for index, name in enumerate(names):
         seen = set()
         for style in styles:
@@ -178,8 +178,8 @@ def make_text_interventions(
                 if text not in seen:
                     seen.add(text)
                     texts.append(text)
-                    groups.append(index)
-    return texts, np.asarray(groups)
+                    view_groups.append(index)
+    return texts, np.asarray(view_groups)
 
 
 def encode_prompts(encoder, prompts, batch_size=256):

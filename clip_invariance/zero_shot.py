@@ -66,9 +66,9 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
         (the labels then come from ``y``).
     projector : estimator with ``fit`` and ``transform``, default=None
         The projection, usually an :class:`~clip_invariance.InvariantProjector`.
-        A clone is fitted on ``X`` in :meth:`fit`, with ``y``, ``groups`` and
+        A clone is fitted on ``X`` in :meth:`fit`, with ``y``, ``view_groups`` and
         ``environments``; text-based interventions go in its
-        ``interventions`` / ``intervention_groups`` parameters. ``None`` is
+        ``interventions`` / ``intervention_view_groups`` parameters. ``None`` is
         plain zero-shot CLIP.
     temperature : float, default=100.0
         Multiplies the cosine similarities before the softmax (CLIP's learnt
@@ -109,11 +109,11 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
     >>> data = make_invariant_embeddings(random_state=0)
     >>> train = data.environments != data.test_environment
     >>> test = ~train
-    >>> X, groups = stack_views(data.X[train], *data.X_views[:, train])
+    >>> X, view_groups = stack_views(data.X[train], *data.X_views[:, train])
     >>> clip = ZeroShotInvariantClassifier(data.prompt_embeddings).fit(X)
     >>> icm = ZeroShotInvariantClassifier(
     ...     data.prompt_embeddings, projector=InvariantProjector(n_components=8)
-    ... ).fit(X, groups=groups)
+    ... ).fit(X, view_groups=view_groups)
     >>> clip.score(data.X[test], data.y[test]) < icm.score(data.X[test], data.y[test])
     True
     >>> icm.predict_proba(data.X[:2]).shape
@@ -134,19 +134,19 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
         self.temperature = temperature
 
     @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X, y=None, *, groups=None, environments=None):
+    def fit(self, X, y=None, *, view_groups=None, environments=None):
         """Fit the projector on ``X`` and embed the classes in its subspace.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
             Image embeddings (raw or L2-normalised), including any
-            interventional views marked by ``groups``.
+            interventional views marked by ``view_groups``.
         y : array-like of shape (n_samples,), default=None
             Class labels. Optional when ``prompt_embeddings`` is given
             (zero-shot needs no labels); the projector may still use them.
             Required otherwise, to learn the class prototypes.
-        groups : array-like of shape (n_samples,), default=None
+        view_groups : array-like of shape (n_samples,), default=None
             Interventional group id of each row (image-based interventions,
             see :func:`~clip_invariance.views.stack_views`). Passed to
             the projector; ignored when ``projector`` is None.
@@ -186,7 +186,7 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
             self.projector_ = None
         else:
             # Forward only what was given, so any fit(X, y) transformer works too.
-            extra = {"groups": groups, "environments": environments}
+            extra = {"view_groups": view_groups, "environments": environments}
             extra = {key: value for key, value in extra.items() if value is not None}
             # The projector only needs to know which rows share a label.
             codes = None if y is None else np.unique(y, return_inverse=True)[1]

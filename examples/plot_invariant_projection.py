@@ -28,10 +28,10 @@ fitted = {}
 for normalize in (False, True):
     data = make_invariant_embeddings(n_samples=3000, normalize=normalize, random_state=0)
     train = data.environments != data.test_environment
-    X, groups = stack_views(data.X[train], *data.X_views[:, train])
+    X, view_groups = stack_views(data.X[train], *data.X_views[:, train])
     raw = ood_probe(data.X, data)
     for solver in ("ratio", "difference"):
-        proj = InvariantProjector(8, solver=solver).fit(X, groups=groups)
+        proj = InvariantProjector(8, solver=solver).fit(X, view_groups=view_groups)
         fitted[normalize, solver] = proj
         print(
             f"{'normalised' if normalize else 'raw':<12} {solver:<11} "
@@ -45,7 +45,7 @@ except ImportError:
     plt = None
 if plt is not None:
     fig, ax = plt.subplots(figsize=(5, 3))
-    proj = InvariantProjector(lam=10).fit(X, groups=groups)
+    proj = InvariantProjector(lam=10).fit(X, view_groups=view_groups)
     ax.bar(np.arange(proj.n_components_), proj.invariance_ratio_)
     ax.set_xlabel("component")
     ax.set_ylabel("invariance ratio (0 = invariant)")

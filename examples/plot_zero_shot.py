@@ -32,7 +32,7 @@ N_TEXT_STYLES = 12
 # %%
 # Four classifiers, one per source of interventional data
 # --------------------------------------------------------
-# Image-only: the projector sees image/augmentation pairs (``groups``).
+# Image-only: the projector sees image/augmentation pairs (``view_groups``).
 # Text-only: it sees text interventions (its ``interventions`` parameter).
 # Both: it pools the two. The baseline has no projector.
 
@@ -43,10 +43,10 @@ def evaluate(normalize, seed=0):
     )
     train = data.environments != data.test_environment
     test = ~train
-    X_pairs, groups = stack_views(data.X[train], *data.X_views[:, train])
+    X_pairs, view_groups = stack_views(data.X[train], *data.X_views[:, train])
     text = dict(
         interventions=data.text_interventions,
-        intervention_groups=data.text_intervention_groups,
+        intervention_view_groups=data.text_view_groups,
     )
     P = data.prompt_embeddings
     variants = {
@@ -54,7 +54,7 @@ def evaluate(normalize, seed=0):
         "image-only": (
             ZeroShotInvariantClassifier(P, projector=InvariantProjector(N_COMPONENTS)),
             X_pairs,
-            {"groups": groups},
+            {"view_groups": view_groups},
         ),
         "text-only": (
             ZeroShotInvariantClassifier(P, projector=InvariantProjector(N_COMPONENTS, **text)),
@@ -64,7 +64,7 @@ def evaluate(normalize, seed=0):
         "image+text": (
             ZeroShotInvariantClassifier(P, projector=InvariantProjector(N_COMPONENTS, **text)),
             X_pairs,
-            {"groups": groups},
+            {"view_groups": view_groups},
         ),
     }
     scores = {}
@@ -90,15 +90,15 @@ for name in results["raw"]:
 data = make_invariant_embeddings(n_samples=2000, n_text_styles=N_TEXT_STYLES, random_state=0)
 train = data.environments != data.test_environment
 base = data.y < 5
-X_pairs, groups = stack_views(data.X[train & base], *data.X_views[:, train & base])
-base_text = data.text_intervention_groups < 5
+X_pairs, view_groups = stack_views(data.X[train & base], *data.X_views[:, train & base])
+base_text = data.text_view_groups < 5
 projector = InvariantProjector(
     N_COMPONENTS,
     interventions=data.text_interventions[base_text],
-    intervention_groups=data.text_intervention_groups[base_text],
+    intervention_view_groups=data.text_view_groups[base_text],
 )
 base_clf = ZeroShotInvariantClassifier(data.prompt_embeddings[:5], projector=projector)
-all_clf = base_clf.fit(X_pairs, groups=groups).with_prompts(data.prompt_embeddings)
+all_clf = base_clf.fit(X_pairs, view_groups=view_groups).with_prompts(data.prompt_embeddings)
 plain = ZeroShotInvariantClassifier(data.prompt_embeddings).fit(data.X[train])
 
 novel = ~train & ~base

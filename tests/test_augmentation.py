@@ -24,14 +24,14 @@ def _pixels(view):
 
 
 def test_layout_matches_stack_views(images):
-    views, groups = make_image_interventions(images, n_views=2, random_state=0)
+    views, view_groups = make_image_interventions(images, n_views=2, random_state=0)
     assert len(views) == 15
     assert views[:5] == images  # the originals first, unchanged
     assert all(isinstance(v, ImageView) for v in views[5:])
     _, expected_groups = stack_views(np.zeros((3, 5, 1)))
-    np.testing.assert_array_equal(groups, expected_groups)
-    views, groups = make_image_interventions(images, include_original=False, random_state=0)
-    assert len(views) == 5 and groups.tolist() == [0, 1, 2, 3, 4]
+    np.testing.assert_array_equal(view_groups, expected_groups)
+    views, view_groups = make_image_interventions(images, include_original=False, random_state=0)
+    assert len(views) == 5 and view_groups.tolist() == [0, 1, 2, 3, 4]
 
 
 def test_views_are_seeded_per_image(images):
@@ -94,7 +94,7 @@ def test_bad_arguments():
 
 
 def test_views_go_through_the_embedder_and_the_projector(tiny_model, images, tmp_path):
-    views, groups = make_image_interventions(images, n_views=2, random_state=0)
+    views, view_groups = make_image_interventions(images, n_views=2, random_state=0)
     emb = CLIPEmbedder(tiny_model, pretrained=None, device="cpu", batch_size=4, memory=tmp_path)
     X = emb.transform(views)
     # The lazy views embed exactly like their decoded pixels, in workers too.
@@ -102,6 +102,6 @@ def test_views_go_through_the_embedder_and_the_projector(tiny_model, images, tmp
     np.testing.assert_allclose(X, emb.transform(pixels), atol=1e-5)
     np.testing.assert_allclose(emb.set_params(num_workers=2).transform(views), X, atol=1e-6)
     assert not np.allclose(X[:5], X[5:10])
-    projector = InvariantProjector(n_components=4).fit(X, groups=groups)
+    projector = InvariantProjector(n_components=4).fit(X, view_groups=view_groups)
     assert projector.transform(X).shape == (15, 4)
-    assert rows_to_columns(X, groups).shape == (5, 3 * 32)
+    assert rows_to_columns(X, view_groups).shape == (5, 3 * 32)

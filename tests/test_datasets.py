@@ -28,7 +28,7 @@ def test_views_share_the_invariant_part_only():
     assert np.linalg.norm(diff, axis=1).mean() > 1.0
     # Text interventions of one class differ only in style as well.
     text = data.text_interventions.astype(np.float64)
-    same_class = text[data.text_intervention_groups == 0]
+    same_class = text[data.text_view_groups == 0]
     assert np.abs((same_class - same_class[0]) @ A).max() < 1e-4
 
 

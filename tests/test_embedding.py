@@ -399,9 +399,9 @@ def test_pacs_pipeline_fit_save_reload(tiny_model, tiny_checkpoint, pacs_mini, t
 
     data = load_image_folder(pacs_mini, domains=["photo", "sketch"])
     emb = _embedder(tiny_model, pretrained=str(tiny_checkpoint["safetensors"]), batch_size=32, num_workers=1)
-    views, groups = make_image_interventions(data.paths, random_state=0)
-    projector = InvariantProjector(n_components=8).fit(emb.transform(views), groups=groups)
-    assert projector.intervention_source_ == "groups"
+    views, view_groups = make_image_interventions(data.paths, random_state=0)
+    projector = InvariantProjector(n_components=8).fit(emb.transform(views), view_groups=view_groups)
+    assert projector.intervention_source_ == "view_groups"
 
     pipe = make_pipeline(emb, InvariantProjector(n_components=8), LogisticRegression(max_iter=1000))
     pipe.fit(data.paths, data.y, invariantprojector__environments=data.environments)

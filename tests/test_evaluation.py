@@ -61,7 +61,7 @@ def test_invariant_pipeline_beats_raw_on_the_shifted_domain():
     y, domains = np.tile(data.y, 2), np.tile(data.environments, 2)
     pipe = Pipeline([("proj", InvariantProjector(8)), ("clf", LogisticRegression(max_iter=1000))])
     icm = leave_one_domain_out(
-        pipe, X, y, domains, fit_params={"proj__groups": groups}, content_ids=groups
+        pipe, X, y, domains, fit_params={"proj__view_groups": groups}, content_ids=groups
     )
     raw = leave_one_domain_out(LogisticRegression(max_iter=1000), X, y, domains, content_ids=groups)
     assert icm[-1]["test_accuracy"] > raw[-1]["test_accuracy"] + 0.15

@@ -230,7 +230,7 @@ def test_projector_composes_on_views_and_templates(data):
     plain.fit(data.X[train], data.y[train])
     projected.fit(data.X[train], data.y[train])
     assert projected.projector_ is not projected.projector
-    assert projected.projector_.intervention_source_ == "groups"
+    assert projected.projector_.intervention_source_ == "view_groups"
     assert projected.class_embeddings_.shape == (4, 10, k)
     # The template nuisance lives in the variant subspace: projecting it away helps.
     assert accuracy(projected, data.X[test], data.y[test]) > accuracy(

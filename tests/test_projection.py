@@ -52,15 +52,15 @@ def _fit_source(source, data):
     k = data.invariant_basis.shape[1]
     text = dict(
         interventions=data.text_interventions,
-        intervention_groups=data.text_intervention_groups,
+        intervention_view_groups=data.text_view_groups,
     )
-    X_pairs, groups = stack_views(data.X[train], *data.X_views[:, train])
-    if source == "groups":
-        return InvariantProjector(k).fit(X_pairs, groups=groups)
+    X_pairs, view_groups = stack_views(data.X[train], *data.X_views[:, train])
+    if source == "view_groups":
+        return InvariantProjector(k).fit(X_pairs, view_groups=view_groups)
     if source == "interventions":
         return InvariantProjector(k, **text).fit(data.X[train])
-    if source == "groups+interventions":
-        return InvariantProjector(k, **text).fit(X_pairs, groups=groups)
+    if source == "view_groups+interventions":
+        return InvariantProjector(k, **text).fit(X_pairs, view_groups=view_groups)
     if source == "environments":
         return InvariantProjector(k).fit(
             data.X[train], data.y[train], environments=data.environments[train]
@@ -68,11 +68,11 @@ def _fit_source(source, data):
     raise AssertionError(source)
 
 
-# Measured overlaps (raw / normalised), seed 1: groups 0.997/0.975,
+# Measured overlaps (raw / normalised), seed 1: view_groups 0.997/0.975,
 # interventions 0.87/0.88, both 0.99/0.94, environments (9 envs) 0.86/0.85.
 @pytest.mark.parametrize(
     "source, min_overlap",
-    [("groups", 0.95), ("interventions", 0.8), ("groups+interventions", 0.9)],
+    [("view_groups", 0.95), ("interventions", 0.8), ("view_groups+interventions", 0.9)],
 )
 def test_recovers_invariant_subspace_and_improves_ood(data, source, min_overlap):
     proj = _fit_source(source, data)
@@ -101,7 +101,7 @@ def test_labels_alone_is_the_weakest_source():
     proj = InvariantProjector(8).fit(data.X[train], data.y[train])
     assert proj.intervention_source_ == "labels"
     overlap = subspace_overlap(proj.components_.T, data.invariant_basis)
-    assert 0.7 < overlap < subspace_overlap(_fit_source("groups", data).components_.T,
+    assert 0.7 < overlap < subspace_overlap(_fit_source("view_groups", data).components_.T,
                                               data.invariant_basis)
     assert _ood_accuracy(proj.transform(data.X), data) >= _ood_accuracy(data.X, data)
 
@@ -109,9 +109,9 @@ def test_labels_alone_is_the_weakest_source():
 def test_keeps_largest_not_smallest_eigenvalues(data):
     """The public reference script keeps eigh(M)[:, :K], the smallest: it fails."""
     train, _ = _split(data)
-    X, groups = stack_views(data.X[train], *data.X_views[:, train])
+    X, view_groups = stack_views(data.X[train], *data.X_views[:, train])
     proj = InvariantProjector(8, solver="difference", lam=10.0 if data.X.std() > 0.2 else 1.0)
-    proj.fit(X, groups=groups)
+    proj.fit(X, view_groups=view_groups)
     d = X.shape[1]
     S_z, S_d = proj.second_moment_, proj.nuisance_scatter_
     M = S_z / (np.trace(S_z) / d) - proj.lam * S_d / (np.trace(S_d) / d)
@@ -124,9 +124,9 @@ def test_keeps_largest_not_smallest_eigenvalues(data):
 def test_difference_form_is_the_paper_formula_on_raw_embeddings():
     data = make_invariant_embeddings(n_samples=1000, random_state=0)
     Z, Z_tilde = data.X.astype(np.float64), data.X_views[0].astype(np.float64)
-    X, groups = stack_views(Z, Z_tilde)
+    X, view_groups = stack_views(Z, Z_tilde)
     lam = 10.0
-    proj = InvariantProjector(8, lam=lam, solver="difference").fit(X, groups=groups)
+    proj = InvariantProjector(8, lam=lam, solver="difference").fit(X, view_groups=view_groups)
     # Paper: S_Z = Z^T Z / N over all rows, S_delta = Delta^T Delta / N_pairs.
     S_z = X.T @ X / len(X)
     delta = Z - Z_tilde
@@ -143,18 +143,18 @@ def test_difference_form_is_the_paper_formula_on_raw_embeddings():
 
 def test_normalised_embeddings_break_the_difference_form_but_not_the_ratio():
     data = make_invariant_embeddings(n_samples=2000, normalize=True, random_state=0)
-    X, groups = stack_views(data.X, *data.X_views)
-    ratio = InvariantProjector(8, lam=10.0).fit(X, groups=groups)
-    difference = InvariantProjector(8, lam=10.0, solver="difference").fit(X, groups=groups)
+    X, view_groups = stack_views(data.X, *data.X_views)
+    ratio = InvariantProjector(8, lam=10.0).fit(X, view_groups=view_groups)
+    difference = InvariantProjector(8, lam=10.0, solver="difference").fit(X, view_groups=view_groups)
     assert subspace_overlap(ratio.components_.T, data.invariant_basis) > 0.9
     assert subspace_overlap(difference.components_.T, data.invariant_basis) < 0.1
 
 
-def _brute_force_scatter(X, groups):
-    """Average over groups' pairs, weighted as the projector documents: 2 W / dof."""
+def _brute_force_scatter(X, view_groups):
+    """Average over view_groups' pairs, weighted as the projector documents: 2 W / dof."""
     total, dof = np.zeros((X.shape[1],) * 2), 0
-    for g in np.unique(groups):
-        rows = X[groups == g]
+    for g in np.unique(view_groups):
+        rows = X[view_groups == g]
         n = len(rows)
         for i in range(n):
             for j in range(i + 1, n):
@@ -170,25 +170,25 @@ def test_group_statistics_match_all_pairs(dtype, monkeypatch):
 
     monkeypatch.setattr(projection, "_CHUNK_ROWS", 7)  # force several blocks
     rng = np.random.RandomState(0)
-    groups = rng.randint(0, 15, size=60)  # sizes 1..many, unsorted
+    view_groups = rng.randint(0, 15, size=60)  # sizes 1..many, unsorted
     X = (rng.standard_normal((60, 5)) + 3).astype(dtype)
-    proj = InvariantProjector(2).fit(X, groups=groups)
+    proj = InvariantProjector(2).fit(X, view_groups=view_groups)
     X64 = X.astype(np.float64)
     tol = 1e-4 if dtype == np.float32 else 1e-10
     assert_allclose(proj.second_moment_, X64.T @ X64 / len(X), rtol=tol)
-    assert_allclose(proj.nuisance_scatter_, _brute_force_scatter(X64, groups), rtol=tol)
+    assert_allclose(proj.nuisance_scatter_, _brute_force_scatter(X64, view_groups), rtol=tol)
     assert proj.components_.dtype == dtype
     assert proj.transform(X).dtype == dtype
 
 
 def test_partial_fit_matches_fit():
     data = make_invariant_embeddings(n_samples=600, random_state=0)
-    X, groups = stack_views(data.X, *data.X_views)
-    full = InvariantProjector(8).fit(X, groups=groups)
+    X, view_groups = stack_views(data.X, *data.X_views)
+    full = InvariantProjector(8).fit(X, view_groups=view_groups)
     streamed = InvariantProjector(8)
     for batch in np.array_split(np.arange(600), 3):  # views of one image stay together
         Xb, gb = stack_views(data.X[batch], *data.X_views[:, batch])
-        streamed.partial_fit(Xb, groups=gb)
+        streamed.partial_fit(Xb, view_groups=gb)
     assert streamed.n_samples_seen_ == len(X)
     # float32 data: only the summation order differs.
     assert_allclose(streamed.second_moment_, full.second_moment_, rtol=1e-4, atol=1e-6)
@@ -208,13 +208,13 @@ def test_partial_fit_refuses_to_mix_sources():
     data = make_invariant_embeddings(n_samples=200, random_state=0)
     proj = InvariantProjector(4).partial_fit(data.X, data.y)
     with pytest.raises(ValueError, match="started with intervention source 'labels'"):
-        proj.partial_fit(*stack_views(data.X, data.X_views[0])[:1], groups=np.arange(400) // 2)
+        proj.partial_fit(*stack_views(data.X, data.X_views[0])[:1], view_groups=np.arange(400) // 2)
 
 
 def test_fitted_attributes_and_round_trip():
     data = make_invariant_embeddings(n_samples=500, random_state=0)
-    X, groups = stack_views(data.X, *data.X_views)
-    proj = InvariantProjector(8).fit(X, groups=groups)
+    X, view_groups = stack_views(data.X, *data.X_views)
+    proj = InvariantProjector(8).fit(X, view_groups=view_groups)
     assert proj.components_.shape == (8, 64)
     assert_allclose(proj.components_ @ proj.components_.T, np.eye(8), atol=1e-5)
     assert proj.n_components_ == 8 and proj.n_features_in_ == 64
@@ -231,7 +231,7 @@ def test_fitted_attributes_and_round_trip():
 def test_auto_n_components_finds_the_invariant_dimension():
     data = make_invariant_embeddings(n_samples=2000, random_state=0)
     proj = InvariantProjector().fit(*stack_views(data.X, *data.X_views)[:1],
-                                    groups=np.tile(np.arange(2000), 2))
+                                    view_groups=np.tile(np.arange(2000), 2))
     assert 8 <= proj.n_components_ <= 12
 
 
@@ -247,15 +247,15 @@ def test_set_output_pandas():
 @pytest.mark.parametrize(
     "kwargs, fit_kwargs, message",
     [
-        ({}, {}, "needs interventional data. Pass `groups`"),
-        ({}, {"groups": np.arange(20)}, "singleton"),
-        ({}, {"groups": np.arange(19)}, "groups has 19 entries but X has 20 rows"),
+        ({}, {}, "needs interventional data. Pass `view_groups`"),
+        ({}, {"view_groups": np.arange(20)}, "singleton"),
+        ({}, {"view_groups": np.arange(19)}, "view_groups has 19 entries but X has 20 rows"),
         ({}, {"y": np.zeros(20), "environments": np.zeros(20)}, "single environment"),
         ({}, {"environments": np.zeros(20)}, "environments were given without y"),
-        ({"n_components": 6}, {"groups": np.arange(20) // 2}, "at most the number of features"),
-        ({"interventions": np.ones((4, 5))}, {}, "without intervention_groups"),
+        ({"n_components": 6}, {"view_groups": np.arange(20) // 2}, "at most the number of features"),
+        ({"interventions": np.ones((4, 5))}, {}, "without intervention_view_groups"),
         (
-            {"interventions": np.ones((4, 3)), "intervention_groups": [0, 0, 1, 1]},
+            {"interventions": np.ones((4, 3)), "intervention_view_groups": [0, 0, 1, 1]},
             {},
             "interventions have 3 features but X has 5",
         ),
@@ -272,10 +272,10 @@ def test_rejects_nan_and_identical_views():
     bad = X.copy()
     bad[3, 1] = np.nan
     with pytest.raises(ValueError, match="NaN"):
-        InvariantProjector(2).fit(bad, groups=np.arange(10) // 2)
+        InvariantProjector(2).fit(bad, view_groups=np.arange(10) // 2)
     with pytest.raises(ValueError, match="no variation at all"):
-        InvariantProjector(2).fit(*stack_views(X, X)[:1], groups=np.tile(np.arange(10), 2))
-    proj = InvariantProjector(2).fit(X, groups=np.arange(10) // 2)
+        InvariantProjector(2).fit(*stack_views(X, X)[:1], view_groups=np.tile(np.arange(10), 2))
+    proj = InvariantProjector(2).fit(X, view_groups=np.arange(10) // 2)
     with pytest.raises(ValueError, match="features"):
         proj.transform(X[:, :3])
     with pytest.raises(ValueError, match="expects 2"):
@@ -284,7 +284,7 @@ def test_rejects_nan_and_identical_views():
 
 def test_constructor_interventions_survive_clone():
     extra = np.random.RandomState(0).standard_normal((6, 4))
-    proj = InvariantProjector(2, interventions=extra, intervention_groups=[0, 0, 1, 1, 2, 2])
+    proj = InvariantProjector(2, interventions=extra, intervention_view_groups=[0, 0, 1, 1, 2, 2])
     twin = clone(proj)
     assert_allclose(twin.get_params()["interventions"], extra)
     X = np.random.RandomState(1).standard_normal((30, 4))
@@ -293,10 +293,10 @@ def test_constructor_interventions_survive_clone():
 
 def _grid_data():
     data = make_invariant_embeddings(n_samples=800, random_state=0)
-    X, groups = stack_views(data.X, *data.X_views)
+    X, view_groups = stack_views(data.X, *data.X_views)
     y = np.tile(data.y, 2)
     environments = np.tile(data.environments, 2)
-    return X, y, groups, environments
+    return X, y, view_groups, environments
 
 
 def _grid(proj):
@@ -309,22 +309,23 @@ def _grid(proj):
 
 
 def test_grid_search_classic_style():
-    X, y, groups, environments = _grid_data()
-    search = _grid(InvariantProjector()).fit(X, y, groups=environments, proj__groups=groups)
+    X, y, view_groups, environments = _grid_data()
+    search = _grid(InvariantProjector()).fit(X, y, groups=environments, proj__view_groups=view_groups)
     assert search.best_params_["proj__n_components"] == 8
-    assert search.best_estimator_.named_steps["proj"].intervention_source_ == "groups"
+    assert search.best_estimator_.named_steps["proj"].intervention_source_ == "view_groups"
 
 
 def test_grid_search_with_metadata_routing():
-    X, y, groups, environments = _grid_data()
+    X, y, view_groups, environments = _grid_data()
     with config_context(enable_metadata_routing=True):
-        proj = InvariantProjector().set_fit_request(groups="view_groups")
-        search = _grid(proj).fit(X, y, groups=environments, view_groups=groups)
+        proj = InvariantProjector().set_fit_request(view_groups=True)
+        search = _grid(proj).fit(X, y, groups=environments, view_groups=view_groups)
         assert search.best_params_["proj__n_components"] == 8
-        assert search.best_estimator_.named_steps["proj"].intervention_source_ == "groups"
+        assert search.best_estimator_.named_steps["proj"].intervention_source_ == "view_groups"
 
-        # `groups` here is the CV's environment split: not the projector's views.
-        proj = InvariantProjector().set_fit_request(environments=True, groups=False)
+        # `groups` is the splitter's (environments here); the projector's views are
+        # `view_groups`, so the two names never collide.
+        proj = InvariantProjector().set_fit_request(environments=True, view_groups=False)
         search = _grid(proj).fit(X, y, groups=environments, environments=environments)
         assert search.best_estimator_.named_steps["proj"].intervention_source_ == "environments"
 
@@ -351,8 +352,8 @@ def test_string_labels_of_any_dtype():
 
 def test_ratio_solver_matches_scipy_generalized_eigh():
     data = make_invariant_embeddings(n_samples=500, random_state=0)
-    X, groups = stack_views(data.X.astype(np.float64), *data.X_views)
-    proj = InvariantProjector(5, lam=3.0).fit(X, groups=groups)
+    X, view_groups = stack_views(data.X.astype(np.float64), *data.X_views)
+    proj = InvariantProjector(5, lam=3.0).fit(X, view_groups=view_groups)
     d = X.shape[1]
     z_hat = proj.second_moment_ / (np.trace(proj.second_moment_) / d)
     d_hat = proj.nuisance_scatter_ / (np.trace(proj.nuisance_scatter_) / d)
@@ -363,7 +364,7 @@ def test_ratio_solver_matches_scipy_generalized_eigh():
 
 def test_transform_reports_nan_in_x():
     X = np.random.RandomState(0).standard_normal((10, 4))
-    proj = InvariantProjector(2).fit(X, groups=np.arange(10) // 2)
+    proj = InvariantProjector(2).fit(X, view_groups=np.arange(10) // 2)
     bad = X.copy()
     bad[2, 3] = np.inf
     with pytest.raises(ValueError, match="Input X contains infinity"):

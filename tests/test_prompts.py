@@ -64,28 +64,28 @@ def test_build_prompts_errors():
 
 
 def test_text_interventions_cover_every_style_and_setting():
-    texts, groups = make_text_interventions(["dog", "sea_lion"])
+    texts, view_groups = make_text_interventions(["dog", "sea_lion"])
     per_class = len(DEFAULT_STYLES) * len(DEFAULT_SETTINGS)
-    assert len(texts) == 2 * per_class == len(groups)
-    assert_array_equal(groups, np.repeat([0, 1], per_class))
+    assert len(texts) == 2 * per_class == len(view_groups)
+    assert_array_equal(view_groups, np.repeat([0, 1], per_class))
     assert len(set(texts)) == len(texts)
     assert "a sketch of a dog in the snow." in texts
     assert "a thermal infrared photo of a sea lion." in texts
-    assert all("sea lion" in t for t, g in zip(texts, groups) if g == 1)
+    assert all("sea lion" in t for t, g in zip(texts, view_groups) if g == 1)
     words = ("photo", "sketch", "painting", "cartoon", "clipart", "infrared", "low-light", "blurry")
     for word in words:
         assert any(word in style for style in DEFAULT_STYLES)
 
 
 def test_text_interventions_custom_template_drops_duplicates():
-    texts, groups = make_text_interventions(
+    texts, view_groups = make_text_interventions(
         ["cat"],
         styles=["photo", "drawing"],
         settings=["", "at night"],
         template="{style}: {classname}",
     )
     assert texts == ["photo: cat", "drawing: cat"]
-    assert_array_equal(groups, [0, 0])
+    assert_array_equal(view_groups, [0, 0])
 
 
 def test_text_interventions_errors():
@@ -153,7 +153,7 @@ def test_text_interventions_recover_the_content_subspace():
             out[i, 4:12] += sum(v for s, v in nuisance.items() if f" {s} " in f" {text[:-1]} ")
         return out
 
-    texts, groups = make_text_interventions(classes)
+    texts, view_groups = make_text_interventions(classes)
     T = encode_prompts(encoder, texts)
     prompts = encode_prompts(encoder, build_prompts(classes, ["a photo of a {}."]))
 
@@ -161,7 +161,7 @@ def test_text_interventions_recover_the_content_subspace():
     X = np.zeros((400, 16))
     X[:, :4] = np.array([content[c] for c in classes])[y] + 0.5 * rng.standard_normal((400, 4))
     X[:, 4:12] = 2 * rng.standard_normal((400, 8))
-    projector = InvariantProjector(n_components=4, interventions=T, intervention_groups=groups)
+    projector = InvariantProjector(n_components=4, interventions=T, intervention_view_groups=view_groups)
     clf = ZeroShotInvariantClassifier(prompts, classes=classes, projector=projector).fit(X)
     assert subspace_overlap(clf.projector_.components_.T, np.eye(16)[:, :4]) > 0.95
 

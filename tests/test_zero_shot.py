@@ -21,8 +21,8 @@ def bench(request):
         n_samples=2000, n_text_styles=12, normalize=request.param, random_state=0
     )
     train = data.environments != data.test_environment
-    X_pairs, groups = stack_views(data.X[train], *data.X_views[:, train])
-    return data, train, ~train, X_pairs, groups
+    X_pairs, view_groups = stack_views(data.X[train], *data.X_views[:, train])
+    return data, train, ~train, X_pairs, view_groups
 
 
 def _text_projector(data, keep=None):
@@ -30,18 +30,18 @@ def _text_projector(data, keep=None):
     return InvariantProjector(
         n_components=K,
         interventions=data.text_interventions[keep],
-        intervention_groups=data.text_intervention_groups[keep],
+        intervention_view_groups=data.text_view_groups[keep],
     )
 
 
 @pytest.mark.parametrize("variant", ["image", "text", "both"])
 def test_invariant_subspace_beats_plain_zero_shot_out_of_distribution(bench, variant):
-    data, train, test, X_pairs, groups = bench
+    data, train, test, X_pairs, view_groups = bench
     plain = ZeroShotInvariantClassifier(data.prompt_embeddings).fit(data.X[train])
     if variant == "image":
         clf = ZeroShotInvariantClassifier(
             data.prompt_embeddings, projector=InvariantProjector(n_components=K)
-        ).fit(X_pairs, groups=groups)
+        ).fit(X_pairs, view_groups=view_groups)
     elif variant == "text":
         clf = ZeroShotInvariantClassifier(
             data.prompt_embeddings, projector=_text_projector(data)
@@ -49,8 +49,8 @@ def test_invariant_subspace_beats_plain_zero_shot_out_of_distribution(bench, var
     else:
         clf = ZeroShotInvariantClassifier(
             data.prompt_embeddings, projector=_text_projector(data)
-        ).fit(X_pairs, groups=groups)
-    expected_source = {"image": "groups", "text": "interventions", "both": "groups+interventions"}
+        ).fit(X_pairs, view_groups=view_groups)
+    expected_source = {"image": "view_groups", "text": "interventions", "both": "view_groups+interventions"}
     assert clf.projector_.intervention_source_ == expected_source[variant]
     baseline = plain.score(data.X[test], data.y[test])
     invariant = clf.score(data.X[test], data.y[test])
@@ -62,11 +62,11 @@ def test_invariant_subspace_beats_plain_zero_shot_out_of_distribution(bench, var
 def test_open_class_keeps_gain_on_unseen_classes(bench):
     data, train, test, _, _ = bench
     base = data.y < 5  # projector sees classes 0-4 only, images and texts
-    X_pairs, groups = stack_views(data.X[train & base], *data.X_views[:, train & base])
-    base_text = data.text_intervention_groups < 5
+    X_pairs, view_groups = stack_views(data.X[train & base], *data.X_views[:, train & base])
+    base_text = data.text_view_groups < 5
     clf = ZeroShotInvariantClassifier(
         data.prompt_embeddings[:5], projector=_text_projector(data, base_text)
-    ).fit(X_pairs, groups=groups)
+    ).fit(X_pairs, view_groups=view_groups)
     assert_array_equal(clf.classes_, np.arange(5))
 
     all_classes = clf.with_prompts(data.prompt_embeddings)
@@ -95,11 +95,11 @@ def test_scores_are_cosines_renormalised_after_projection():
     rng = np.random.RandomState(0)
     X = rng.standard_normal((200, 3))
     views = X + np.outer(rng.standard_normal(200), [0.0, 0.0, 3.0])
-    X_pairs, groups = stack_views(X, views)
+    X_pairs, view_groups = stack_views(X, views)
     prompts = np.array([[1.0, 0.0, 0.0], [0.2, 0.2, 0.96]])
     clf = ZeroShotInvariantClassifier(
         prompts, classes=["a", "b"], projector=InvariantProjector(n_components=2)
-    ).fit(X_pairs, groups=groups)
+    ).fit(X_pairs, view_groups=view_groups)
     image = np.array([[0.5, 0.5, 0.0]])
     # In the subspace, "b" projects to (0.2, 0.2): same direction as the image,
     # cosine 1, but a shorter vector. Without re-normalising, "a" would win.
@@ -113,11 +113,11 @@ def test_prompt_ensemble_is_averaged_like_clip():
     C, D = data.prompt_embeddings.shape
     ensemble = data.text_interventions.reshape(C, 4, D).transpose(1, 0, 2)  # (M, C, D)
     projector = InvariantProjector(n_components=K)
-    X, groups = stack_views(data.X, *data.X_views)
+    X, view_groups = stack_views(data.X, *data.X_views)
     from_ensemble = ZeroShotInvariantClassifier(ensemble, projector=projector)
     averaged = ZeroShotInvariantClassifier(average_prompt_ensemble(ensemble), projector=projector)
-    from_ensemble.fit(X, groups=groups)
-    averaged.fit(X, groups=groups)
+    from_ensemble.fit(X, view_groups=view_groups)
+    averaged.fit(X, view_groups=view_groups)
     # float32 embeddings: scores are 100 * cosine, equal up to float32 rounding.
     assert_allclose(
         from_ensemble.decision_function(data.X), averaged.decision_function(data.X),
@@ -160,11 +160,11 @@ def test_prototypes_without_prompts_learn_from_labels():
     data = make_invariant_embeddings(n_samples=2000, random_state=0)
     train = data.environments != data.test_environment
     test = ~train
-    X_pairs, groups = stack_views(data.X[train], *data.X_views[:, train])
+    X_pairs, view_groups = stack_views(data.X[train], *data.X_views[:, train])
     y_pairs = np.tile(data.y[train], 2)
     plain = ZeroShotInvariantClassifier().fit(data.X[train], data.y[train])
     clf = ZeroShotInvariantClassifier(projector=InvariantProjector(n_components=K))
-    clf.fit(X_pairs, y_pairs, groups=groups)
+    clf.fit(X_pairs, y_pairs, view_groups=view_groups)
     assert_array_equal(clf.classes_, np.arange(10))
     assert clf.class_embeddings_.shape == (10, K)
     # The prototypes learn the spurious variant features; the subspace drops them.
@@ -173,10 +173,10 @@ def test_prototypes_without_prompts_learn_from_labels():
 
 def test_with_prompts_switches_classes_without_refitting():
     data = make_invariant_embeddings(n_samples=300, random_state=6)
-    X, groups = stack_views(data.X, *data.X_views)
+    X, view_groups = stack_views(data.X, *data.X_views)
     clf = ZeroShotInvariantClassifier(
         data.prompt_embeddings[:3], projector=InvariantProjector(n_components=K)
-    ).fit(X, groups=groups)
+    ).fit(X, view_groups=view_groups)
     components = clf.projector_.components_.copy()
     other = clf.with_prompts(data.prompt_embeddings[3:], classes=list("abcdefg"))
     assert other.get_params()["classes"] == list("abcdefg")
@@ -190,28 +190,29 @@ def test_with_prompts_switches_classes_without_refitting():
 
 def test_metadata_routing_sends_groups_to_the_projector():
     data = make_invariant_embeddings(n_samples=600, random_state=7)
-    X, groups = stack_views(data.X, *data.X_views)
+    X, view_groups = stack_views(data.X, *data.X_views)
     y = np.tile(data.y, 2)
     with config_context(enable_metadata_routing=True):
         clf = ZeroShotInvariantClassifier(
             data.prompt_embeddings, projector=InvariantProjector(n_components=K)
-        ).set_fit_request(groups=True)
+        ).set_fit_request(view_groups=True)
         search = GridSearchCV(clf, {"projector__lam": [1.0, 10.0]}, cv=GroupKFold(3))
-        search.fit(X, y, groups=groups)
-    assert search.best_estimator_.projector_.intervention_source_ == "groups"
+        search.fit(X, y, groups=view_groups, view_groups=view_groups)
+    assert search.best_estimator_.projector_.intervention_source_ == "view_groups"
 
 
 def test_plain_cross_validation_passes_groups_as_fit_params():
     data = make_invariant_embeddings(n_samples=600, random_state=7)
-    X, groups = stack_views(data.X, *data.X_views)
+    X, view_groups = stack_views(data.X, *data.X_views)
     y = np.tile(data.y, 2)
     clf = ZeroShotInvariantClassifier(
         data.prompt_embeddings, projector=InvariantProjector(n_components=K)
     )
     result = cross_validate(
-        clf, X, y, groups=groups, cv=GroupKFold(3), params={"groups": groups}, return_estimator=True
+        clf, X, y, groups=view_groups, cv=GroupKFold(3), params={"view_groups": view_groups},
+        return_estimator=True,
     )
-    assert all(e.projector_.intervention_source_ == "groups" for e in result["estimator"])
+    assert all(e.projector_.intervention_source_ == "view_groups" for e in result["estimator"])
     assert result["test_score"].min() > 0.5
 
 
@@ -264,11 +265,11 @@ def test_any_transformer_works_as_projector_and_none_ignores_groups():
     from sklearn.decomposition import PCA
 
     data = make_invariant_embeddings(n_samples=300, random_state=8)
-    X, groups = stack_views(data.X, *data.X_views)
+    X, view_groups = stack_views(data.X, *data.X_views)
     pca = ZeroShotInvariantClassifier(data.prompt_embeddings, projector=PCA(n_components=5))
-    pca.fit(X)  # no groups given: PCA.fit(X, y) is called as is
+    pca.fit(X)  # no view_groups given: PCA.fit(X, y) is called as is
     assert pca.class_embeddings_.shape == (10, 5)
     plain = ZeroShotInvariantClassifier(data.prompt_embeddings)
     assert_array_equal(
-        plain.fit(X, groups=groups).predict(data.X), plain.fit(X).predict(data.X)
+        plain.fit(X, view_groups=view_groups).predict(data.X), plain.fit(X).predict(data.X)
     )

@@ -116,7 +116,7 @@ def make_invariant_embeddings(
         (n_views, n_samples, n_features); ``prompt_embeddings``
         (n_classes, n_features); ``text_interventions``
         (n_classes * n_text_styles, n_features) with
-        ``text_intervention_groups`` (the class of each row);
+        ``text_view_groups`` (the class of each row);
         ``invariant_basis`` (n_features, n_invariant) orthonormal ground
         truth; ``invariant_latents`` (n_samples, n_invariant) for an oracle.
 
@@ -194,7 +194,7 @@ def make_invariant_embeddings(
         X_views=X_views.astype(f32),
         prompt_embeddings=prompts.astype(f32),
         text_interventions=text_interventions.astype(f32),
-        text_intervention_groups=text_groups,
+        text_view_groups=text_groups,
         invariant_basis=a_inv,
         invariant_latents=z_inv,
     )
