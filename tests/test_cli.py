@@ -1,15 +1,29 @@
-"""The clip-invariance command line."""
+"""The clip-invariance command line: results, and one-line errors for every user mistake."""
 
+import re
 import subprocess
 import sys
 
 import pytest
 
-from clip_invariance.cli import main, run_demo
+from clip_invariance import __version__
+from clip_invariance.cli import main
+from clip_invariance.embedding import CLIPEmbedder
+from clip_invariance.evaluation import evaluate_synthetic
+
+
+def run(argv, capsys):
+    """(exit status, stdout, stderr) of ``clip-invariance argv``, in process."""
+    try:
+        status = main(argv)
+    except SystemExit as exc:  # argparse's own exits: usage errors, --help, --version
+        status = exc.code
+    out, err = capsys.readouterr()
+    return status, out, err
 
 
 def test_demo_rows_show_the_invariant_gain():
-    rows = run_demo(n_samples=1200, normalize=False, random_state=0)
+    rows = evaluate_synthetic(n_samples=1200, normalize=False, random_state=0)
     assert [r["env"] for r in rows] == [0, 1, 2, 3]
     shifted = rows[-1]
     assert shifted["shifted"] and not any(r["shifted"] for r in rows[:-1])
@@ -21,39 +35,116 @@ def test_demo_rows_show_the_invariant_gain():
 
 
 def test_demo_prints_a_table(capsys):
-    assert main(["demo", "--n-samples", "800", "--normalize", "yes"]) == 0
-    out = capsys.readouterr().out
+    status, out, _ = run(["demo", "--n-samples", "800", "--normalize", "yes"], capsys)
+    assert status == 0
     assert "embeddings: L2-normalised" in out and "embeddings: raw" not in out
     assert "ZS ICM" in out and "probe ICM" in out and "oracle" in out
     assert len([line for line in out.splitlines() if line.strip().startswith("3 ")]) == 1
 
 
-def test_console_script_usage_error():
+def test_zero_components_is_an_error_not_the_default():
+    with pytest.raises(ValueError, match="n_components"):
+        evaluate_synthetic(n_samples=400, n_components=0)
+
+
+def test_version(capsys):
+    status, out, _ = run(["--version"], capsys)
+    assert status == 0 and out.strip() == f"clip-invariance {__version__}"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["nonsense"], "invalid choice"),
+        (["demo", "--normalize", "maybe"], "invalid choice"),
+        (["demo", "--n-components", "0"], "must be a positive integer, got 0"),
+        (["demo", "--n-samples", "-5"], "must be a positive integer, got -5"),
+        (["demo", "--n-samples", "many"], "must be an integer, got 'many'"),
+        (["demo", "--lam", "-1"], r"must be a finite number >= 0, got -1"),
+        (["demo", "--lam", "nan"], r"must be a finite number >= 0, got nan"),
+        (["demo", "--lam", "inf"], r"must be a finite number >= 0, got inf"),
+        (["demo", "--seed", "-1"], "must be a non-negative integer"),
+        (["evaluate", ".", "--batch-size", "0"], "must be a positive integer"),
+        (["evaluate", ".", "--n-views", "0"], "must be a positive integer"),
+        (["evaluate", ".", "--templates", "fancy"], "invalid choice"),
+        (["evaluate"], "the following arguments are required: root"),
+    ],
+)
+def test_malformed_command_lines_exit_2(argv, message, capsys):
+    status, _, err = run(argv, capsys)
+    assert status == 2
+    assert "Traceback" not in err
+    assert any("error:" in line and re.search(message, line) for line in err.splitlines())
+
+
+def _one_environment(tmp_path):
+    (tmp_path / "photo" / "dog").mkdir(parents=True)
+    (tmp_path / "photo" / "dog" / "1.png").write_bytes(b"")
+    return tmp_path
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["demo", "--n-samples", "3"], "n_samples. parameter of evaluate_synthetic must be an int in the range"),
+        (["demo", "--n-samples", "400", "--n-components", "1000"], "n_components=1000 must be at most"),
+        (["evaluate", "{tmp}/missing"], "Image folder not found"),
+        (["evaluate", "{one_environment}"], "at least two environment folders"),
+        (["evaluate", "{pacs}", "--pretrained", "{tmp}/no-such.safetensors"], "Checkpoint file not found"),
+        (["evaluate", "{pacs}", "--n-components", "1000"], "n_components=1000 must be at most the embedding size"),
+        (["evaluate", "{pacs}", "--model-name", "no-such-model"], "no-such-model"),
+    ],
+)
+def test_user_mistakes_give_one_line_and_exit_1(argv, message, tmp_path, capsys, monkeypatch, request):
+    """Checked before any image is embedded, reported on one line of stderr."""
+    fields = {"tmp": tmp_path}
+    if any("{one_environment}" in a for a in argv):
+        fields["one_environment"] = _one_environment(tmp_path / "one")
+    if any("{pacs}" in a for a in argv):
+        fields["pacs"] = request.getfixturevalue("pacs_mini")
+        tiny = request.getfixturevalue("tiny_model")
+        if "--model-name" not in argv:
+            argv = [*argv, "--model-name", tiny]
+        if "--pretrained" not in argv:
+            argv = [*argv, "--pretrained", "none"]
+        argv = [*argv, "--device", "cpu"]
+
+    def no_embedding(self, X):
+        raise AssertionError("an image was embedded before the arguments were checked")
+
+    monkeypatch.setattr(CLIPEmbedder, "transform", no_embedding)
+    status, _, err = run([a.format(**fields) for a in argv], capsys)
+    assert status == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith(f"clip-invariance {argv[0]}: error: ")
+    assert re.search(message, lines[0])
+
+
+def test_console_script_reports_without_traceback(tmp_path):
     out = subprocess.run(
-        [sys.executable, "-m", "clip_invariance.cli", "nonsense"], capture_output=True, text=True
+        [sys.executable, "-m", "clip_invariance.cli", "evaluate", str(tmp_path / "missing")],
+        capture_output=True,
+        text=True,
     )
-    assert out.returncode == 2
-    assert "invalid choice" in out.stderr
-
-
-def test_demo_rejects_bad_arguments():
-    with pytest.raises(SystemExit):
-        main(["demo", "--normalize", "maybe"])
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    assert out.stderr.strip().splitlines() == [
+        f"clip-invariance evaluate: error: Image folder not found: {str(tmp_path / 'missing')!r}"
+    ]
 
 
 def test_evaluate_on_pacs_mini(tiny_model, pacs_mini, capsys):
     """End to end on real images with a tiny random-weight model (accuracy is meaningless)."""
-    assert main([
-        "evaluate", str(pacs_mini), "--model-name", tiny_model, "--pretrained", "none",
-        "--device", "cpu", "--n-components", "8", "--batch-size", "64",
-    ]) == 0
-    out = capsys.readouterr().out
-    for domain in ("art_painting", "cartoon", "photo", "sketch", "average"):
-        assert domain in out
-    header = next(line for line in out.splitlines() if line.split()[:1] == ["domain"])
-    assert header.split() == ["domain", "zero-shot", "ZS", "ICM", "probe", "probe", "ICM"]
-
-
-def test_evaluate_missing_folder(tmp_path):
-    with pytest.raises((FileNotFoundError, ValueError), match="missing"):
-        main(["evaluate", str(tmp_path / "missing"), "--pretrained", "none"])
+    status, out, _ = run(
+        [
+            "evaluate", str(pacs_mini), "--model-name", tiny_model, "--pretrained", "none",
+            "--device", "cpu", "--n-components", "8", "--batch-size", "64",
+        ],
+        capsys,
+    )
+    assert status == 0
+    for environment in ("art_painting", "cartoon", "photo", "sketch", "average"):
+        assert environment in out
+    header = next(line for line in out.splitlines() if line.split()[:1] == ["target"])
+    assert header.split() == ["target", "zero-shot", "ZS", "ICM", "probe", "probe", "ICM"]

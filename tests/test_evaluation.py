@@ -29,7 +29,7 @@ def test_splits_follow_the_protocol():
     n = 200
     X = np.arange(n, dtype=float)[:, None]
     y = np.zeros(n, dtype=int)
-    domains = np.repeat(["a", "b", "c", "d"], 50)
+    environments = np.repeat(["a", "b", "c", "d"], 50)
     content = np.arange(n) // 2  # pairs stay together
     seen = []
 
@@ -40,11 +40,11 @@ def test_splits_follow_the_protocol():
 
     scored = np.arange(n) % 2 == 0  # odd rows play augmented views: train only
     rows = leave_one_domain_out(
-        Spy(), X, y, domains, fit_params={"groups": content}, content_ids=content, scored=scored
+        Spy(), X, y, environments, fit_params={"groups": content}, view_groups=content, scored=scored
     )
-    assert [r["domain"] for r in rows] == ["a", "b", "c", "d"]
+    assert [r["target"] for r in rows] == ["a", "b", "c", "d"]
     for row, (train_rows, groups) in zip(rows, seen):
-        target = set(np.flatnonzero(domains == row["domain"]))
+        target = set(np.flatnonzero(environments == row["target"]))
         assert not target & set(train_rows)
         assert row["n_train"] == len(train_rows) and row["n_test"] == 25
         assert 0.65 < len(train_rows) / 150 < 0.95  # about 80% of the sources
@@ -57,20 +57,22 @@ def test_splits_follow_the_protocol():
 
 def test_invariant_pipeline_beats_raw_on_the_shifted_domain():
     data = make_invariant_embeddings(n_samples=1200, random_state=0)
-    X, groups = stack_views(data.X, *data.X_views)
-    y, domains = np.tile(data.y, 2), np.tile(data.environments, 2)
+    X, view_groups = stack_views(data.X, *data.X_views)
+    y, environments = np.tile(data.y, 2), np.tile(data.environments, 2)
     pipe = Pipeline([("proj", InvariantProjector(8)), ("clf", LogisticRegression(max_iter=1000))])
     icm = leave_one_domain_out(
-        pipe, X, y, domains, fit_params={"proj__view_groups": groups}, content_ids=groups
+        pipe, X, y, environments, fit_params={"proj__view_groups": view_groups}, view_groups=view_groups
     )
-    raw = leave_one_domain_out(LogisticRegression(max_iter=1000), X, y, domains, content_ids=groups)
+    raw = leave_one_domain_out(
+        LogisticRegression(max_iter=1000), X, y, environments, view_groups=view_groups
+    )
     assert icm[-1]["test_accuracy"] > raw[-1]["test_accuracy"] + 0.15
     assert icm[-1]["validation_accuracy"] > 0.8
 
 
 def test_errors():
     X = np.zeros((4, 2))
-    with pytest.raises(ValueError, match="at least two domains"):
+    with pytest.raises(ValueError, match="at least two environments"):
         leave_one_domain_out(RecordingClassifier(), X, [0, 1, 0, 1], [0, 0, 0, 0])
     with pytest.raises(ValueError, match="inconsistent numbers of samples"):
         leave_one_domain_out(RecordingClassifier(), X, [0, 1, 0], [0, 0, 1, 1])

@@ -1,4 +1,4 @@
-"""load_image_folder: the DomainBed <domain>/<class>/<file> layout."""
+"""load_image_folder: the DomainBed <environment>/<class>/<file> layout."""
 
 import numpy as np
 import pytest
@@ -23,7 +23,7 @@ def folder(tmp_path):
     return tmp_path
 
 
-def test_lists_paths_labels_and_domains(folder):
+def test_lists_paths_labels_and_environments(folder):
     data = load_image_folder(folder)
     names = [p.split("/")[-3:] for p in data.paths]
     assert names == [
@@ -33,41 +33,67 @@ def test_lists_paths_labels_and_domains(folder):
         ["sketch", "dog", "d.png"],
         ["sketch", "horse", "e.png"],
     ]
-    assert data.target_names == ["cat", "dog", "horse"]
+    assert data.class_names == ["cat", "dog", "horse"]
     assert data.y.tolist() == [0, 1, 1, 1, 2]
     assert data.environments.tolist() == ["photo"] * 3 + ["sketch"] * 2
-    assert data.domain_names == ["photo", "sketch"]
+    assert data.environment_names == ["photo", "sketch"]
 
 
-def test_domain_selection_keeps_order(folder):
-    data = load_image_folder(folder, domains=["sketch"])
-    assert data.target_names == ["dog", "horse"] and data.y.tolist() == [0, 1]
-    assert load_image_folder(folder, domains=["sketch", "photo"]).environments[0] == "sketch"
+def test_environment_selection_keeps_order(folder):
+    data = load_image_folder(folder, environments=["sketch"])
+    assert data.class_names == ["dog", "horse"] and data.y.tolist() == [0, 1]
+    assert load_image_folder(folder, environments=["sketch", "photo"]).environments[0] == "sketch"
 
 
-def test_clear_errors(folder, tmp_path):
-    with pytest.raises(FileNotFoundError, match="Image folder not found"):
-        load_image_folder(tmp_path / "nowhere")
-    with pytest.raises(FileNotFoundError, match=r"Domains \['art'\] not found.*available: \['photo', 'sketch'\]"):
-        load_image_folder(folder, domains=["art"])
-    with pytest.raises(TypeError, match="list of domain names"):
-        load_image_folder(folder, domains="photo")
+def _add_empty_environment(folder):
     (folder / "cartoon").mkdir()
-    with pytest.raises(ValueError, match="'cartoon' has no class folder"):
-        load_image_folder(folder)
-    (folder / "cartoon" / "dog").mkdir()
+
+
+def _add_environment_without_images(folder):
+    (folder / "cartoon" / "dog").mkdir(parents=True)
     (folder / "cartoon" / "dog" / "readme.txt").write_text("")
-    with pytest.raises(ValueError, match="'cartoon' holds no image file"):
-        load_image_folder(folder)
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    with pytest.raises(ValueError, match="No domain folder"):
-        load_image_folder(empty)
+
+
+def _link_an_environment(folder):
+    (folder / "photo_again").symlink_to(folder / "photo", target_is_directory=True)
+
+
+def _link_a_file(folder):
+    (folder / "sketch" / "dog" / "copy.png").symlink_to(folder / "photo" / "dog" / "b.jpg")
+
+
+@pytest.mark.parametrize(
+    "prepare, kwargs, error, message",
+    [
+        (None, {"root": "nowhere"}, FileNotFoundError, "Image folder not found"),
+        (None, {"environments": ["art"]}, FileNotFoundError,
+         r"Environments \['art'\] not found.*available: \['photo', 'sketch'\]"),
+        (None, {"environments": "photo"}, TypeError, "list of environment names"),
+        (None, {"environments": []}, ValueError, "environments is empty"),
+        (None, {"environments": ["photo", "photo"]}, ValueError, "lists a folder twice"),
+        (_add_empty_environment, {}, ValueError, "'cartoon' has no class folder"),
+        (_add_environment_without_images, {}, ValueError, "'cartoon' holds no image file"),
+        (_link_an_environment, {}, ValueError, "same image is listed twice.*photo_again"),
+        (_link_a_file, {}, ValueError, "same image is listed twice.*copy.png"),
+    ],
+)
+def test_bad_folders(folder, prepare, kwargs, error, message):
+    if prepare is not None:
+        prepare(folder)
+    kwargs = dict(kwargs)
+    root = folder / kwargs.pop("root") if "root" in kwargs else folder
+    with pytest.raises(error, match=message):
+        load_image_folder(root, **kwargs)
+
+
+def test_an_empty_root_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="No environment folder"):
+        load_image_folder(tmp_path)
 
 
 def test_pacs_mini(pacs_mini):
     data = load_image_folder(pacs_mini)
-    assert data.domain_names == ["art_painting", "cartoon", "photo", "sketch"]
-    assert data.target_names == ["dog", "elephant", "giraffe", "guitar", "horse", "house", "person"]
+    assert data.environment_names == ["art_painting", "cartoon", "photo", "sketch"]
+    assert data.class_names == ["dog", "elephant", "giraffe", "guitar", "horse", "house", "person"]
     assert len(data.paths) == len(data.y) == len(data.environments) == 420
     assert np.bincount(data.y).min() > 0

@@ -132,6 +132,11 @@ def make_invariant_embeddings(
             f"n_features={n_features} must be at least n_invariant + n_variant "
             f"= {n_invariant + n_variant}."
         )
+    if n_samples < n_environments:
+        raise ValueError(
+            f"n_samples={n_samples} is smaller than n_environments={n_environments}: every "
+            "environment, the test environment included, needs at least one sample."
+        )
     rng = check_random_state(random_state)
     mixing, _ = np.linalg.qr(rng.standard_normal((n_features, n_invariant + n_variant)))
     a_inv, a_var = mixing[:, :n_invariant], mixing[:, n_invariant:]
