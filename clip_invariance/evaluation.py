@@ -362,7 +362,9 @@ def evaluate_image_folder(
         raise ValueError(f"n_components={k} must be at most the embedding size of {model_name}, {dim}.")
     texts = CLIPEmbedder(**backbone, modality="text", progress=False)
 
-    views, view_groups = make_image_interventions(list(data.paths), n_views=n_views, random_state=random_state)
+    views, view_groups = make_image_interventions(
+        list(data.paths), n_views=n_views, random_state=random_state
+    )
     X = images.transform(views)
     y = data.y[view_groups]  # view_groups index the images
     environments = data.environments[view_groups]

@@ -86,12 +86,12 @@ def _one_environment(tmp_path):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["demo", "--n-samples", "3"], "n_samples. parameter of evaluate_synthetic must be an int in the range"),
+        (["demo", "--n-samples", "3"], "n_samples. parameter of evaluate_synthetic must be an int"),
         (["demo", "--n-samples", "400", "--n-components", "1000"], "n_components=1000 must be at most"),
         (["evaluate", "{tmp}/missing"], "Image folder not found"),
         (["evaluate", "{one_environment}"], "at least two environment folders"),
         (["evaluate", "{pacs}", "--pretrained", "{tmp}/no-such.safetensors"], "Checkpoint file not found"),
-        (["evaluate", "{pacs}", "--n-components", "1000"], "n_components=1000 must be at most the embedding size"),
+        (["evaluate", "{pacs}", "--n-components", "1000"], "n_components=1000 must be at most the embedding"),
         (["evaluate", "{pacs}", "--model-name", "no-such-model"], "no-such-model"),
     ],
 )

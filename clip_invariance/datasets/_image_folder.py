@@ -70,7 +70,9 @@ def load_image_folder(root, environments=None):
     if environments is None:
         environments = available
         if not environments:
-            raise ValueError(f"No environment folder in {str(root)!r}; expected <environment>/<class>/<file>.")
+            raise ValueError(
+                f"No environment folder in {str(root)!r}; expected <environment>/<class>/<file>."
+            )
     else:
         if isinstance(environments, str):
             raise TypeError("environments must be a list of environment names, not a single string.")
