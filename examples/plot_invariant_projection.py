@@ -13,8 +13,8 @@ from sklearn.linear_model import LogisticRegression
 
 from clip_invariance import InvariantProjector
 from clip_invariance.datasets import make_invariant_embeddings
-from clip_invariance.views import stack_views
 from clip_invariance.metrics import subspace_overlap
+from clip_invariance.views import stack_views
 
 
 def ood_probe(features, data):
