@@ -1,0 +1,395 @@
+"""Embed an image folder once into a store: images, augmented views, prompts and text interventions.
+
+The data path is ``folder listing -> every argument and the weights checked ->
+one key per item (image, view, text) -> items already in the store or its
+chunks are reused -> the others embedded chunk by chunk, each chunk saved at
+once -> the store assembled and swapped in``. An item's key is a digest of
+the model's identity and what determines the embedding: the image's path
+under the root, size and modification time; for a view also its index, the
+seed and the drawn transform; for a text the string. So an interrupted run
+resumes where it stopped, another batch size re-embeds nothing, and an added
+or changed file embeds only its own items.
+"""
+
+import hashlib
+import os
+import tempfile
+import uuid
+import warnings
+from numbers import Integral
+from pathlib import Path
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.utils._param_validation import Interval, StrOptions, validate_params
+
+from ..prompts import DEFAULT_SETTINGS, DEFAULT_STYLES, build_prompts, make_text_interventions
+from ._image_folder import load_image_folder
+from ._store import (
+    CHUNK_FOLDER,
+    METADATA_FILE,
+    check_store_path,
+    load_embeddings,
+    save_embeddings,
+)
+
+__all__ = ["embed_image_folder", "image_folder_views", "text_interventions_with_styles", "TEXT_TEMPLATE"]
+
+# The text-intervention template, passed explicitly so that each string's style can be told.
+TEXT_TEMPLATE = "a {style} of a {classname}{setting}."
+
+
+@validate_params(
+    {
+        "root": [str, os.PathLike],
+        "store": [str, os.PathLike],
+        "model_name": [str],
+        "pretrained": [str, os.PathLike, None],
+        "device": [str],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "num_workers": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
+        "n_views": [Interval(Integral, 0, None, closed="left")],
+        "template": [str],
+        "ensemble_templates": [StrOptions({"simple", "openai"}), list, tuple, None],
+        "text_styles": [list, tuple, None],
+        "text_settings": [list, tuple],
+        "random_state": [Interval(Integral, 0, None, closed="left")],
+        "chunk_size": [Interval(Integral, 1, None, closed="left")],
+        "progress": ["boolean"],
+    },
+    prefer_skip_nested_validation=True,
+)
+def embed_image_folder(
+    root,
+    store,
+    *,
+    model_name="ViT-B-32",
+    pretrained="openai",
+    device="auto",
+    batch_size=64,
+    num_workers="auto",
+    n_views=1,
+    template="a photo of a {}.",
+    ensemble_templates="simple",
+    text_styles=DEFAULT_STYLES,
+    text_settings=DEFAULT_SETTINGS,
+    random_state=0,
+    chunk_size=512,
+    progress=True,
+):
+    """Embed a DomainBed-style image folder into an embedding store, resumably.
+
+    Everything cheap is checked before anything is embedded: the arguments,
+    the folder and its layout, the store path, the templates, and the weights
+    (loaded once). Then the originals, ``n_views`` augmented views of each
+    image, the class prompts (``template`` and the ensemble) and the text
+    interventions are embedded in chunks of ``chunk_size`` items, each saved
+    under per-item keys as soon as it is done; the finished store replaces the
+    previous one, and a second run over an unchanged folder embeds nothing.
+
+    Parameters
+    ----------
+    root : str or path
+        Folder laid out as ``<environment>/<class>/<image>``.
+    store : str or path
+        The store folder (created; an earlier store there is reused and
+        replaced).
+    model_name, pretrained, device, batch_size, num_workers
+        As in :class:`~clip_invariance.CLIPEmbedder`.
+    n_views : int, default=1
+        Augmented views per image (:func:`~clip_invariance.augmentation.make_image_interventions`);
+        0 embeds the originals only.
+    template : str, default="a photo of a {}."
+        The single prompt template (CLIP-ICM's), stored as ``prompt_embeddings`` (C, D).
+    ensemble_templates : {"simple", "openai"}, list of str or None, default="simple"
+        Template ensemble stored as ``prompt_ensemble_embeddings`` (M, C, D);
+        ``None``: none.
+    text_styles : list of str or None, default=DEFAULT_STYLES
+        Style words of the text interventions; ``None``: none.
+    text_settings : list of str, default=DEFAULT_SETTINGS
+        Background phrases of the text interventions.
+    random_state : int, default=0
+        Seed of the augmentations. Each image's views depend only on it and
+        the image's path under ``root``, so adding a file changes no other view.
+    chunk_size : int, default=512
+        Items embedded and saved together: the most work an interruption loses.
+    progress : bool, default=True
+        Show a progress bar over items (those found in the store count as done).
+
+    Returns
+    -------
+    store : :class:`~sklearn.utils.Bunch`
+        The store, as :func:`~clip_invariance.datasets.load_embeddings` reads it.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``root`` does not exist, or a checkpoint file is missing.
+    ValueError
+        For a bad argument (``InvalidParameterError``, a ValueError), a folder
+        without environment, class or image, an unknown model, a template
+        without ``{}``, a store path that is not a store, an unreadable image.
+    OSError
+        If the weights are not cached and cannot be downloaded.
+    """
+    from ..embedding import CLIPEmbedder
+
+    data = load_image_folder(root)
+    root, store = Path(root).resolve(), Path(store)
+    check_store_path(store)
+    classes = data.class_names
+    single = build_prompts(classes, [template])[0]
+    ensemble = None if ensemble_templates is None else build_prompts(classes, ensemble_templates)
+    texts = None
+    if text_styles is not None:
+        texts = text_interventions_with_styles(classes, text_styles, text_settings)
+
+    images = CLIPEmbedder(model_name, pretrained, device=device, batch_size=batch_size,
+                          num_workers=num_workers, progress=False).fit()  # loads the weights: fails fast
+    encoders = {"image": images, "text": clone(images).set_params(modality="text")}
+    model = _model_identity(images)
+    model_key = _digest(model)
+
+    files = image_folder_views(data.paths, root, n_views=n_views, random_state=random_state)
+    image_items = [(_digest((model_key, view_key)), view) for _, views in files for view_key, view in views]
+    text_strings = {"prompt_embeddings": single}
+    if ensemble is not None:
+        text_strings["prompt_ensemble_embeddings"] = ensemble
+    if texts is not None:
+        text_strings["text_interventions"] = texts[0]
+    text_keys, text_items = {}, []
+    for name, strings in text_strings.items():
+        flat = np.ravel(strings).tolist()
+        keys = [_digest((model_key, "text", text)) for text in flat]
+        text_keys[name] = np.array(keys, dtype=str).reshape(np.shape(strings))
+        text_items += zip(keys, flat)
+
+    known = _known_rows(store)
+    todo = {"image": _missing(image_items, known), "text": _missing(text_items, known)}
+    n_items = len({key for key, _ in image_items + text_items})
+    bar = _progress_bar(progress, n_items, n_items - sum(map(len, todo.values())), model_name)
+    for modality in ("text", "image"):  # texts first: seconds, and then only images remain
+        items = todo[modality]
+        for start in range(0, len(items), chunk_size):
+            keys, inputs = zip(*items[start : start + chunk_size])
+            embeddings = encoders[modality].transform(list(inputs))
+            _write_chunk(store, keys, embeddings)
+            known.update(zip(keys, embeddings))
+            bar.update(len(keys))
+    bar.close()
+
+    n = len(data.paths)
+    all_keys = np.array([key for key, _ in image_items], dtype=str).reshape(n, 1 + n_views)
+    arrays = {"X": _gather(known, all_keys[:, 0])}
+    item_keys = {"X": all_keys[:, 0]}
+    if n_views:
+        arrays["views"] = _gather(known, all_keys[:, 1:])
+        item_keys["views"] = all_keys[:, 1:]
+    for name, keys in text_keys.items():
+        arrays[name] = _gather(known, keys)
+        item_keys[name] = keys
+    if texts is not None:
+        arrays.update(text_view_groups=texts[1], text_intervention_texts=texts[0],
+                      text_intervention_styles=texts[2])
+    settings = {
+        "model": model,
+        "device": images.device_,
+        "root": str(root),
+        "images": {"n_views": n_views, "random_state": random_state, "transforms": "all", "strength": 1.0},
+        "prompts": {"template": template, "ensemble_templates": _template_strings(ensemble_templates)},
+        "text_interventions": None if texts is None else {
+            "template": TEXT_TEMPLATE, "styles": list(text_styles), "settings": list(text_settings)},
+    }
+    save_embeddings(store, y=data.y, environments=data.environments, class_names=classes,
+                    environment_names=data.environment_names, paths=data.paths, settings=settings,
+                    item_keys=item_keys, **arrays)
+    return load_embeddings(store)
+
+
+def image_folder_views(paths, root, *, n_views, random_state):
+    """Each image's identity and its views: the original, then ``n_views`` augmented ones.
+
+    An image's views are drawn by
+    :func:`~clip_invariance.augmentation.make_image_interventions` from a
+    seed made of ``random_state`` and the image's path under ``root``, so
+    they do not depend on which other files the folder holds.
+
+    Parameters
+    ----------
+    paths : sequence of str
+        Image files under ``root``.
+    root : str or path
+        The folder the identities are relative to.
+    n_views : int
+        Augmented views per image.
+    random_state : int
+        Seed of the augmentations.
+
+    Returns
+    -------
+    views : list of (tuple, list)
+        Per image, its identity ``("file", path under root, size,
+        modification time in ns)`` and its ``1 + n_views`` views (the path,
+        then :class:`~clip_invariance.augmentation.ImageView` recipes), each
+        view given as its identity and the input to embed.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from clip_invariance.datasets import image_folder_views
+    >>> root = Path(tempfile.mkdtemp())
+    >>> _ = (root / "a.png").write_bytes(b"123")
+    >>> [(identity, [key[0] for key, _ in views])
+    ...  for identity, views in image_folder_views([root / "a.png"], root, n_views=2, random_state=0)]
+    [(('file', 'a.png', 3, ...), ['original', 'view', 'view'])]
+    """
+    from ..augmentation import make_image_interventions
+
+    out = []
+    for path in paths:
+        path = os.fspath(path)
+        stat = os.stat(path)
+        identity = ("file", Path(os.path.relpath(path, root)).as_posix(), stat.st_size, stat.st_mtime_ns)
+        views = [(("original", identity), path)]
+        if n_views:
+            seed = int.from_bytes(hashlib.blake2b(repr((random_state, identity[1])).encode(),
+                                                  digest_size=4).digest(), "little") >> 1
+            augmented, _ = make_image_interventions([path], n_views=n_views, include_original=False,
+                                                    random_state=seed)
+            views += [(("view", v + 1, random_state, view.cache_key(identity)), view)
+                      for v, view in enumerate(augmented)]
+        out.append((identity, views))
+    return out
+
+
+def text_interventions_with_styles(class_names, styles, settings):
+    """Text interventions, their view groups and the style word of each string.
+
+    The strings and groups are those of
+    :func:`~clip_invariance.prompts.make_text_interventions` with
+    :data:`TEXT_TEMPLATE`; the styles let an evaluation drop the strings that
+    name its held-out environment.
+
+    Examples
+    --------
+    >>> from clip_invariance.datasets import text_interventions_with_styles
+    >>> texts, view_groups, styles = text_interventions_with_styles(["dog"], ["photo", "sketch"], [""])
+    >>> texts, view_groups.tolist(), styles
+    (['a photo of a dog.', 'a sketch of a dog.'], [0, 0], ['photo', 'sketch'])
+    """
+    texts, view_groups = make_text_interventions(class_names, styles, settings, template=TEXT_TEMPLATE)
+    style_of = {}
+    for style in styles:
+        for setting in settings:
+            setting = f" {setting}" if setting else ""
+            filled = TEXT_TEMPLATE.format(style=style, classname="{}", setting=setting)
+            for c, text in enumerate(build_prompts(class_names, [filled])[0]):
+                style_of.setdefault((c, text), style)  # the first style that writes it, as the dedup keeps
+    return texts, view_groups, [style_of[int(c), text] for text, c in zip(texts, view_groups)]
+
+
+# ------------------------------------------------------------------ helpers
+def _model_identity(embedder):
+    pretrained = embedder.pretrained
+    if pretrained is not None and os.path.isfile(pretrained):
+        stat = os.stat(pretrained)
+        pretrained = {"file": os.path.abspath(pretrained), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    elif pretrained is not None:
+        pretrained = os.fspath(pretrained)
+    return {
+        "model_name": embedder.model_name,
+        "pretrained": pretrained,
+        "precision": embedder.precision_,
+        "embedding_dim": int(embedder.embedding_dim_),
+    }
+
+
+def _digest(key):
+    return hashlib.blake2b(repr(key).encode(), digest_size=16).hexdigest()
+
+
+def _known_rows(store):
+    """Item key -> embedding, from the store's arrays (memory-mapped) and its chunks."""
+    known = {}
+    if (store / METADATA_FILE).is_file():
+        try:
+            previous = load_embeddings(store)
+        except ValueError as exc:
+            warnings.warn(f"Ignoring the damaged store, its items are embedded again: {exc}", UserWarning,
+                          stacklevel=3)
+        else:
+            for name, keys in previous.item_keys.items():
+                rows = previous[name].reshape(-1, previous[name].shape[-1])
+                known.update(zip(keys.ravel().tolist(), rows))
+    if store.is_dir():
+        known.update(_read_chunks(store))
+    return known
+
+
+def _missing(items, known):
+    seen, todo = set(), []
+    for key, item in items:
+        if key not in known and key not in seen:
+            seen.add(key)
+            todo.append((key, item))
+    return todo
+
+
+def _write_chunk(path, keys, embeddings):
+    """Save embeddings under their item keys in ``path/chunks/``, atomically.
+
+    A reader sees the whole chunk or none of it: it is written to a temporary
+    file and renamed.
+    """
+    folder = Path(path) / CHUNK_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, keys=np.asarray(keys, dtype=str), embeddings=np.asarray(embeddings))
+        os.replace(tmp, folder / f"{uuid.uuid4().hex}.npz")
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _read_chunks(path):
+    """Every embedding in ``path/chunks/``, as a dict from item key to row.
+
+    A chunk that cannot be read (cut short by a crash, foreign) is skipped
+    with a warning: its items are embedded again.
+    """
+    rows, damaged = {}, []
+    for file in sorted((Path(path) / CHUNK_FOLDER).glob("*.npz")):
+        try:
+            with np.load(file, allow_pickle=False) as chunk:
+                keys, embeddings = chunk["keys"], chunk["embeddings"]
+            if keys.ndim != 1 or embeddings.ndim != 2 or len(keys) != len(embeddings):
+                raise ValueError(f"keys {keys.shape} do not match embeddings {embeddings.shape}")
+        except Exception as exc:  # whatever is in the file, its items are recomputed
+            damaged.append(f"{file.name} ({type(exc).__name__}: {exc})")
+            continue
+        rows.update(zip(keys.tolist(), embeddings))
+    if damaged:
+        warnings.warn(f"Skipping {len(damaged)} unreadable chunk(s): {'; '.join(damaged)}", UserWarning,
+                      stacklevel=2)
+    return rows
+
+
+def _gather(known, keys):
+    rows = [known[key] for key in keys.ravel().tolist()]
+    return np.asarray(rows, dtype=np.float32).reshape(*keys.shape, -1)
+
+
+def _template_strings(templates):
+    if templates is None:
+        return None
+    return [row[0] for row in build_prompts(["{}"], templates)]
+
+
+def _progress_bar(show, total, done, model_name):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=done, desc=f"Embedding ({model_name})", unit="item", disable=not show)
