@@ -231,7 +231,7 @@ def load_embeddings(path, *, mmap=True):
     path = Path(path)
     if not path.is_dir():
         left = sorted(path.parent.glob(f".{path.name}.old-*"))
-        hint = f"; an interrupted save left the previous store in {str(left[-1])!r}" if left else ""
+        hint = f"; an interrupted save moved it to {str(left[-1])!r} (a save puts it back)" if left else ""
         raise FileNotFoundError(f"Embedding store not found: {str(path)!r}{hint}.")
     metadata = _read_metadata(path)
     fields = dict.fromkeys(FIELDS)
@@ -316,7 +316,10 @@ def check_fields(arrays, class_names, environment_names, where=""):
 
 
 def check_store_path(path):
-    """Refuse a ``path`` that exists and is not a store (nor an unfinished one).
+    """Make ``path`` ready to receive a store, or refuse it.
+
+    A store that an interrupted save moved aside (a crash between the two
+    renames) is put back first.
 
     Raises
     ------
@@ -326,6 +329,9 @@ def check_store_path(path):
     """
     path = Path(path)
     if not path.exists():
+        moved = sorted(path.parent.glob(f".{path.name}.old-*"), key=os.path.getmtime)
+        if moved:
+            os.replace(moved[-1], path)
         return
     if not path.is_dir():
         raise ValueError(f"{str(path)!r} exists and is not a folder; choose another store path.")
@@ -372,7 +378,7 @@ def _as_field(name, value):
         if array.dtype.kind not in "biuf":
             raise ValueError(f"{name}: expected numbers, got an array of {array.dtype}.")
         if kind == "int":
-            if array.dtype.kind == "f":
+            if array.dtype.kind == "f" and array.size:  # np.asarray([]) is float
                 raise ValueError(f"{name}: expected integer labels, got {array.dtype}.")
             array = array.astype(np.int64)
         elif array.dtype not in (np.float32, np.float64):  # ints, bools, float16: widen

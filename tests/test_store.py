@@ -1,0 +1,316 @@
+"""The embedding store: round trips, plain-numpy reading, damaged stores, atomic saves."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from numpy.testing import assert_array_equal
+
+from clip_invariance.datasets import _store, load_embeddings, save_embeddings
+
+
+def full_fields(dtype=np.float32, n=6, V=2, D=5, C=3, M=4, T=7, seed=0):
+    rng = np.random.default_rng(seed)
+    return {
+        "X": rng.normal(size=(n, D)).astype(dtype),
+        "y": np.arange(n) % C,
+        "environments": np.array(["photo", "sketch"])[np.arange(n) % 2],
+        "views": rng.normal(size=(n, V, D)).astype(dtype),
+        "class_names": ["dog", "elephant", "guitar"],
+        "environment_names": ["sketch", "photo", "cartoon"],  # an order of the user's, and an empty one
+        "prompt_embeddings": rng.normal(size=(C, D)).astype(dtype),
+        "prompt_ensemble_embeddings": rng.normal(size=(M, C, D)).astype(dtype),
+        "text_interventions": rng.normal(size=(T, D)).astype(dtype),
+        "text_view_groups": np.arange(T) % C,
+        "text_intervention_texts": [f"a text number {i}" for i in range(T)],
+        "text_intervention_styles": ["photo", "sketch", "cartoon", "pencil drawing", "photo", "x", "y"],
+        "paths": [f"/data/img_{i}.png" for i in range(n)],
+        "settings": {"model": {"model_name": "RN50", "pretrained": None}, "n_views": V},
+    }
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("mmap", [True, False])
+def test_round_trip_of_every_field(tmp_path, dtype, mmap):
+    fields = full_fields(dtype)
+    save_embeddings(tmp_path / "store", **fields)
+    data = load_embeddings(tmp_path / "store", mmap=mmap)
+    for name in _store.FIELDS:
+        expected = np.asarray(fields[name])
+        assert_array_equal(data[name], expected, err_msg=name)
+        assert isinstance(data[name], np.memmap) == mmap, name
+    assert data.X.dtype == dtype and data.views.dtype == dtype and data.prompt_embeddings.dtype == dtype
+    assert data.y.dtype == np.int64 and data.environments.dtype.kind == "U"
+    assert data.class_names == fields["class_names"]
+    assert data.environment_names == fields["environment_names"]
+    assert data.settings == fields["settings"]
+    assert data.item_keys == {}
+    if mmap:
+        with pytest.raises(ValueError, match="read-only"):
+            data.X[0, 0] = 1.0
+
+
+def test_without_optional_fields(tmp_path):
+    X = np.arange(12, dtype=np.float64).reshape(4, 3)
+    save_embeddings(tmp_path, X=X, y=[0, 1, 2, 1], environments=["a", "a", "b", "b"])
+    data = load_embeddings(tmp_path)
+    assert_array_equal(data.X, X)
+    assert data.class_names is None and data.environment_names == ["a", "b"]
+    for name in set(_store.FIELDS) - set(_store.REQUIRED):
+        assert data[name] is None, name
+    assert data.settings == {}
+
+
+def test_prompt_embeddings_may_be_an_ensemble(tmp_path):
+    fields = full_fields()
+    fields["prompt_embeddings"] = fields.pop("prompt_ensemble_embeddings")
+    save_embeddings(tmp_path, **fields)
+    assert load_embeddings(tmp_path).prompt_embeddings.shape == (4, 3, 5)
+
+
+def test_readable_with_numpy_alone(tmp_path):
+    fields = full_fields()
+    save_embeddings(tmp_path, **fields, item_keys={"X": [f"k{i}" for i in range(6)]})
+    meta = json.loads((tmp_path / "store.json").read_text())
+    assert meta["version"] == _store.STORE_VERSION and meta["class_names"] == fields["class_names"]
+    records = list(meta["fields"].items()) + list(meta["item_keys"].items())
+    assert len(records) == len(_store.FIELDS) + 1
+    for name, record in records:
+        array = np.load(tmp_path / record["file"], allow_pickle=False, mmap_mode="r")
+        assert array.dtype != object and list(array.shape) == record["shape"], name
+        assert array.dtype.str == record["dtype"], name
+    texts = np.load(tmp_path / "text_intervention_texts.npy", allow_pickle=False, mmap_mode="r")
+    assert texts.dtype.kind == "U" and texts[3] == "a text number 3"
+    assert_array_equal(np.load(tmp_path / "item_keys_X.npy", allow_pickle=False), [f"k{i}" for i in range(6)])
+
+
+def test_labels_and_environments_are_encoded(tmp_path):
+    X = np.ones((4, 2))
+    save_embeddings(tmp_path / "a", X=X, y=["dog", "cat", "dog", "emu"], environments=[3, 1, 1, 3])
+    data = load_embeddings(tmp_path / "a")
+    assert data.y.tolist() == [1, 0, 1, 2] and data.class_names == ["cat", "dog", "emu"]
+    assert data.environments.tolist() == ["3", "1", "1", "3"] and data.environment_names == ["1", "3"]
+    save_embeddings(tmp_path / "b", X=X, y=["dog", "cat", "dog", "dog"], environments=["e"] * 4,
+                    class_names=["dog", "cat", "owl"])
+    assert load_embeddings(tmp_path / "b").y.tolist() == [0, 1, 0, 0]
+
+
+def test_item_keys_round_trip_and_shape(tmp_path):
+    fields = full_fields()
+    keys = {
+        "X": [f"x{i}" for i in range(6)],
+        "views": np.array([[f"v{i}{v}" for v in range(2)] for i in range(6)]),
+        "prompt_ensemble_embeddings": np.full((4, 3), "p"),
+    }
+    save_embeddings(tmp_path, **fields, item_keys=keys)
+    loaded = load_embeddings(tmp_path).item_keys
+    assert sorted(loaded) == sorted(keys)
+    for name, value in keys.items():
+        assert_array_equal(loaded[name], value)
+    with pytest.raises(ValueError, match=r"item_keys\[views\]: <U2 of shape \(6,\), expected str of shape "
+                       r"\(6, 2\)"):
+        save_embeddings(tmp_path / "b", **fields, item_keys={"views": keys["X"]})
+    with pytest.raises(ValueError, match=r"item_keys\['y'\]: no such embedding field"):
+        save_embeddings(tmp_path / "b", **fields, item_keys={"y": keys["X"]})
+
+
+def _mutated(**changes):
+    fields = full_fields()
+    fields.update(changes)
+    return fields
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"y": np.arange(5) % 3}, "y: has 5 rows, X has 6."),
+        ({"environments": ["photo"] * 7}, "environments: has 7 rows, X has 6."),
+        ({"views": np.zeros((6, 2, 4))}, "views: last axis 4 differs from X's 5 features."),
+        ({"views": np.zeros((5, 2, 5))}, "views: has 5 rows, X has 6."),
+        ({"views": np.zeros((6, 0, 5))}, "views: has 0 views per row; pass views=None instead."),
+        ({"views": np.zeros((6, 5))}, r"views: expected 3 axes, got shape \(6, 5\)."),
+        ({"prompt_embeddings": np.zeros((4, 5))}, "prompt_embeddings: covers 4 classes, the store names 3"),
+        ({"prompt_ensemble_embeddings": np.zeros((3, 5))}, "prompt_ensemble_embeddings: expected 3 axes"),
+        ({"class_names": None, "prompt_embeddings": np.zeros((2, 5))},
+         "prompt_ensemble_embeddings: covers 3 classes, the store names 2"),
+        ({"y": np.arange(6)}, r"y: labels must lie in \[0, 3\) \(the classes\), got 0..5."),
+        ({"y": -np.ones(6, dtype=int)}, r"y: labels must lie in \[0, 3\)"),
+        ({"y": np.zeros(6)}, "y: expected integer labels, got float64."),
+        ({"y": ["dog"] * 5 + ["cow"]}, r"y: labels \['cow'\] are not in class_names"),
+        ({"environment_names": ["photo"]}, r"environments: \['sketch'\] are not in environment_names"),
+        ({"environment_names": ["photo", "photo", "sketch"]}, "environment_names: duplicate names"),
+        ({"text_view_groups": None}, "text_view_groups: text_interventions and text_view_groups go together"),
+        ({"text_view_groups": np.arange(6)}, "text_view_groups: has 6 entries, text_interventions has 7."),
+        ({"text_intervention_styles": ["photo"]}, "text_intervention_styles: has 1 entries"),
+        ({"text_interventions": None, "text_view_groups": None}, "text_intervention_texts: given without"),
+        ({"X": np.full((6, 5), np.nan)}, "X: contains NaN or infinite values."),
+        ({"views": np.full((6, 2, 5), np.inf)}, "views: contains NaN or infinite values."),
+        ({"X": np.zeros((0, 5)), "y": [], "environments": [], "views": None, "paths": None},
+         "X: must hold at least one row"),
+        ({"X": np.array([["a", "b"]])}, "X: expected numbers, got an array of <U1."),
+    ],
+)
+def test_save_refuses_inconsistent_fields(tmp_path, changes, message):
+    with pytest.raises(ValueError, match=message):
+        save_embeddings(tmp_path / "store", **_mutated(**changes))
+    assert not (tmp_path / "store").exists()  # checked before anything is written
+
+
+def test_save_refuses_settings_that_json_cannot_hold(tmp_path):
+    with pytest.raises(TypeError, match="settings must be JSON-serialisable"):
+        save_embeddings(tmp_path, **_mutated(settings={"a": object()}))
+    with pytest.raises(TypeError, match="settings must be a dict, got list"):
+        save_embeddings(tmp_path, **_mutated(settings=[1]))
+    with pytest.raises(TypeError, match="class_names must be a list of strings"):
+        save_embeddings(tmp_path, **_mutated(class_names="dog"))
+
+
+def test_save_refuses_to_replace_what_is_not_a_store(tmp_path):
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "photos" / "holiday.jpg").write_bytes(b"precious")
+    with pytest.raises(ValueError, match="is a non-empty folder that is not an embedding store"):
+        save_embeddings(tmp_path / "photos", **full_fields())
+    assert (tmp_path / "photos" / "holiday.jpg").read_bytes() == b"precious"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="exists and is not a folder"):
+        save_embeddings(tmp_path / "file", **full_fields())
+    (tmp_path / "empty").mkdir()
+    save_embeddings(tmp_path / "empty", **full_fields())  # an empty folder is fine
+    assert load_embeddings(tmp_path / "empty").X.shape == (6, 5)
+
+
+def test_save_replaces_a_store(tmp_path):
+    save_embeddings(tmp_path / "s", **full_fields(seed=0))
+    second = full_fields(seed=1, n=4)
+    del second["views"], second["paths"]
+    save_embeddings(tmp_path / "s", **second)
+    data = load_embeddings(tmp_path / "s")
+    assert_array_equal(data.X, second["X"])
+    assert data.views is None and not (tmp_path / "s" / "views.npy").exists()  # no stale file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s"]  # no temporary folder left
+
+
+# ----------------------------------------------------------- damaged stores
+@pytest.fixture
+def store(tmp_path):
+    save_embeddings(tmp_path / "store", **full_fields(), item_keys={"X": [f"k{i}" for i in range(6)]})
+    return tmp_path / "store"
+
+
+def _edit_json(store, edit):
+    meta = json.loads((store / "store.json").read_text())
+    edit(meta)
+    (store / "store.json").write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("mmap", [True, False])
+def test_truncated_file_names_its_field(store, mmap):
+    data = (store / "views.npy").read_bytes()
+    (store / "views.npy").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="field 'views': views.npy cannot be read"):
+        load_embeddings(store, mmap=mmap)
+
+
+def test_missing_file_names_its_field(store):
+    os.remove(store / "text_view_groups.npy")
+    with pytest.raises(ValueError, match="field 'text_view_groups': file text_view_groups.npy is missing"):
+        load_embeddings(store)
+
+
+def test_file_unlike_its_record_is_refused(store):
+    np.save(store / "y.npy", np.zeros(5, dtype=np.int64))
+    with pytest.raises(ValueError, match=r"field 'y': y.npy holds int64 of shape \(5,\), the store records "
+                       r"int64 of shape \(6,\)"):
+        load_embeddings(store)
+    np.save(store / "y.npy", np.zeros(6, dtype=np.int32))
+    with pytest.raises(ValueError, match="field 'y': y.npy holds int32"):
+        load_embeddings(store)
+
+
+def test_pickled_file_is_refused(store):
+    np.save(store / "paths.npy", np.array(["a"] * 6, dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="field 'paths': paths.npy cannot be read"):
+        load_embeddings(store, mmap=False)
+
+
+def test_inconsistent_fields_are_refused_on_load(store):
+    np.save(store / "y.npy", np.zeros(4, dtype=np.int64))  # file and record agree with each other...
+    _edit_json(store, lambda m: m["fields"]["y"].update(shape=[4]))
+    with pytest.raises(ValueError, match=f"{store}: y: has 4 rows, X has 6."):  # ...not with X
+        load_embeddings(store)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m.update(version=2), "store version 2; this package reads version 1"),
+        (lambda m: m.pop("version"), "store version None"),
+        (lambda m: m.update(format="other"), "not a 'clip-invariance embedding store' file"),
+        (lambda m: m["fields"].pop("X"), "X: missing; a store needs X, y and environments."),
+        (lambda m: m["fields"].update(extra=m["fields"]["y"]), r"unknown fields \['extra'\]"),
+        (lambda m: m["fields"]["y"].update(file="../y.npy"), "must be a .npy file inside the store"),
+        (lambda m: m["fields"]["y"].pop("dtype"), "field 'y': bad record"),
+        (lambda m: m.update(class_names="dog"), "'class_names' must be a list of strings or null"),
+        (lambda m: m.update(environment_names=None), "'environment_names' must be a list of strings"),
+        (lambda m: m.update(environment_names=["photo"]), r"environments: \['sketch'\] are not in"),
+        (lambda m: m.update(item_keys=[]), "'item_keys' is missing or not a mapping"),
+        (lambda m: m["item_keys"].update(views=m["item_keys"]["X"]), r"item_keys\[views\]: <U2 of shape"),
+    ],
+)
+def test_damaged_metadata_is_refused(store, edit, message):
+    _edit_json(store, edit)
+    with pytest.raises(ValueError, match=message):
+        load_embeddings(store)
+
+
+def test_unreadable_or_absent_metadata(store, tmp_path):
+    (store / "store.json").write_text('{"format": ')
+    with pytest.raises(ValueError, match="damaged store.json"):
+        load_embeddings(store)
+    os.remove(store / "store.json")
+    with pytest.raises(ValueError, match="no store.json; not an embedding store"):
+        load_embeddings(store)
+    (store / "chunks").mkdir()
+    with pytest.raises(ValueError, match="unfinished embedding run: run it again to resume"):
+        load_embeddings(store)
+    with pytest.raises(FileNotFoundError, match="Embedding store not found"):
+        load_embeddings(tmp_path / "nowhere")
+
+
+# ------------------------------------------------------------ atomic saves
+def test_interrupted_save_leaves_the_previous_store(store, monkeypatch):
+    before = np.array(load_embeddings(store).X)
+    real_save, calls = np.save, []
+
+    def failing_save(file, array, **kwargs):
+        calls.append(file)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        real_save(file, array, **kwargs)
+
+    monkeypatch.setattr(_store.np, "save", failing_save)
+    with pytest.raises(KeyboardInterrupt):
+        save_embeddings(store, **full_fields(seed=5))
+    monkeypatch.undo()
+    assert_array_equal(load_embeddings(store).X, before)
+    assert sorted(p.name for p in store.parent.iterdir()) == ["store"]
+
+
+def test_crash_between_the_renames_is_repaired(store, monkeypatch):
+    real_replace, calls = os.replace, []
+
+    def crashing_replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:  # the old store moved aside, the new one not yet in place
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(_store.os, "replace", crashing_replace)
+    with pytest.raises(KeyboardInterrupt):
+        save_embeddings(store, **full_fields(seed=5))
+    monkeypatch.undo()
+    with pytest.raises(FileNotFoundError, match=r"an interrupted save moved it to .*\.store\.old-"):
+        load_embeddings(store)
+    _store.check_store_path(store)  # what every save does first: puts the old store back
+    assert_array_equal(load_embeddings(store).X, full_fields(seed=0)["X"])
