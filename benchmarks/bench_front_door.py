@@ -55,7 +55,7 @@ def main():
     for v in args.views:
         X = rng.standard_normal((n, v * d), dtype=np.float32)
         free = FrontDoorEnsembleClassifier(templates, n_views=v, max_iter=0).fit(X, y)
-        predict_s = best_of(lambda: free.predict_proba(X))
+        predict_s = best_of(lambda free=free, X=X: free.predict_proba(X))
 
         start = time.perf_counter()
         FrontDoorEnsembleClassifier(templates, n_views=v, max_iter=0).fit(X, y)
@@ -67,13 +67,15 @@ def main():
         epoch_s = (time.perf_counter() - start - setup_s) / args.epochs
 
         prompts = average_prompt_ensemble(templates)
-        bare_s = best_of(lambda: np.argmax(l2_normalize(X[:, :d]) @ prompts.T, axis=1))
+        bare_s = best_of(
+            lambda X=X, prompts=prompts: np.argmax(l2_normalize(X[:, :d]) @ prompts.T, axis=1)
+        )
 
         views = [l2_normalize(X[:, i * d : (i + 1) * d]) for i in range(v)]
         emb = free.class_embeddings_.astype(np.float32)
 
-        def same_matmuls():
-            total = sum(views[j] @ emb[i].T for i, j in free.pairs_)
+        def same_matmuls(views=views, emb=emb, pairs=free.pairs_):
+            total = sum(views[j] @ emb[i].T for i, j in pairs)
             return np.argmax(total, axis=1)
 
         same_s = best_of(same_matmuls)

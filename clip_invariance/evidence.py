@@ -1,7 +1,9 @@
-r"""Subjective-logic opinions and the reduced Dempster rule (pure numpy).
+r"""Subjective-logic opinions, the evidence function and the reduced Dempster rule.
 
-A classifier's scores become Dirichlet *evidence* ``e >= 0`` over ``C``
-classes; with ``alpha = e + 1`` and ``S = sum(alpha)`` the opinion is
+A classifier's temperature-scaled scores ``s`` become Dirichlet *evidence*
+``e = h(s) >= 0`` over ``C`` classes (:func:`log_evidence`, and
+:func:`torch_evidence` for training); with ``alpha = e + 1`` and
+``S = sum(alpha)`` the opinion is
 
 .. math:: b_c = e_c / S, \qquad u = C / S, \qquad \textstyle\sum_c b_c + u = 1.
 
@@ -26,10 +28,13 @@ and :math:`m_u = \prod_k u^k`, so that
         = \sum_k \log\left(1 + \frac{e^k_c}{C}\right).
 
 The fused opinion is :math:`b_c \propto \operatorname{expm1}(R_c)`,
-:math:`u \propto 1`: a sum of logs and one normalisation, with no ``1 - k``
-to cancel when the conflict is close to 1 and no product to overflow when
-the evidence is huge. Everything here runs in float64; opinions with
-``u = 0`` (not Dirichlet) fall back to the pairwise rule in log space.
+:math:`u \propto 1`: a sum of logs and one normalisation
+(:func:`fuse_evidence`), with no ``1 - k`` to cancel when the conflict is
+close to 1 and no product to overflow when the evidence is huge. Evidence
+travels as its logarithm, ``log(1 + e / C) = logaddexp(0, log e - log C)``,
+so exp evidence is exact for any score (``e^s`` leaves float64 at
+``s > 709``). Everything here runs in float64; opinions with ``u = 0`` (not
+Dirichlet) fall back to the pairwise rule in log space.
 """
 
 import numpy as np
@@ -37,30 +42,38 @@ from scipy.special import logsumexp
 
 __all__ = [
     "EVIDENCE_FUNCTIONS",
+    "EXP_CLIP",
     "log_evidence",
+    "torch_evidence",
     "opinion_from_evidence",
+    "fuse_evidence",
     "dempster_combine",
     "fuse_opinions",
 ]
 
 EVIDENCE_FUNCTIONS = ("softplus", "relu", "exp")
 
-# exp evidence is clipped at exp(60) ~ 1e26: large enough never to matter for
-# a temperature-scaled cosine of a sensible temperature, small enough that the
-# float32 training loop cannot overflow. The same clip is used in training.
+# Training only: exp evidence is clipped at exp(60) ~ 1e26 in the float32
+# training loop, so that C of them summed cannot overflow (float32 ends at
+# 3e38). Inference works in log space and needs no clip.
 EXP_CLIP = 60.0
 
 
+# ------------------------------------------------------- the evidence function h
 def log_evidence(scores, kind="softplus"):
-    """Logarithm of the evidence ``h(scores)``, computed without overflow.
+    """Logarithm of the evidence ``h(scores)``, exact and without overflow.
+
+    ``h`` is ``log(1 + exp(s))`` (softplus), ``max(s, 0)`` (relu) or
+    ``exp(s)`` (exp, whose log is ``s`` itself: no clipping at any scale).
+    :func:`torch_evidence` is the same ``h`` for training.
 
     Parameters
     ----------
     scores : array-like
         Temperature-scaled similarities, e.g. ``temperature * cosine``.
     kind : {"softplus", "relu", "exp"}, default="softplus"
-        The non-negative evidence function ``h``. ``"exp"`` is clipped at
-        ``exp(EXP_CLIP)``. ``log(0) = -inf`` is a valid output (no evidence).
+        The non-negative evidence function ``h``. ``log(0) = -inf`` is a valid
+        output (no evidence).
 
     Returns
     -------
@@ -74,8 +87,12 @@ def log_evidence(scores, kind="softplus"):
     array([0., 0., 2.])
     >>> float(log_evidence(1000.0, "softplus"))  # softplus(1000) = 1000
     6.907...
+    >>> float(log_evidence(1000.0, "exp"))  # e^1000, beyond float64, as its log
+    1000.0
     """
     x = np.asarray(scores, dtype=np.float64)
+    if kind == "exp":
+        return x
     if kind == "softplus":
         # log(log1p(exp(x))); below -30, log1p(exp(x)) == exp(x) to float64 precision.
         with np.errstate(over="ignore"):
@@ -83,13 +100,43 @@ def log_evidence(scores, kind="softplus"):
     if kind == "relu":
         with np.errstate(divide="ignore"):
             return np.log(np.maximum(x, 0.0))
-    if kind == "exp":
-        return np.minimum(x, EXP_CLIP)
     raise ValueError(f"evidence must be one of {EVIDENCE_FUNCTIONS}, got {kind!r}.")
 
 
+def torch_evidence(scores, kind="softplus"):
+    """The evidence ``h(scores)`` of :func:`log_evidence`, in torch, for training.
+
+    exp evidence is clipped at ``exp(EXP_CLIP)`` so that float32 training
+    cannot overflow; torch is imported only here.
+
+    Parameters
+    ----------
+    scores : torch.Tensor
+        Temperature-scaled similarities.
+    kind : {"softplus", "relu", "exp"}, default="softplus"
+        The evidence function ``h``.
+
+    Returns
+    -------
+    evidence : torch.Tensor, same shape as ``scores``.
+    """
+    import torch
+
+    if kind == "exp":
+        return torch.exp(torch.clamp(scores, max=EXP_CLIP))
+    if kind == "softplus":
+        return torch.nn.functional.softplus(scores)
+    if kind == "relu":
+        return torch.relu(scores)
+    raise ValueError(f"evidence must be one of {EVIDENCE_FUNCTIONS}, got {kind!r}.")
+
+
+# ------------------------------------------------------------------- opinions
 def opinion_from_evidence(evidence, *, log=False):
     """Dirichlet opinion ``(belief, uncertainty)`` from evidence over classes.
+
+    Infinite evidence is the limit of ever larger evidence: the classes with
+    infinite evidence share the belief equally and ``u = 0``.
 
     Parameters
     ----------
@@ -108,30 +155,49 @@ def opinion_from_evidence(evidence, *, log=False):
 
     Examples
     --------
+    >>> import numpy as np
     >>> from clip_invariance.evidence import opinion_from_evidence
     >>> b, u = opinion_from_evidence([2.0, 0.0])  # alpha = [3, 1], S = 4
     >>> b, float(u)
     (array([0.5, 0. ]), 0.5)
+    >>> b, u = opinion_from_evidence([np.inf, 1.0])
+    >>> b, float(u)
+    (array([1., 0.]), 0.0)
     """
-    log_b, log_u = _log_opinion(evidence, log=log)
+    e = _check_evidence(evidence, log=log)
+    if not log:
+        with np.errstate(divide="ignore"):
+            e = np.log(e)
+    log_b, log_u = _log_opinion(e)
     return np.exp(log_b), np.exp(log_u)
 
 
-def _log_opinion(evidence, *, log):
+def _check_evidence(evidence, *, log):
+    """Evidence (or log-evidence) as float64 with a class axis, checked."""
     e = np.asarray(evidence, dtype=np.float64)
     if e.ndim == 0:
         raise ValueError("evidence must have a class axis (at least one dimension).")
     if np.isnan(e).any():
         raise ValueError("evidence contains NaN.")
-    if not log:
-        if (e < 0).any():
-            raise ValueError("evidence must be non-negative.")
-        with np.errstate(divide="ignore"):
-            e = np.log(e)
-    n_classes = e.shape[-1]
-    log_c = np.full(e.shape[:-1] + (1,), np.log(n_classes))
-    log_s = logsumexp(np.concatenate([e, log_c], axis=-1), axis=-1, keepdims=True)
-    return e - log_s, (log_c - log_s)[..., 0]
+    if not log and (e < 0).any():
+        raise ValueError("evidence must be non-negative.")
+    return e
+
+
+def _log_opinion(log_e):
+    n_classes = log_e.shape[-1]
+    infinite = np.isposinf(log_e)
+    log_c = np.full(log_e.shape[:-1] + (1,), np.log(n_classes))
+    with np.errstate(invalid="ignore"):  # inf - inf in rows with infinite evidence, redone below
+        log_s = logsumexp(np.concatenate([log_e, log_c], axis=-1), axis=-1, keepdims=True)
+        log_b, log_u = log_e - log_s, (log_c - log_s)[..., 0]
+    rows = infinite.any(axis=-1)
+    if rows.any():  # the limit: infinite classes share the belief, u = 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_share = np.log(infinite / infinite.sum(axis=-1, keepdims=True))
+        log_b = np.where(rows[..., None], log_share, log_b)
+        log_u = np.where(rows, -np.inf, log_u)
+    return log_b, log_u
 
 
 def _check_opinion(belief, uncertainty, name):
@@ -152,12 +218,96 @@ def _check_opinion(belief, uncertainty, name):
         return np.log(b), np.log(u)
 
 
+# --------------------------------------------------------------------- fusion
+def fuse_evidence(evidences, *, log=False):
+    """Fuse the Dirichlet opinions of several evidence arrays (reduced Dempster rule).
+
+    The fast path of :func:`fuse_opinions` for opinions made from evidence:
+    only ``R_c = sum_k log(1 + e^k_c / C)`` is needed (module docstring), and
+    it is accumulated one opinion at a time, so ``evidences`` may be a
+    generator that never holds all opinions at once.
+
+    Parameters
+    ----------
+    evidences : iterable of array-like of shape (..., n_classes)
+        The evidence of each opinion (an array of shape
+        ``(n_opinions, ..., n_classes)`` is iterated along its first axis).
+        With ``log=True``, log-evidence (:func:`log_evidence`), which allows
+        evidence beyond the float64 range.
+    log : bool, default=False
+        Whether ``evidences`` hold log-evidence.
+
+    Returns
+    -------
+    belief : ndarray of shape (..., n_classes)
+    uncertainty : ndarray of shape (...)
+        The fused opinion; equal to ``fuse_opinions`` of the opinions.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from clip_invariance.evidence import fuse_evidence
+    >>> b, u = fuse_evidence(np.array([[4.0, 1.0], [3.0, 0.0]]))
+    >>> b.round(4), round(float(u), 4)
+    (array([0.8125, 0.0625]), 0.125)
+    >>> b, u = fuse_evidence([[1000.0, 0.0], [900.0, 0.0]], log=True)  # e^1000, e^900
+    >>> b.round(3), float(u)
+    (array([1., 0.]), 0.0)
+    """
+    log_ratio = None
+    for evidence in evidences:
+        e = _check_evidence(evidence, log=log)
+        n_classes = e.shape[-1]
+        if log:  # log(1 + e / C) = logaddexp(0, log e - log C): exact for any log e
+            term = e - np.log(n_classes)
+            np.logaddexp(0.0, term, out=term)
+        else:
+            term = np.log1p(e / n_classes)
+        if log_ratio is None:
+            log_ratio = term
+        elif term.shape != log_ratio.shape:
+            raise ValueError(
+                f"All evidences must have the same shape, got {log_ratio.shape} and {term.shape}."
+            )
+        else:
+            log_ratio += term
+    if log_ratio is None:
+        raise ValueError("fuse_evidence needs at least one evidence array.")
+    return _opinion_from_ratio(log_ratio)
+
+
+def _opinion_from_ratio(log_ratio_sum):
+    """Fused opinion from ``R_c = sum_k log(1 + b_c^k / u^k)`` (module docstring).
+
+    ``b_c : u = expm1(R_c) : 1``. With ``R* = max_c R_c``, multiply both by
+    ``exp(-R*)``: ``expm1(R_c) exp(-R*) = exp(R_c - R*) (1 - exp(-R_c))``,
+    which neither overflows for huge ``R`` nor cancels for ``R`` near 0.
+    ``R_c = inf`` (infinite evidence) is its limit: those classes share the
+    belief and ``u = 0``.
+    """
+    R = np.asarray(log_ratio_sum, dtype=np.float64)
+    infinite = np.isposinf(R)
+    r_max = np.maximum(R.max(axis=-1, keepdims=True), 0.0)
+    with np.errstate(invalid="ignore"):  # inf - inf in rows with infinite R, redone below
+        mass = np.exp(R - r_max) * -np.expm1(-R)
+    umass = np.exp(-r_max[..., 0])
+    total = mass.sum(axis=-1) + umass
+    belief, uncertainty = mass / total[..., None], umass / total
+    rows = infinite.any(axis=-1)
+    if rows.any():
+        with np.errstate(invalid="ignore"):  # 0 / 0 in the other rows, not used
+            share = infinite / infinite.sum(axis=-1, keepdims=True)
+        belief = np.where(rows[..., None], share, belief)
+        uncertainty = np.where(rows, 0.0, uncertainty)
+    return belief, uncertainty
+
+
 def _log_combine(log_b1, log_u1, log_b2, log_u2):
     """Reduced Dempster rule on log masses; returns the normalised log opinion.
 
     Unnormalised class mass ``b1 (b2 + u2) + b2 u1`` and uncertainty mass
     ``u1 u2``, normalised by their sum (which equals ``1 - k``). Used for
-    opinions with ``u = 0``, where the ratio form below does not apply.
+    opinions with ``u = 0``, where the ratio form does not apply.
     """
     lu1, lu2 = log_u1[..., None], log_u2[..., None]
     log_mass = np.logaddexp(log_b1 + np.logaddexp(log_b2, lu2), log_b2 + lu1)
@@ -169,21 +319,6 @@ def _log_combine(log_b1, log_u1, log_b2, log_u2):
             "disjoint classes, so the Dempster rule is undefined."
         )
     return log_mass - log_total[..., None], log_umass - log_total
-
-
-def _opinion_from_ratio(log_ratio_sum):
-    """Fused opinion from ``R_c = sum_k log(1 + b_c^k / u^k)`` (module docstring).
-
-    ``b_c : u = expm1(R_c) : 1``. With ``R* = max_c R_c``, multiply both by
-    ``exp(-R*)``: ``expm1(R_c) exp(-R*) = exp(R_c - R*) (1 - exp(-R_c))``,
-    which neither overflows for huge ``R`` nor cancels for ``R`` near 0.
-    """
-    R = np.asarray(log_ratio_sum, dtype=np.float64)
-    r_max = np.maximum(R.max(axis=-1, keepdims=True), 0.0)
-    mass = np.exp(R - r_max) * -np.expm1(-R)
-    umass = np.exp(-r_max[..., 0])
-    total = mass.sum(axis=-1) + umass
-    return mass / total[..., None], umass / total
 
 
 def _fuse(log_beliefs, log_uncertainties):
@@ -257,6 +392,10 @@ def fuse_opinions(beliefs, uncertainties):
     -------
     belief : ndarray of shape (..., n_classes)
     uncertainty : ndarray of shape (...)
+
+    See Also
+    --------
+    fuse_evidence : The same fusion, straight from evidence.
 
     Examples
     --------

@@ -4,12 +4,12 @@ The data path is ``views x templates -> cosine -> evidence -> opinions ->
 reduced Dempster fusion -> P(y | do(x))``. Every (template, view) pair is one
 decoupled semantic ``s`` of CDC's front-door adjustment; its temperature-
 scaled cosines become Dirichlet evidence, and the opinions are fused by
-:mod:`clip_invariance.evidence`. Training learns one class-agnostic adapter
-per template in embedding space (torch, imported only when training), so a
+:mod:`clip_invariance.evidence`. This module is the estimator and its numpy
+inference; training (one class-agnostic adapter per template, torch) lives
+in :mod:`clip_invariance._adapters`, imported only when training, so a
 trained model still predicts classes it never saw from their prompts.
 """
 
-import copy
 from numbers import Integral, Real
 
 import numpy as np
@@ -17,11 +17,19 @@ from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
 from sklearn.utils import Bunch, check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .evidence import EVIDENCE_FUNCTIONS, EXP_CLIP, _opinion_from_ratio, opinion_from_evidence
-from .views import stack_views
-from .similarity import average_prompt_ensemble, class_prototypes, l2_normalize
+from .evidence import EVIDENCE_FUNCTIONS, fuse_evidence, log_evidence, opinion_from_evidence
+from .similarity import (
+    average_prompt_ensemble,
+    check_classes,
+    check_prompt_embeddings,
+    class_prototypes,
+    encode_labels,
+    l2_normalize,
+    normalize_embeddings,
+)
+from .views import columns_to_rows, split_columns
 
 __all__ = ["FrontDoorEnsembleClassifier"]
 
@@ -41,18 +49,22 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         b^m_c = e^m_c / S^m, \quad u^m = C / S^m,
 
     with :math:`S^m = \sum_c \alpha^m_c` and ``h`` one of softplus, ReLU,
-    exp (clipped at ``exp(60)``). All opinions are fused by the reduced
-    Dempster rule (:func:`clip_invariance.evidence.fuse_opinions`);
-    :meth:`predict_proba` is the fused belief normalised to sum to 1 and
-    :meth:`predict_uncertainty` the fused uncertainty ``U``.
+    exp (:func:`clip_invariance.evidence.log_evidence`). All opinions are
+    fused by the reduced Dempster rule
+    (:func:`clip_invariance.evidence.fuse_evidence`); :meth:`predict_proba`
+    is the fused belief normalised to sum to 1 and :meth:`predict_uncertainty`
+    the fused uncertainty ``U``. Evidence is handled as its logarithm, so
+    exp evidence stays exact at any temperature.
 
     **Views and templates.** ``X`` holds the ``n_views`` view embeddings of
-    each image side by side: columns ``[v * D, (v + 1) * D)`` are view ``v``
-    (view 0 is usually the image itself, the others augmentations). With
-    ``pairing="paired"`` template ``m`` sees view ``m`` only (CDC pairs each
-    template with one augmentation; needs ``n_views == M``): ``M`` opinions.
-    With ``pairing="all"`` every template sees every view: ``M * n_views``
-    opinions, template-major. ``"auto"`` pairs when ``n_views == M``.
+    each image side by side (the columns layout of
+    :mod:`clip_invariance.views`): columns ``[v * D, (v + 1) * D)`` are view
+    ``v`` (view 0 is usually the image itself, the others augmentations).
+    With ``pairing="paired"`` template ``m`` sees view ``m`` only (CDC pairs
+    each template with one augmentation; needs ``n_views == M``): ``M``
+    opinions. With ``pairing="all"`` every template sees every view:
+    ``M * n_views`` opinions, template-major. ``"auto"`` pairs when
+    ``n_views == M``.
 
     **Training.** Each template gets a class-agnostic residual map
     :math:`W_m = I + \Delta_m` (``rank=None``) or
@@ -73,41 +85,46 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
     (``P`` a softmax of ``temperature`` times cosines), which pushes templates
     apart; and the consistency loss
     :math:`L_{con} = -\frac{1}{C} \sum_m \sum_c \log P(c \mid w^m_c, w^0)`,
-    which keeps every template anchored to the hand-written one ``w^0``
-    (``base_embeddings``). Training runs ``max_iter`` epochs, or stops early
+    which keeps every template anchored to the hand-written prompts ``w^0``
+    (``anchor_embeddings``). Training runs ``max_iter`` epochs, or stops early
     when the epoch loss has not improved by ``tol`` for ``n_iter_no_change``
     epochs. ``max_iter=0`` is the training-free fused ensemble.
 
     **New classes.** The adapters do not depend on the class, so
-    :meth:`with_classes` returns a copy that predicts any set of classes from
-    their template embeddings, without refitting (base-to-new evaluation).
+    :meth:`with_prompts` returns a copy that predicts any set of classes from
+    their prompt embeddings, without refitting (base-to-new evaluation).
 
-    **Without template embeddings** the classifier uses the normalised
+    **Without prompt embeddings** the classifier uses the normalised
     class means of the (view-averaged) training embeddings as a single
     template, so it is a complete classifier for labelled ``X``.
 
     **Invariant projection.** With ``projector`` (e.g. an
     :class:`~clip_invariance.InvariantProjector`), a clone is fitted on the
-    views stacked row-wise with one group per image
-    (:func:`~clip_invariance.views.stack_views`; with a single view,
-    on ``X`` and ``y``) and then applied to the views *and* to the template
-    and base embeddings, so both sides are compared in the same invariant
+    views in the rows layout with one group per image
+    (:func:`~clip_invariance.views.columns_to_rows`; with a single view, on
+    ``X`` and ``y``) and then applied to the views *and* to the prompt and
+    anchor embeddings, so both sides are compared in the same invariant
     subspace.
+
+    **Bad input.** A zero view embedding (or prompt row) has no direction:
+    it is a ``ValueError``, in :meth:`fit` and at prediction, never a silent
+    first class. A failed :meth:`fit` leaves the classifier as it was.
 
     Parameters
     ----------
-    template_embeddings : array-like of shape (n_templates, n_classes, n_features), default=None
+    prompt_embeddings : array-like of shape (n_templates, n_classes, n_features), default=None
         Class-prompt embeddings, one set per template (a 2-D array is one
         template). ``None``: class prototypes learned from ``X``.
-    base_embeddings : array-like of shape (n_classes, n_features), default=None
-        The hand-written template ``w^0`` of the consistency loss. ``None``:
-        the prompt-ensemble average of ``template_embeddings``.
+    anchor_embeddings : array-like of shape (n_classes, n_features), default=None
+        The hand-written prompts ``w^0`` of the consistency loss. ``None``:
+        the prompt-ensemble average of ``prompt_embeddings``. Needs
+        ``prompt_embeddings``.
     classes : array-like of shape (n_classes,), default=None
-        The label of each row of the template embeddings; ``None`` means
-        ``0 .. n_classes - 1``. Ignored without template embeddings, where
+        The label of each class row of the prompt embeddings; ``None`` means
+        ``0 .. n_classes - 1``. Ignored without prompt embeddings, where
         the classes are those of ``y``.
     n_views : int, default=1
-        Number of view embeddings concatenated in each row of ``X``.
+        Number of view embeddings side by side in each row of ``X``.
     pairing : {"auto", "paired", "all"}, default="auto"
         How templates meet views, see above.
     evidence : {"softplus", "relu", "exp"}, default="exp"
@@ -132,7 +149,7 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
     batch_size : int, default=256
         Minibatch size (capped at the number of samples).
     max_iter : int, default=50
-        Maximum number of epochs; 0 skips training.
+        Maximum number of epochs; 0 skips training (and torch).
     tol : float or None, default=1e-4
         Minimum improvement of the epoch loss; ``None`` always runs
         ``max_iter`` epochs.
@@ -140,15 +157,17 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         Epochs without improvement before stopping.
     projector : estimator or None, default=None
         Unfitted transformer (e.g. ``InvariantProjector``) applied to views
-        and templates alike; cloned at fit.
+        and prompts alike; cloned at fit.
     random_state : int, RandomState instance or None, default=None
-        Seeds the adapter initialisation and the minibatch order (through a
-        local torch generator).
+        Seeds the adapter initialisation and the minibatch order, through a
+        local torch generator: torch's global generator is never used, and
+        numpy's only with ``None`` (which draws the seed from it, as
+        scikit-learn does).
 
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
-        Class labels, in the order of the template rows.
+        Class labels, in the order of the prompt rows.
     class_embeddings_ : ndarray of shape (n_templates, n_classes, n_embedding)
         Adapted, normalised class embeddings used for prediction.
     adapters_ : ndarray of shape (n_templates, n_embedding, n_embedding)
@@ -171,7 +190,7 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
 
     See Also
     --------
-    clip_invariance.evidence.fuse_opinions : The fusion rule.
+    clip_invariance.evidence.fuse_evidence : The fusion rule.
     clip_invariance.datasets.make_multi_template_embeddings : Synthetic set-up.
 
     Examples
@@ -180,7 +199,7 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
     >>> from clip_invariance.datasets import make_multi_template_embeddings
     >>> data = make_multi_template_embeddings(n_samples=400, random_state=0)
     >>> clf = FrontDoorEnsembleClassifier(
-    ...     data.template_embeddings, data.base_embeddings, n_views=4, max_iter=0
+    ...     data.prompt_embeddings, data.anchor_embeddings, n_views=4, max_iter=0
     ... ).fit(data.X, data.y)
     >>> clf.predict_proba(data.X[:2]).shape, clf.predict_uncertainty(data.X[:2]).shape
     ((2, 10), (2,))
@@ -189,8 +208,8 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
     """
 
     _parameter_constraints: dict = {
-        "template_embeddings": ["array-like", None],
-        "base_embeddings": ["array-like", None],
+        "prompt_embeddings": ["array-like", None],
+        "anchor_embeddings": ["array-like", None],
         "classes": ["array-like", None],
         "n_views": [Interval(Integral, 1, None, closed="left")],
         "pairing": [StrOptions({"auto", "paired", "all"})],
@@ -210,8 +229,8 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
 
     def __init__(
         self,
-        template_embeddings=None,
-        base_embeddings=None,
+        prompt_embeddings=None,
+        anchor_embeddings=None,
         *,
         classes=None,
         n_views=1,
@@ -229,8 +248,8 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         projector=None,
         random_state=None,
     ):
-        self.template_embeddings = template_embeddings
-        self.base_embeddings = base_embeddings
+        self.prompt_embeddings = prompt_embeddings
+        self.anchor_embeddings = anchor_embeddings
         self.classes = classes
         self.n_views = n_views
         self.pairing = pairing
@@ -255,9 +274,9 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_views * n_features)
-            View embeddings of each image, concatenated.
+            View embeddings of each image, side by side.
         y : array-like of shape (n_samples,)
-            Class labels; with template embeddings they must be among
+            Class labels; with prompt embeddings they must be among
             ``classes``.
 
         Returns
@@ -265,63 +284,64 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         self : object
             The fitted classifier.
         """
+        previous = vars(self).copy()
+        try:
+            return self._fit(X, y)
+        except BaseException:  # a failed fit leaves the classifier as it was
+            vars(self).clear()
+            vars(self).update(previous)
+            raise
+
+    def _fit(self, X, y):
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
         check_classification_targets(y)
-        views = self._split_views(X)
-
-        if self.template_embeddings is None:
-            self.classes_, y_idx = np.unique(y, return_inverse=True)
-            templates = base = None
-        else:
-            templates = self._check_templates(self.template_embeddings, views.shape[2])
-            self.classes_ = self._check_classes(self.classes, templates.shape[1])
-            y_idx = _encode(y, self.classes_)
-            if self.base_embeddings is None:
-                base = average_prompt_ensemble(templates)
-            else:
-                base = check_array(
-                    self.base_embeddings, dtype=np.float64, input_name="base_embeddings"
+        views = split_columns(X, self.n_views)
+        prompts = anchors = None
+        if self.prompt_embeddings is None:
+            if self.anchor_embeddings is not None:
+                raise ValueError(
+                    "anchor_embeddings are the hand-written prompts of prompt_embeddings, "
+                    "which is None: give prompt_embeddings too."
                 )
-                if base.shape != templates.shape[1:]:
-                    raise ValueError(
-                        f"base_embeddings must have shape {templates.shape[1:]} "
-                        f"(n_classes, n_features), got {base.shape}."
-                    )
-
-        self.projector_ = None
-        if self.projector is not None:
-            self.projector_ = _fit_projector(clone(self.projector), views, y)
-            views = self._project(views)
-            if templates is not None:
-                templates, base = self._project(templates), self._project(base)
-        views = l2_normalize(views)  # training runs in float32 anyway: keep X's dtype
-
-        if templates is None:
-            # Class prototypes: normalised means of the view-averaged embeddings.
-            means = class_prototypes(views.mean(axis=0, dtype=np.float64), y_idx, len(self.classes_))
-            templates, base = means[None], means
-        templates = l2_normalize(templates)
-        base = l2_normalize(base)
-        self.n_templates_ = templates.shape[0]
-        self.pairs_ = self._make_pairs(self.n_templates_)
-
-        dim = templates.shape[2]
-        if self.max_iter == 0:
-            self.adapters_ = np.broadcast_to(np.eye(dim), (self.n_templates_, dim, dim)).copy()
-            self.n_iter_, self.loss_curve_ = 0, []
+            classes, y_idx = np.unique(y, return_inverse=True)
         else:
+            prompts = check_prompt_embeddings(self.prompt_embeddings, views.shape[2])
+            classes = check_classes(self.classes, prompts.shape[1])
+            y_idx = encode_labels(y, classes)
+            anchors = self._check_anchors(prompts)
+        pairs = self._make_pairs(1 if prompts is None else prompts.shape[0])
+
+        projector = None
+        if self.projector is not None:
+            projector = _fit_projector(clone(self.projector), X, y, self.n_views)
+            views = _project(projector, views)
+            if prompts is not None:
+                prompts, anchors = _project(projector, prompts), _project(projector, anchors)
+        # Training runs in float32 anyway: keep X's dtype.
+        views = np.stack([self._normalize_view(view, v) for v, view in enumerate(views)])
+        if prompts is None:
+            # Class prototypes: normalised means of the view-averaged embeddings.
+            anchors = class_prototypes(views.mean(axis=0, dtype=np.float64), y_idx, len(classes))
+            prompts = anchors[None]
+        prompts = _normalize_prompts(prompts)
+        anchors = l2_normalize(anchors)
+
+        n_templates, _, dim = prompts.shape
+        if self.max_iter == 0:
+            adapters = np.broadcast_to(np.eye(dim), (n_templates, dim, dim)).copy()
+            loss_curve = []
+        else:
+            from ._adapters import train_adapters
+
             seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-            self.adapters_, self.loss_curve_ = _train_adapters(
-                views,
-                y_idx,
-                templates,
-                base,
-                self.pairs_,
-                seed=seed,
+            adapters, loss_curve = train_adapters(
+                views, y_idx, prompts, anchors, pairs, seed=seed,
                 **{name: getattr(self, name) for name in _TRAINING_PARAMS},
             )
-            self.n_iter_ = len(self.loss_curve_)
-        self.class_embeddings_ = _adapt(templates, self.adapters_)
+        self.classes_, self.projector_ = classes, projector
+        self.n_templates_, self.pairs_, self.adapters_ = n_templates, pairs, adapters
+        self.n_iter_, self.loss_curve_ = len(loss_curve), loss_curve
+        self.class_embeddings_ = _adapt(prompts, adapters)
         return self
 
     # ------------------------------------------------------------ predict
@@ -331,7 +351,7 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_views * n_features)
-            View embeddings, concatenated.
+            View embeddings, side by side.
 
         Returns
         -------
@@ -350,7 +370,7 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_views * n_features)
-            View embeddings, concatenated.
+            View embeddings, side by side.
 
         Returns
         -------
@@ -360,12 +380,12 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[np.argmax(proba, axis=1)]
 
     def predict_uncertainty(self, X):
-        """Fused uncertainty ``U`` in (0, 1]: large when the evidence is weak.
+        """Fused uncertainty ``U`` in [0, 1]: large when the evidence is weak.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_views * n_features)
-            View embeddings, concatenated.
+            View embeddings, side by side.
 
         Returns
         -------
@@ -380,7 +400,7 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_views * n_features)
-            View embeddings, concatenated.
+            View embeddings, side by side.
 
         Returns
         -------
@@ -390,26 +410,27 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
             ``(template, view)`` of each opinion (same as ``pairs_``).
         """
         beliefs, uncertainties = [], []
-        for evidence in self._evidence(self._transform_views(X)):
-            b, u = opinion_from_evidence(evidence)
+        for log_e in self._log_evidence(self._transform_views(X)):
+            b, u = opinion_from_evidence(log_e, log=True)
             beliefs.append(b)
             uncertainties.append(u)
         return Bunch(
             belief=np.stack(beliefs), uncertainty=np.stack(uncertainties), pairs=self.pairs_.copy()
         )
 
-    def with_classes(self, template_embeddings, classes=None):
-        """A copy that predicts other classes with the same trained adapters.
+    def with_prompts(self, prompt_embeddings, classes=None):
+        """A fitted copy that predicts other classes with the same trained adapters.
 
         The adapters are class-agnostic, so new classes need only their
-        template embeddings (same templates, same order; raw, the copy applies
+        prompt embeddings (same templates, same order; raw, the copy applies
         the fitted projector and the adapters). Nothing is refitted; the copy's
-        ``template_embeddings`` and ``classes`` parameters describe the new
-        classes (refitting the copy would train on them).
+        ``prompt_embeddings`` and ``classes`` parameters describe the new
+        classes, its ``anchor_embeddings`` is None (refitting the copy would
+        train on them).
 
         Parameters
         ----------
-        template_embeddings : array-like of shape (n_templates, n_new_classes, n_features)
+        prompt_embeddings : array-like of shape (n_templates, n_new_classes, n_features)
             Class-prompt embeddings of the new classes (2-D for one template).
         classes : array-like of shape (n_new_classes,), default=None
             Their labels; ``None`` means ``0 .. n_new_classes - 1``.
@@ -426,78 +447,43 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         >>> data = make_multi_template_embeddings(n_samples=400, random_state=0)
         >>> base = data.base_classes
         >>> clf = FrontDoorEnsembleClassifier(
-        ...     data.template_embeddings[:, base], n_views=4, max_iter=2, random_state=0
+        ...     data.prompt_embeddings[:, base], n_views=4, max_iter=2, random_state=0
         ... ).fit(data.X[data.y < 5], data.y[data.y < 5])
-        >>> new = clf.with_classes(data.template_embeddings[:, 5:], classes=data.new_classes)
+        >>> new = clf.with_prompts(data.prompt_embeddings[:, 5:], classes=data.new_classes)
         >>> new.classes_.tolist()
         [5, 6, 7, 8, 9]
         """
         check_is_fitted(self)
-        templates = self._check_templates(template_embeddings, self._n_raw_features())
-        if templates.shape[0] != self.n_templates_:
+        prompts = check_prompt_embeddings(prompt_embeddings, self.n_features_in_ // self.n_views)
+        if prompts.shape[0] != self.n_templates_:
             raise ValueError(
                 f"The classifier was fitted with {self.n_templates_} template(s); "
-                f"template_embeddings has {templates.shape[0]}."
+                f"prompt_embeddings has {prompts.shape[0]}."
             )
-        new_classes = self._check_classes(classes, templates.shape[1])
-        new = copy.deepcopy(self)
-        new.template_embeddings = template_embeddings
-        new.classes = classes
-        new.base_embeddings = None
+        labels = check_classes(classes, prompts.shape[1])
+        new = clone(self).set_params(
+            prompt_embeddings=prompt_embeddings, anchor_embeddings=None, classes=classes
+        )
+        vars(new).update({k: v for k, v in vars(self).items() if k.endswith("_")})
         if self.projector_ is not None:
-            templates = self._project(templates)
-        new.class_embeddings_ = _adapt(l2_normalize(templates), self.adapters_)
-        new.classes_ = new_classes
+            prompts = _project(self.projector_, prompts)
+        new.classes_ = labels
+        new.class_embeddings_ = _adapt(_normalize_prompts(prompts), self.adapters_)
         return new
 
     # -------------------------------------------------------------- helpers
-    def _split_views(self, X):
-        n, p = X.shape
-        if p % self.n_views:
+    def _check_anchors(self, prompts):
+        if self.anchor_embeddings is None:
+            return average_prompt_ensemble(prompts)
+        anchors = check_prompt_embeddings(
+            self.anchor_embeddings, prompts.shape[2], input_name="anchor_embeddings"
+        )
+        if np.ndim(self.anchor_embeddings) != 2 or anchors.shape[1] != prompts.shape[1]:
             raise ValueError(
-                f"X has {p} feature(s), which is not a multiple of n_views={self.n_views}: "
-                "each row must hold n_views embeddings of the same size side by side."
+                f"anchor_embeddings must have shape {prompts.shape[1:]} "
+                f"(n_classes, n_features), got {np.shape(self.anchor_embeddings)}."
             )
-        return X.reshape(n, self.n_views, p // self.n_views).transpose(1, 0, 2)
-
-    def _n_raw_features(self):
-        return self.n_features_in_ // self.n_views
-
-    @staticmethod
-    def _check_templates(template_embeddings, n_features):
-        templates = np.asarray(template_embeddings)
-        if templates.ndim == 2:
-            templates = templates[None]
-        if templates.ndim != 3:
-            raise ValueError(
-                "template_embeddings must have shape (n_templates, n_classes, n_features) "
-                f"or (n_classes, n_features), got {templates.shape}."
-            )
-        templates = check_array(
-            templates.reshape(-1, templates.shape[2]),
-            dtype=np.float64,
-            input_name="template_embeddings",
-        ).reshape(templates.shape)
-        if templates.shape[2] != n_features:
-            raise ValueError(
-                f"template_embeddings have {templates.shape[2]} features but each view "
-                f"of X has {n_features}."
-            )
-        return templates
-
-    @staticmethod
-    def _check_classes(classes, n_classes):
-        if classes is None:
-            return np.arange(n_classes)
-        classes = np.asarray(classes)
-        if classes.shape != (n_classes,):
-            raise ValueError(
-                f"classes must list one label per template row ({n_classes}), "
-                f"got shape {classes.shape}."
-            )
-        if len(np.unique(classes)) != n_classes:
-            raise ValueError("classes contains duplicate labels.")
-        return classes
+        return anchors[0]
 
     def _make_pairs(self, n_templates):
         pairing = self.pairing
@@ -513,10 +499,11 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         m, v = np.meshgrid(np.arange(n_templates), np.arange(self.n_views), indexing="ij")
         return np.column_stack([m.ravel(), v.ravel()])
 
-    def _project(self, embeddings):
-        flat = embeddings.reshape(-1, embeddings.shape[-1])
-        projected = np.asarray(self.projector_.transform(flat), dtype=np.float64)
-        return projected.reshape(embeddings.shape[:-1] + (projected.shape[-1],))
+    def _normalize_view(self, view, v):
+        name = "X" if self.n_views == 1 else f"view {v} of X"
+        if self.projector is not None:
+            name += " (projected)"
+        return normalize_embeddings(view, input_name=name)
 
     def _transform_views(self, X):
         """Validated, projected, normalised views: a list of (n_samples, n_embedding).
@@ -527,36 +514,23 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        d = self._n_raw_features()
-        views = [X[:, v * d : (v + 1) * d] for v in range(self.n_views)]
+        views = split_columns(X, self.n_views)
         if self.projector_ is not None:
             views = [self.projector_.transform(view) for view in views]
-        return [l2_normalize(view) for view in views]
+        return [self._normalize_view(view, v) for v, view in enumerate(views)]
 
-    def _evidence(self, views):
-        """Yield the evidence (n_samples, n_classes) of every opinion, in ``pairs_`` order."""
+    def _log_evidence(self, views):
+        """Yield the log-evidence (n_samples, n_classes) of every opinion, in ``pairs_`` order."""
         dtype = views[0].dtype
         for m, v in self.pairs_:
-            cosine = views[v] @ self.class_embeddings_[m].T.astype(dtype, copy=False)
-            scores = cosine.astype(np.float64)
+            scores = (views[v] @ self.class_embeddings_[m].T.astype(dtype, copy=False)).astype(
+                np.float64
+            )
             scores *= self.temperature
-            if self.evidence == "exp":
-                yield np.exp(np.minimum(scores, EXP_CLIP, out=scores), out=scores)
-            elif self.evidence == "softplus":
-                yield np.logaddexp(0.0, scores, out=scores)
-            else:
-                yield np.maximum(scores, 0.0, out=scores)
+            yield log_evidence(scores, self.evidence)
 
     def _fused_opinion(self, X):
-        views = self._transform_views(X)
-        n_classes = len(self.classes_)
-        # Fusing Dirichlet opinions only needs R_c = sum_k log(1 + e^k_c / C);
-        # see clip_invariance.evidence.
-        log_ratio = np.zeros((views[0].shape[0], n_classes))
-        for evidence in self._evidence(views):
-            evidence /= n_classes
-            log_ratio += np.log1p(evidence, out=evidence)
-        return _opinion_from_ratio(log_ratio)
+        return fuse_evidence(self._log_evidence(self._transform_views(X)), log=True)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -564,77 +538,7 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         return tags
 
 
-# ----------------------------------------------------------------- helpers
-def _encode(y, classes):
-    order = np.argsort(classes)
-    sorted_classes = classes[order]
-    pos = np.clip(np.searchsorted(sorted_classes, y), 0, len(classes) - 1)
-    unknown = sorted_classes[pos] != y
-    if unknown.any():
-        raise ValueError(
-            f"y contains label(s) {np.unique(y[unknown]).tolist()} that are not in "
-            f"classes {classes.tolist()}."
-        )
-    return order[pos]
-
-
-def _fit_projector(projector, views, y):
-    """An image and its augmentations are interventional views of one content."""
-    if len(views) >= 2:
-        stacked, view_groups = stack_views(views)
-        return projector.fit(stacked, view_groups=view_groups)
-    return projector.fit(views[0], y)
-
-
-def _adapt(templates, adapters):
-    """Apply each template's map to its class embeddings and re-normalise."""
-    return l2_normalize(np.einsum("mcd,med->mce", templates, adapters))
-
-
-def _evidence_torch(scores, kind):
-    import torch
-
-    if kind == "exp":
-        return torch.exp(torch.clamp(scores, max=EXP_CLIP))
-    if kind == "softplus":
-        return torch.nn.functional.softplus(scores)
-    return torch.relu(scores)
-
-
-def _trusted_cross_entropy(evidence, y):
-    """``sum_k mean_i [digamma(S^k_i) - digamma(alpha^k_{i, y_i})]``; evidence (K, n, C)."""
-    import torch
-
-    alpha = evidence + 1.0
-    strength = alpha.sum(dim=-1)
-    alpha_y = alpha.gather(-1, y.expand(alpha.shape[0], -1)[..., None])[..., 0]
-    return (torch.digamma(strength) - torch.digamma(alpha_y)).mean(dim=1).sum()
-
-
-def _decoupling_loss(class_embeddings, temperature):
-    """Mean over ``m != m'`` and ``c`` of ``sum_cbar P log P`` (negative entropy)."""
-    import torch
-
-    n_templates = class_embeddings.shape[0]
-    if n_templates < 2:
-        return class_embeddings.new_zeros(())
-    logits = temperature * torch.einsum("mcd,ned->mnce", class_embeddings, class_embeddings)
-    log_p = torch.log_softmax(logits, dim=-1)
-    neg_entropy = (log_p.exp() * log_p).sum(dim=-1).mean(dim=-1)  # (M, M)
-    off_diagonal = ~torch.eye(n_templates, dtype=torch.bool)
-    return neg_entropy[off_diagonal].mean()
-
-
-def _consistency_loss(class_embeddings, base, temperature):
-    """``-(1/C) sum_m sum_c log P(c | w^m_c, w^0)``."""
-    import torch
-
-    logits = temperature * torch.einsum("mcd,ed->mce", class_embeddings, base)
-    log_p = torch.log_softmax(logits, dim=-1)
-    return -torch.diagonal(log_p, dim1=1, dim2=2).mean(dim=1).sum()
-
-
-# The constructor parameters passed on to _train_adapters.
+# The constructor parameters passed on to clip_invariance._adapters.train_adapters.
 _TRAINING_PARAMS = (
     "evidence",
     "temperature",
@@ -649,93 +553,27 @@ _TRAINING_PARAMS = (
 )
 
 
-def _train_adapters(
-    views,
-    y_idx,
-    templates,
-    base,
-    pairs,
-    *,
-    seed,
-    evidence,
-    temperature,
-    beta,
-    gamma,
-    rank,
-    learning_rate,
-    batch_size,
-    max_iter,
-    tol,
-    n_iter_no_change,
-):
-    """Adam on ``L_tce + beta L_de + gamma L_con``; returns (adapters, loss curve).
+def _fit_projector(projector, X, y, n_views):
+    """An image and its augmentations are interventional views of one content."""
+    if n_views >= 2:
+        X_rows, view_groups = columns_to_rows(X, n_views)
+        return projector.fit(X_rows, view_groups=view_groups)
+    return projector.fit(X, y)
 
-    ``views`` (V, n, D) and ``templates`` (M, C, D) are normalised; the keyword
-    arguments are the estimator's parameters of the same names.
-    """
-    import torch
 
-    generator = torch.Generator().manual_seed(int(seed))
-    dtype = torch.float32
-    views_t = torch.as_tensor(views, dtype=dtype)
-    templates_t = torch.as_tensor(templates, dtype=dtype)
-    base_t = torch.as_tensor(base, dtype=dtype)
-    y_t = torch.as_tensor(y_idx, dtype=torch.long)
-    pair_m = torch.as_tensor(pairs[:, 0], dtype=torch.long)
-    pair_v = torch.as_tensor(pairs[:, 1], dtype=torch.long)
-    n_templates, _, dim = templates.shape
-    n = views.shape[1]
+def _project(projector, embeddings):
+    """Apply a fitted projector to the last axis of any stack of embeddings."""
+    flat = embeddings.reshape(-1, embeddings.shape[-1])
+    projected = np.asarray(projector.transform(flat), dtype=np.float64)
+    return projected.reshape(embeddings.shape[:-1] + (projected.shape[-1],))
 
-    # Updates start at zero, so every adapter starts at the identity.
-    if rank is None:
-        delta = torch.zeros(n_templates, dim, dim, dtype=dtype, requires_grad=True)
-        weights = [delta]
 
-        def update():
-            return delta
-    else:
-        left = torch.zeros(n_templates, dim, rank, dtype=dtype, requires_grad=True)
-        right = torch.randn(n_templates, dim, rank, generator=generator, dtype=dtype)
-        right = (right / dim**0.5).requires_grad_(True)
-        weights = [left, right]
+def _normalize_prompts(prompts):
+    """Unit-norm (M, C, D) prompts; a row the projection zeroed is an error too."""
+    flat = normalize_embeddings(prompts.reshape(-1, prompts.shape[-1]), input_name="prompt rows")
+    return flat.reshape(prompts.shape)
 
-        def update():
-            return left @ right.transpose(1, 2)
 
-    def class_embeddings():
-        adapted = templates_t + templates_t @ update().transpose(1, 2)
-        return torch.nn.functional.normalize(adapted, dim=-1)
-
-    optimizer = torch.optim.Adam(weights, lr=learning_rate)
-    batch_size = min(batch_size, n)
-    t = temperature
-    loss_curve, best, stall = [], np.inf, 0
-    for _ in range(max_iter):
-        order = torch.randperm(n, generator=generator)
-        epoch_loss = 0.0
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
-            emb = class_embeddings()
-            scores = torch.bmm(views_t[:, idx][pair_v], emb[pair_m].transpose(1, 2))
-            loss = _trusted_cross_entropy(_evidence_torch(t * scores, evidence), y_t[idx])
-            if beta > 0:
-                loss = loss + beta * _decoupling_loss(emb, t)
-            if gamma > 0:
-                loss = loss + gamma * _consistency_loss(emb, base_t, t)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            epoch_loss += loss.item() * len(idx)
-        loss_curve.append(epoch_loss / n)
-        if tol is not None:
-            if loss_curve[-1] < best - tol:
-                best, stall = loss_curve[-1], 0
-            else:
-                stall += 1
-                if stall >= n_iter_no_change:
-                    break
-
-    eye = torch.eye(dim, dtype=dtype)
-    with torch.no_grad():
-        adapters = (eye + update()).double().numpy()
-    return adapters, loss_curve
+def _adapt(prompts, adapters):
+    """Apply each template's map to its class embeddings and re-normalise."""
+    return l2_normalize(np.einsum("mcd,med->mce", prompts, adapters))

@@ -1,17 +1,63 @@
-"""Cosine scoring shared by the zero-shot and front-door classifiers (pure numpy)."""
+"""Cosine scoring and the prompt/class checks shared by the two classifiers (pure numpy).
+
+Both :class:`~clip_invariance.ZeroShotInvariantClassifier` and
+:class:`~clip_invariance.FrontDoorEnsembleClassifier` read class prompts as
+``prompt_embeddings`` of shape ``(C, D)`` or ``(M, C, D)`` with ``classes``
+naming the ``C`` classes, and score normalised embeddings by cosine. The
+checks live here so that both say the same thing about the same bad input:
+:func:`check_prompt_embeddings`, :func:`check_classes`, :func:`encode_labels`
+and :func:`normalize_embeddings` (which refuses rows that have no direction).
+"""
+
+from numbers import Real
 
 import numpy as np
+from sklearn.utils.validation import check_array
 
 __all__ = [
     "l2_normalize",
+    "normalize_embeddings",
     "cosine_similarity_matrix",
     "average_prompt_ensemble",
     "class_prototypes",
+    "check_prompt_embeddings",
+    "check_classes",
+    "encode_labels",
 ]
+
+
+def _unit_rows(X):
+    """Rows of a 2-D float array scaled to unit L2 norm (zero rows stay zero), safely.
+
+    ``np.linalg.norm`` squares the entries: the sum overflows to inf above
+    about 1e154 (float64) or 1e19 (float32), and squares below the smallest
+    normal number lose their precision. Only rows whose norm is not finite or
+    is below ``sqrt(D * tiny / eps)`` (where such losses can reach ``eps``)
+    are redone, divided by their largest entry first; the common rows keep
+    the one-pass norm (scaling every row costs two more passes, about 10% of
+    a front-door predict at D = 512).
+    """
+    with np.errstate(over="ignore", under="ignore"):
+        norms = np.linalg.norm(X, axis=1, keepdims=True)
+    info = np.finfo(X.dtype)
+    accurate = np.isfinite(norms) & (norms >= np.sqrt(X.shape[1] * info.tiny / info.eps))
+    unit = X / np.where(accurate, norms, 1).astype(X.dtype, copy=False)
+    redo = ~accurate[:, 0]
+    if redo.any():
+        rows = X[redo]
+        scale = np.abs(rows).max(axis=1, keepdims=True)
+        rows = rows / np.where(scale > 0, scale, 1).astype(X.dtype, copy=False)
+        norms = np.linalg.norm(rows, axis=1, keepdims=True)  # in [1, sqrt(D)], or 0
+        unit[redo] = rows / np.where(norms > 0, norms, 1).astype(X.dtype, copy=False)
+    return unit
 
 
 def l2_normalize(X, axis=-1):
     """Scale rows (or slices along ``axis``) to unit L2 norm; zero rows stay zero.
+
+    Rows whose squared norm over- or underflows the dtype (``1e160 * x`` in
+    float64, ``1e37 * x`` or ``1e-30 * x`` in float32) are normalised exactly
+    too: they are divided by their largest entry first.
 
     Parameters
     ----------
@@ -24,6 +70,10 @@ def l2_normalize(X, axis=-1):
     -------
     X_normalized : ndarray of the same shape and dtype.
 
+    See Also
+    --------
+    normalize_embeddings : The same, refusing zero rows.
+
     Examples
     --------
     >>> import numpy as np
@@ -31,10 +81,65 @@ def l2_normalize(X, axis=-1):
     >>> l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]]))
     array([[0.6, 0.8],
            [0. , 0. ]])
+    >>> l2_normalize(np.array([[3e200, 4e200]]))
+    array([[0.6, 0.8]])
     """
     X = np.asarray(X)
-    norms = np.linalg.norm(X, axis=axis, keepdims=True)
-    return X / np.where(norms > 0, norms, 1).astype(X.dtype, copy=False)
+    if not np.issubdtype(X.dtype, np.floating):
+        X = X.astype(np.float64)
+    moved = np.moveaxis(X, axis, -1)
+    unit = _unit_rows(moved.reshape(-1, moved.shape[-1]))
+    return np.moveaxis(unit.reshape(moved.shape), -1, axis)
+
+
+def normalize_embeddings(X, *, input_name="X"):
+    """L2-normalise the rows of ``X`` for cosine scoring; refuse rows without a direction.
+
+    A zero row has the same cosine (0) with every class, so it would be given
+    the first class silently: it is an error instead. Large or tiny finite
+    rows are fine (see :func:`l2_normalize`).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+        Finite embeddings.
+    input_name : str, default="X"
+        The name used in the error message.
+
+    Returns
+    -------
+    X_normalized : ndarray of the same shape and dtype.
+
+    Raises
+    ------
+    ValueError
+        If a row is all zeros, or holds a value that is not finite.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from clip_invariance.similarity import normalize_embeddings
+    >>> normalize_embeddings(np.array([[3.0, 4.0]]))
+    array([[0.6, 0.8]])
+    >>> normalize_embeddings(np.array([[3.0, 4.0], [0.0, 0.0]]))
+    Traceback (most recent call last):
+    ...
+    ValueError: X has 1 all-zero row(s) (row 1): a zero embedding has no direction...
+    """
+    X = np.asarray(X)
+    if not np.isfinite(X).all():
+        raise ValueError(f"{input_name} contains NaN or infinity.")
+    unit = l2_normalize(X)
+    zero = ~unit.any(axis=1)
+    if zero.any():
+        where = np.flatnonzero(zero)
+        rows = ", ".join(map(str, where[:5].tolist())) + (", ..." if len(where) > 5 else "")
+        raise ValueError(
+            f"{input_name} has {len(where)} all-zero row(s) (row {rows}): a zero "
+            "embedding has no direction, so its cosine with every class is 0 and "
+            "it cannot be classified."
+        )
+    return unit
 
 
 def cosine_similarity_matrix(X, P):
@@ -125,3 +230,160 @@ def class_prototypes(X, codes, n_classes):
         (np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(n_classes, len(codes))
     )
     return l2_normalize(np.asarray(indicator @ np.asarray(X, dtype=np.float64)))
+
+
+# ------------------------------------------------------------------ checks
+_PROMPT_SHAPES = "(n_classes, n_features) or (n_templates, n_classes, n_features)"
+
+
+def check_prompt_embeddings(prompt_embeddings, n_features, *, input_name="prompt_embeddings"):
+    """Validate class-prompt embeddings; return them as a float64 (M, C, D) array.
+
+    Parameters
+    ----------
+    prompt_embeddings : array-like of shape (n_classes, n_features) or \
+(n_templates, n_classes, n_features)
+        Text embeddings of the class prompts (a 2-D array is one template).
+    n_features : int
+        The embedding size of the images they will be compared with.
+    input_name : str, default="prompt_embeddings"
+        The name used in error messages.
+
+    Returns
+    -------
+    prompts : ndarray of shape (n_templates, n_classes, n_features), float64
+
+    Raises
+    ------
+    TypeError
+        If ``prompt_embeddings`` is None.
+    ValueError
+        If it is ragged, not 2-D or 3-D, empty, not finite, of another
+        embedding size than ``n_features``, or has an all-zero class row.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from clip_invariance.similarity import check_prompt_embeddings
+    >>> check_prompt_embeddings(np.eye(3)[:2], 3).shape
+    (1, 2, 3)
+    >>> check_prompt_embeddings(np.eye(3)[:2], 4)
+    Traceback (most recent call last):
+    ...
+    ValueError: prompt_embeddings have 3 features but the embeddings of X have 4: ...
+    """
+    if prompt_embeddings is None:
+        raise TypeError(f"{input_name} must be an array of shape {_PROMPT_SHAPES}, got None.")
+    try:
+        ndim = np.ndim(prompt_embeddings)
+    except ValueError:  # numpy refuses nested sequences of unequal lengths
+        raise ValueError(
+            f"{input_name} is ragged: every template of a prompt ensemble (and every "
+            "class row) must have the same shape."
+        ) from None
+    shape = np.shape(prompt_embeddings)
+    if ndim not in (2, 3):
+        raise ValueError(f"{input_name} must have shape {_PROMPT_SHAPES}, got {shape}.")
+    if 0 in shape:
+        raise ValueError(f"{input_name} is empty: shape {shape}.")
+    values = np.asarray(prompt_embeddings)
+    if values.dtype.kind in "US" or (
+        values.dtype.kind == "O" and not all(isinstance(v, Real) for v in values.flat)
+    ):
+        raise ValueError(f"{input_name} must hold numbers, got dtype {values.dtype}.")
+    P = check_array(prompt_embeddings, dtype=np.float64, allow_nd=True, input_name=input_name)
+    P = P if P.ndim == 3 else P[None]
+    if P.shape[2] != n_features:
+        raise ValueError(
+            f"{input_name} have {P.shape[2]} features but the embeddings of X have "
+            f"{n_features}: image and text embeddings must come from the same CLIP model."
+        )
+    zero = ~P.any(axis=2)
+    if zero.any():
+        raise ValueError(
+            f"{input_name} has all-zero class row(s) for class index(es) "
+            f"{np.unique(np.nonzero(zero)[1]).tolist()[:10]}: a zero embedding has no "
+            "direction, so the class could never be scored."
+        )
+    return P
+
+
+def check_classes(classes, n_classes):
+    """Validate the class labels of the prompt rows; ``None`` means ``0 .. n_classes - 1``.
+
+    Parameters
+    ----------
+    classes : array-like of shape (n_classes,) or None
+        One distinct label per class row of the prompt embeddings.
+    n_classes : int
+        Number of class rows.
+
+    Returns
+    -------
+    classes : ndarray of shape (n_classes,)
+
+    Examples
+    --------
+    >>> from clip_invariance.similarity import check_classes
+    >>> check_classes(None, 3)
+    array([0, 1, 2])
+    >>> check_classes(["cat", "cat"], 2)
+    Traceback (most recent call last):
+    ...
+    ValueError: classes contains duplicate labels: ['cat'].
+    """
+    if classes is None:
+        return np.arange(n_classes)
+    labels = np.asarray(classes)
+    if labels.ndim != 1 or labels.shape[0] != n_classes:
+        raise ValueError(
+            f"classes has shape {labels.shape} but the prompt embeddings describe "
+            f"{n_classes} classes: give one label per class row."
+        )
+    unique, counts = np.unique(labels, return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(f"classes contains duplicate labels: {unique[counts > 1].tolist()[:10]}.")
+    return labels
+
+
+def encode_labels(y, classes):
+    """Index of every label of ``y`` in ``classes``; unknown labels are an error.
+
+    Parameters
+    ----------
+    y : array-like of shape (n_samples,)
+        Labels.
+    classes : ndarray of shape (n_classes,)
+        Distinct known labels, in any order (see :func:`check_classes`).
+
+    Returns
+    -------
+    codes : ndarray of int, shape (n_samples,)
+        ``classes[codes] == y``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from clip_invariance.similarity import encode_labels
+    >>> encode_labels(["dog", "cat", "dog"], np.array(["dog", "cat"])).tolist()
+    [0, 1, 0]
+    >>> encode_labels(["cow"], np.array(["dog", "cat"]))
+    Traceback (most recent call last):
+    ...
+    ValueError: y contains label(s) ['cow'] that are not in classes ['dog', 'cat'].
+    """
+    y = np.asarray(y)
+    classes = np.asarray(classes)
+    order = np.argsort(classes)
+    sorted_classes = classes[order]
+    try:
+        pos = np.clip(np.searchsorted(sorted_classes, y), 0, len(classes) - 1)
+        unknown = sorted_classes[pos] != y
+    except TypeError:  # labels that cannot be compared with the classes at all
+        pos, unknown = None, np.ones(y.shape, dtype=bool)
+    if np.any(unknown):
+        raise ValueError(
+            f"y contains label(s) {np.unique(y[unknown].astype(object)).tolist()[:10]} "
+            f"that are not in classes {classes.tolist()[:10]}."
+        )
+    return order[pos]

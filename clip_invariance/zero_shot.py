@@ -13,14 +13,20 @@ from sklearn.utils._param_validation import HasMethods, Interval
 from sklearn.utils.extmath import softmax
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import (
-    check_array,
     check_consistent_length,
     check_is_fitted,
     column_or_1d,
     validate_data,
 )
 
-from .similarity import average_prompt_ensemble, class_prototypes, l2_normalize
+from .similarity import (
+    average_prompt_ensemble,
+    check_classes,
+    check_prompt_embeddings,
+    class_prototypes,
+    encode_labels,
+    normalize_embeddings,
+)
 
 __all__ = ["ZeroShotInvariantClassifier"]
 
@@ -54,7 +60,8 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    prompt_embeddings : array-like of shape (n_classes, n_features) or (n_templates, n_classes, n_features), default=None
+    prompt_embeddings : array-like of shape (n_classes, n_features) or \
+            (n_templates, n_classes, n_features), default=None
         Text embeddings of the class prompts, or of a prompt ensemble (see
         :func:`clip_invariance.prompts.build_prompts` and
         :func:`clip_invariance.prompts.encode_prompts`). ``None`` learns one
@@ -159,6 +166,15 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
         self : object
             The fitted classifier.
         """
+        previous = vars(self).copy()
+        try:
+            return self._fit(X, y, view_groups, environments)
+        except BaseException:  # a failed fit leaves the classifier as it was
+            vars(self).clear()
+            vars(self).update(previous)
+            raise
+
+    def _fit(self, X, y, view_groups, environments):
         if self.prompt_embeddings is None:
             if y is None:
                 raise ValueError(
@@ -171,38 +187,34 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
         else:
             X = validate_data(self, X, dtype=[np.float64, np.float32])
             # Check the prompts before the (costly) projector fit.
-            prompts, labels = self._check_prompts(self.prompt_embeddings, self.classes)
+            prompts = check_prompt_embeddings(self.prompt_embeddings, X.shape[1])
+            classes = check_classes(self.classes, prompts.shape[1])
             if y is not None:
                 y = column_or_1d(y)
                 check_consistent_length(X, y)
-                unknown = np.setdiff1d(y, labels)
-                if unknown.size:
-                    raise ValueError(
-                        f"Labels in y are missing from the class list: {unknown.tolist()[:10]}. "
-                        f"Known classes: {labels.tolist()[:10]}."
-                    )
+                encode_labels(y, classes)
 
-        if self.projector is None:
-            self.projector_ = None
-        else:
+        projector = None
+        if self.projector is not None:
             # Forward only what was given, so any fit(X, y) transformer works too.
             extra = {"view_groups": view_groups, "environments": environments}
             extra = {key: value for key, value in extra.items() if value is not None}
             # The projector only needs to know which rows share a label.
             codes = None if y is None else np.unique(y, return_inverse=True)[1]
-            self.projector_ = clone(self.projector).fit(X, codes, **extra)
+            projector = clone(self.projector).fit(X, codes, **extra)
+        self.projector_ = projector
 
         if self.prompt_embeddings is None:
             self.classes_, codes = np.unique(y, return_inverse=True)
-            Z = l2_normalize(self._project(X))
+            Z = self._normalize(self._project(X), "X")
             self.class_embeddings_ = class_prototypes(Z, codes, len(self.classes_))
         else:
-            self.classes_ = labels
-            self.class_embeddings_ = l2_normalize(self._project(prompts))
+            self.classes_ = classes
+            self.class_embeddings_ = self._embed_prompts(prompts)
         return self
 
     def with_prompts(self, prompt_embeddings, classes=None):
-        """Return a fitted copy that predicts over other class prompts.
+        """A fitted copy that predicts over other class prompts.
 
         The copy shares the fitted projector (no refitting), so classes that
         were never seen when fitting it can be predicted: open-class
@@ -232,54 +244,22 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
         array(['c'], dtype='<U1')
         """
         check_is_fitted(self)
+        prompts = check_prompt_embeddings(prompt_embeddings, self.n_features_in_)
+        labels = check_classes(classes, prompts.shape[1])
         new = clone(self).set_params(prompt_embeddings=prompt_embeddings, classes=classes)
-        new.projector_ = self.projector_
-        new.n_features_in_ = self.n_features_in_
-        if hasattr(self, "feature_names_in_"):
-            new.feature_names_in_ = self.feature_names_in_
-        prompts, new.classes_ = new._check_prompts(prompt_embeddings, classes)
-        new.class_embeddings_ = l2_normalize(new._project(prompts))
+        vars(new).update({k: v for k, v in vars(self).items() if k.endswith("_")})
+        new.classes_ = labels
+        new.class_embeddings_ = self._embed_prompts(prompts)
         return new
 
-    def _check_prompts(self, prompt_embeddings, classes):
-        """Validate prompts and labels; return the (C, D) class embeddings and labels."""
-        if isinstance(prompt_embeddings, (list, tuple)):
-            shapes = sorted({np.shape(part) for part in prompt_embeddings})
-            if len(shapes) > 1:
-                raise ValueError(
-                    "prompt_embeddings is ragged: every template of a prompt ensemble "
-                    f"(and every row) must have the same shape, got shapes {shapes}."
-                )
-        P = check_array(
-            prompt_embeddings,
-            dtype=[np.float64, np.float32],
-            allow_nd=True,
-            input_name="prompt_embeddings",
-        )
-        if P.ndim not in (2, 3):
-            raise ValueError(
-                "prompt_embeddings must have shape (n_classes, n_features) or "
-                f"(n_templates, n_classes, n_features), got {P.shape}."
-            )
-        if P.shape[-1] != self.n_features_in_:
-            raise ValueError(
-                f"prompt_embeddings have {P.shape[-1]} features but X has "
-                f"{self.n_features_in_}: image and text embeddings must come from "
-                "the same CLIP model."
-            )
-        n_classes = P.shape[-2]
-        if classes is None:
-            labels = np.arange(n_classes)
-        else:
-            labels = np.asarray(classes)
-            if labels.ndim != 1 or labels.shape[0] != n_classes:
-                raise ValueError(
-                    f"classes has shape {labels.shape} but prompt_embeddings describe "
-                    f"{n_classes} classes."
-                )
-            if np.unique(labels).size != n_classes:
-                raise ValueError("classes contains duplicate labels.")
-        return average_prompt_ensemble(P), labels
+    def _embed_prompts(self, prompts):
+        """(M, C, D) prompts -> unit class embeddings (C, K): average, project, normalise."""
+        return self._normalize(self._project(average_prompt_ensemble(prompts)), "prompt_embeddings")
+
+    def _normalize(self, Z, name):
+        if self.projector_ is not None:
+            name += " (projected)"
+        return normalize_embeddings(Z, input_name=name)
 
     def _project(self, X):
         Z = X if self.projector_ is None else self.projector_.transform(X)
@@ -289,7 +269,7 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
     def _logits(self, X):
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        Z = l2_normalize(self._project(X))
+        Z = self._normalize(self._project(X), "X")
         return self.temperature * (Z @ self.class_embeddings_.T)
 
     def decision_function(self, X):

@@ -23,7 +23,7 @@ environment,
 
 and then the base-to-new protocol of the CDC tables: train on half of the
 classes, predict the other half from their prompts alone with
-:meth:`~clip_invariance.FrontDoorEnsembleClassifier.with_classes`. It prints
+:meth:`~clip_invariance.FrontDoorEnsembleClassifier.with_prompts`. It prints
 the tables and plots them when matplotlib is installed.
 """
 
@@ -53,16 +53,16 @@ def same_classes(data):
     train = data.environments != data.test_environment
     X, y = data.X[train], data.y[train]
     X_test, y_test = data.X[~train], data.y[~train]
-    T = data.template_embeddings
+    T = data.prompt_embeddings
     k = data.invariant_basis.shape[1]
 
     singles = [
         accuracy(FrontDoorEnsembleClassifier(t, n_views=4, max_iter=0).fit(X, y), X_test, y_test)
         for t in T
     ]
-    free = FrontDoorEnsembleClassifier(T, data.base_embeddings, n_views=4, max_iter=0)
+    free = FrontDoorEnsembleClassifier(T, data.anchor_embeddings, n_views=4, max_iter=0)
     trained = FrontDoorEnsembleClassifier(
-        T, data.base_embeddings, n_views=4, max_iter=EPOCHS, random_state=0
+        T, data.anchor_embeddings, n_views=4, max_iter=EPOCHS, random_state=0
     )
     projected = FrontDoorEnsembleClassifier(
         T, n_views=4, max_iter=0, projector=InvariantProjector(n_components=k)
@@ -85,22 +85,22 @@ def same_classes(data):
 # Base-to-new
 # -----------
 # The adapters are class-agnostic maps on each template's class embeddings, so
-# ``with_classes`` applies them to the prompts of classes never trained on.
+# ``with_prompts`` applies them to the prompts of classes never trained on.
 
 
 def base_to_new(data, max_iter):
     train = data.environments != data.test_environment
     base = np.isin(data.y, data.base_classes)
-    T = data.template_embeddings
+    T = data.prompt_embeddings
     clf = FrontDoorEnsembleClassifier(
         T[:, data.base_classes],
-        data.base_embeddings[data.base_classes],
+        data.anchor_embeddings[data.base_classes],
         classes=data.base_classes,
         n_views=4,
         max_iter=max_iter,
         random_state=0,
     ).fit(data.X[train & base], data.y[train & base])
-    new_clf = clf.with_classes(T[:, data.new_classes], classes=data.new_classes)
+    new_clf = clf.with_prompts(T[:, data.new_classes], classes=data.new_classes)
     base_rows, new_rows = ~train & base, ~train & ~base
     acc_base = accuracy(clf, data.X[base_rows], data.y[base_rows])
     acc_new = accuracy(new_clf, data.X[new_rows], data.y[new_rows])

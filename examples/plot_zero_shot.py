@@ -44,10 +44,10 @@ def evaluate(normalize, seed=0):
     train = data.environments != data.test_environment
     test = ~train
     X_pairs, view_groups = stack_views(data.X[train], *data.X_views[:, train])
-    text = dict(
-        interventions=data.text_interventions,
-        intervention_view_groups=data.text_view_groups,
-    )
+    text = {
+        "interventions": data.text_interventions,
+        "intervention_view_groups": data.text_view_groups,
+    }
     P = data.prompt_embeddings
     variants = {
         "zero-shot CLIP": (ZeroShotInvariantClassifier(P), data.X[train], {}),

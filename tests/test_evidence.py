@@ -6,11 +6,14 @@ import numpy as np
 import pytest
 
 from clip_invariance.evidence import (
+    EVIDENCE_FUNCTIONS,
     EXP_CLIP,
     dempster_combine,
+    fuse_evidence,
     fuse_opinions,
     log_evidence,
     opinion_from_evidence,
+    torch_evidence,
 )
 
 
@@ -62,7 +65,7 @@ def test_log_evidence_matches_naive_formula(kind, expected):
 def test_log_evidence_is_stable_at_extremes():
     assert log_evidence(-1000.0, "softplus") == pytest.approx(-1000.0)
     assert log_evidence(1000.0, "softplus") == pytest.approx(np.log(1000.0))
-    assert log_evidence(1000.0, "exp") == EXP_CLIP
+    assert log_evidence(1000.0, "exp") == 1000.0  # e^1000 as its log: no clip at inference
 
 
 def test_unknown_evidence_function():
@@ -180,3 +183,79 @@ def test_invalid_evidence_raises():
         opinion_from_evidence([1.0, np.nan])
     with pytest.raises(ValueError, match="class axis"):
         opinion_from_evidence(1.0)
+
+
+@pytest.mark.parametrize("kind", EVIDENCE_FUNCTIONS)
+def test_torch_evidence_is_the_same_function(kind):
+    torch = pytest.importorskip("torch")
+    scores = np.linspace(-40.0, 55.0, 97)
+    expected = np.exp(log_evidence(scores, kind))
+    got = torch_evidence(torch.tensor(scores, dtype=torch.float64), kind).numpy()
+    # (torch's softplus returns x itself above 20: off by e^-20 / 20 ~ 1e-10 relative.)
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-300)
+    if kind == "exp":  # training clips, so that float32 sums of C evidences cannot overflow
+        assert torch_evidence(torch.tensor([100.0]), kind).item() == pytest.approx(np.exp(EXP_CLIP))
+
+
+def test_unknown_evidence_function_in_torch():
+    torch = pytest.importorskip("torch")
+    with pytest.raises(ValueError, match="evidence must be one of"):
+        torch_evidence(torch.zeros(2), "sigmoid")
+
+
+@pytest.mark.filterwarnings("error")
+def test_infinite_evidence_is_the_limit_of_huge_evidence():
+    b, u = opinion_from_evidence([np.inf, 1.0])
+    np.testing.assert_array_equal(b, [1.0, 0.0])
+    assert u == 0.0
+    b, u = opinion_from_evidence([[np.inf, np.inf, 0.0], [2.0, 0.0, 0.0]])
+    np.testing.assert_array_equal(b[0], [0.5, 0.5, 0.0])
+    np.testing.assert_allclose(b[1], [0.4, 0.0, 0.0])
+    np.testing.assert_allclose(u, [0.0, 0.6])
+    b, u = opinion_from_evidence([np.inf, 0.0], log=True)
+    np.testing.assert_array_equal(b, [1.0, 0.0])
+    # Huge finite evidence tends to the same opinion.
+    b, u = opinion_from_evidence([700.0, 0.0], log=True)
+    np.testing.assert_allclose(b, [1.0, 0.0], atol=1e-300)
+    b, u = fuse_evidence([[np.inf, 1.0], [2.0, 1.0]])
+    np.testing.assert_array_equal(b, [1.0, 0.0])
+    assert u == 0.0
+
+
+def test_fuse_evidence_equals_fusing_the_opinions():
+    rng = np.random.default_rng(4)
+    evidence = rng.gamma(0.7, 3.0, size=(5, 20, 6))
+    expected_b, expected_u = fuse_opinions(*opinion_from_evidence(evidence))
+    for args, kwargs in [
+        ((evidence,), {}),
+        ((list(evidence),), {}),
+        (((e for e in evidence),), {}),  # a generator: opinions accumulated one by one
+        ((np.log(evidence),), {"log": True}),
+    ]:
+        b, u = fuse_evidence(*args, **kwargs)
+        np.testing.assert_allclose(b, expected_b, rtol=1e-10)
+        np.testing.assert_allclose(u, expected_u, rtol=1e-10)
+
+
+def test_fuse_evidence_is_exact_beyond_float64():
+    # e = [e^1000, e^999]: R = [1000 - log 2, 999 - log 2] (to float64), so b0 / b1 = e.
+    b, u = fuse_evidence([[1000.0, 999.0]], log=True)
+    assert b[0] / b[1] == pytest.approx(np.e)
+    assert b.sum() == pytest.approx(1.0) and 0.0 <= u < 1e-300
+    b, _ = fuse_evidence([[800.0, 0.0], [0.0, 800.0]], log=True)
+    np.testing.assert_allclose(b, [0.5, 0.5])
+
+
+@pytest.mark.parametrize(
+    "evidences, match",
+    [
+        ([], "at least one evidence array"),
+        ([[1.0, 2.0], [1.0, 2.0, 3.0]], "same shape"),
+        ([[1.0, -2.0]], "non-negative"),
+        ([[1.0, np.nan]], "NaN"),
+        ([1.0, 2.0], "class axis"),
+    ],
+)
+def test_fuse_evidence_rejects_bad_evidence(evidences, match):
+    with pytest.raises(ValueError, match=match):
+        fuse_evidence(evidences)

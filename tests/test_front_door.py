@@ -3,19 +3,19 @@
 import numpy as np
 import pytest
 from scipy.special import digamma
+from sklearn.exceptions import NotFittedError
 
 from clip_invariance import FrontDoorEnsembleClassifier, InvariantProjector
 from clip_invariance.datasets import make_multi_template_embeddings
-from clip_invariance.evidence import fuse_opinions
-from clip_invariance.front_door import (
-    _consistency_loss,
-    _decoupling_loss,
-    _evidence_torch,
-    _trusted_cross_entropy,
-)
+from clip_invariance.evidence import fuse_opinions, torch_evidence
 from clip_invariance.similarity import cosine_similarity_matrix
 
 torch = pytest.importorskip("torch")
+from clip_invariance._adapters import (  # noqa: E402  (needs torch)
+    consistency_loss,
+    decoupling_loss,
+    trusted_cross_entropy,
+)
 
 
 @pytest.fixture(scope="module")
@@ -33,45 +33,45 @@ def accuracy(clf, X, y):
 
 
 # ------------------------------------------------------------------ losses
-def test_trusted_cross_entropy_hand_value():
+def testtrusted_cross_entropy_hand_value():
     # Opinion 1: e = [1, 0] -> alpha = [2, 1], S = 3: psi(3) - psi(2) = 1/2.
     # Opinion 2: e = [0, 2] -> alpha = [1, 3], S = 4: psi(4) - psi(1) = 1 + 1/2 + 1/3.
     evidence = torch.tensor([[[1.0, 0.0]], [[0.0, 2.0]]], dtype=torch.float64)
-    loss = _trusted_cross_entropy(evidence, torch.tensor([0]))
+    loss = trusted_cross_entropy(evidence, torch.tensor([0]))
     assert loss.item() == pytest.approx(0.5 + 11 / 6)
-    assert 11 / 6 == pytest.approx(digamma(4) - digamma(1))
+    assert pytest.approx(digamma(4) - digamma(1)) == 11 / 6
 
 
-def test_consistency_loss_hand_value():
+def testconsistency_loss_hand_value():
     # One template equal to the base, classes orthogonal, temperature 1:
     # P(c | w_c, w0) = e / (e + 1) for both classes -> loss = log(1 + e^-1).
     eye = torch.eye(2, dtype=torch.float64)
-    loss = _consistency_loss(eye[None], eye, 1.0)
+    loss = consistency_loss(eye[None], eye, 1.0)
     assert loss.item() == pytest.approx(np.log1p(np.exp(-1.0)))
     # Two templates: the sum over templates doubles it.
-    assert _consistency_loss(torch.stack([eye, eye]), eye, 1.0).item() == pytest.approx(
+    assert consistency_loss(torch.stack([eye, eye]), eye, 1.0).item() == pytest.approx(
         2 * np.log1p(np.exp(-1.0))
     )
 
 
-def test_decoupling_loss_hand_value():
+def testdecoupling_loss_hand_value():
     # Two identical templates, orthogonal classes, temperature 1: every row of
     # P is [sigmoid(1), sigmoid(-1)], and the loss is minus its entropy.
     eye = torch.eye(2, dtype=torch.float64)
     p = 1 / (1 + np.exp(-1.0))
     expected = p * np.log(p) + (1 - p) * np.log(1 - p)  # -0.5822787
-    assert _decoupling_loss(torch.stack([eye, eye]), 1.0).item() == pytest.approx(expected)
-    assert _decoupling_loss(eye[None], 1.0).item() == 0.0  # one template: nothing to decouple
+    assert decoupling_loss(torch.stack([eye, eye]), 1.0).item() == pytest.approx(expected)
+    assert decoupling_loss(eye[None], 1.0).item() == 0.0  # one template: nothing to decouple
 
 
-def test_decoupling_loss_prefers_templates_that_disagree():
+def testdecoupling_loss_prefers_templates_that_disagree():
     eye = torch.eye(3, dtype=torch.float64)
     rotated = eye[[1, 2, 0]]  # template 2's class c looks like template 1's class c+1
     mixed = torch.nn.functional.normalize(torch.ones(3, 3, dtype=torch.float64) + 0.1 * eye, dim=1)
-    same = _decoupling_loss(torch.stack([eye, eye]), 5.0)
-    spread = _decoupling_loss(torch.stack([eye, mixed]), 5.0)
+    same = decoupling_loss(torch.stack([eye, eye]), 5.0)
+    spread = decoupling_loss(torch.stack([eye, mixed]), 5.0)
     assert spread < same  # higher entropy across templates = lower loss
-    assert _decoupling_loss(torch.stack([eye, rotated]), 5.0) == pytest.approx(same.item())
+    assert decoupling_loss(torch.stack([eye, rotated]), 5.0) == pytest.approx(same.item())
 
 
 @pytest.mark.parametrize("kind", ["exp", "softplus", "relu"])
@@ -81,11 +81,11 @@ def test_loss_gradients_are_finite_even_for_huge_scores(kind):
     emb.requires_grad_(True)
     views = torch.nn.functional.normalize(torch.randn(3, 16, 8, generator=gen), dim=-1)
     scores = torch.bmm(views, emb.transpose(1, 2))
-    evidence = _evidence_torch(1000.0 * scores, kind)  # exp(1000) would overflow
+    evidence = torch_evidence(1000.0 * scores, kind)  # exp(1000) would overflow
     loss = (
-        _trusted_cross_entropy(evidence, torch.randint(4, (16,), generator=gen))
-        + _decoupling_loss(emb, 1000.0)
-        + _consistency_loss(emb, emb[0].detach(), 1000.0)
+        trusted_cross_entropy(evidence, torch.randint(4, (16,), generator=gen))
+        + decoupling_loss(emb, 1000.0)
+        + consistency_loss(emb, emb[0].detach(), 1000.0)
     )
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(emb.grad).all()
@@ -93,7 +93,7 @@ def test_loss_gradients_are_finite_even_for_huge_scores(kind):
 
 # ------------------------------------------------------- fusion and outputs
 def test_outputs_are_a_valid_fused_opinion(data):
-    clf = FrontDoorEnsembleClassifier(data.template_embeddings, n_views=4, max_iter=0)
+    clf = FrontDoorEnsembleClassifier(data.prompt_embeddings, n_views=4, max_iter=0)
     clf.fit(data.X, data.y)
     X = data.X[:50]
     proba = clf.predict_proba(X)
@@ -111,7 +111,7 @@ def test_outputs_are_a_valid_fused_opinion(data):
 
 
 def test_single_template_single_view_is_zero_shot_cosine(data):
-    prompts = data.base_embeddings
+    prompts = data.anchor_embeddings
     X = data.X_views[0]
     clf = FrontDoorEnsembleClassifier(prompts, max_iter=0).fit(X, data.y)
     expected = cosine_similarity_matrix(X, prompts).argmax(axis=1)
@@ -119,7 +119,7 @@ def test_single_template_single_view_is_zero_shot_cosine(data):
 
 
 def test_pairing_of_views_and_templates(data):
-    T = data.template_embeddings
+    T = data.prompt_embeddings
     all_pairs = FrontDoorEnsembleClassifier(T, n_views=4, pairing="all", max_iter=0)
     assert all_pairs.fit(data.X, data.y).predict_opinions(data.X[:3]).belief.shape == (16, 3, 10)
     two = FrontDoorEnsembleClassifier(T, n_views=2, max_iter=0).fit(data.X[:, :128], data.y)
@@ -130,12 +130,69 @@ def test_pairing_of_views_and_templates(data):
 
 def test_huge_temperature_stays_finite(data):
     clf = FrontDoorEnsembleClassifier(
-        data.template_embeddings, n_views=4, temperature=1e4, max_iter=0
+        data.prompt_embeddings, n_views=4, temperature=1e4, max_iter=0
     ).fit(data.X, data.y)
     proba = clf.predict_proba(data.X[:20])
     u = clf.predict_uncertainty(data.X[:20])
     assert np.isfinite(proba).all() and np.isfinite(u).all() and (u >= 0).all()
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+
+
+def test_exp_evidence_is_exact_at_any_temperature(data):
+    # exp(1000 cos) leaves float64; clipping it once tied most classes (accuracy
+    # 0.39 here, against 0.78 at temperature 10). Fusion only needs
+    # R_c = sum_k log(1 + e^k_c / C), and the fused belief grows with R_c.
+    train, test = split(data)
+    T = data.prompt_embeddings
+    clf = FrontDoorEnsembleClassifier(T, n_views=4, max_iter=0, temperature=1000.0)
+    clf.fit(data.X[train], data.y[train])
+    R = sum(
+        np.logaddexp(0.0, 1000.0 * cosine_similarity_matrix(data.X_views[m][test], T[m]) - np.log(10))
+        for m in range(4)
+    )
+    top2 = np.sort(R, axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 1e-2  # float32 cosines decide the near-ties
+    assert clear.mean() > 0.95
+    np.testing.assert_array_equal(clf.predict(data.X[test])[clear], R.argmax(axis=1)[clear])
+    proba = clf.predict_proba(data.X[test])
+    assert ((proba == proba.max(axis=1, keepdims=True)).sum(axis=1) == 1).all()  # no ties
+    assert accuracy(clf, data.X[test], data.y[test]) > 0.7
+    opinions = clf.predict_opinions(data.X[test][:5])
+    np.testing.assert_allclose(opinions.belief.sum(axis=-1) + opinions.uncertainty, 1.0)
+
+
+def test_predictions_match_values_recorded_before_the_refactor():
+    # Recorded with the code of commit 089b92c (before the training moved to
+    # clip_invariance._adapters and the evidence to log space).
+    data = make_multi_template_embeddings(n_samples=300, random_state=0)
+    kwargs = {
+        "prompt_embeddings": data.prompt_embeddings,
+        "anchor_embeddings": data.anchor_embeddings,
+        "n_views": 4,
+    }
+    free = FrontDoorEnsembleClassifier(**kwargs, max_iter=0).fit(data.X, data.y)
+    np.testing.assert_allclose(
+        free.predict_proba(data.X[:2])[:, :4],
+        [[0.39190149076006636, 0.014349152313528348, 0.0004321308585505876, 0.00391054053768948],
+         [1.2000204939556608e-06, 6.227367103277314e-06, 8.19720682312805e-05, 0.00294626450315818]],
+        rtol=1e-9,
+    )
+    np.testing.assert_allclose(
+        free.predict_uncertainty(data.X[:3]),
+        [0.0008340959758566137, 2.591947171152377e-06, 0.00039439967989945865], rtol=1e-9,
+    )
+    trained = FrontDoorEnsembleClassifier(**kwargs, max_iter=3, random_state=0).fit(data.X, data.y)
+    # float32 training: allow for another CPU's rounding.
+    np.testing.assert_allclose(
+        trained.predict_proba(data.X[:2])[:, :4],
+        [[0.6968907087428761, 0.009046950220581487, 0.0005109741366965444, 0.002760565096848924],
+         [2.0687678495625582e-07, 2.0607658686797356e-06, 2.098605771271478e-05, 0.000783514402062963]],
+        rtol=1e-4,
+    )
+    np.testing.assert_allclose(
+        trained.predict_uncertainty(data.X[:3]),
+        [0.000939126692064192, 7.296109793239367e-07, 0.00024489948356355836], rtol=1e-4,
+    )
 
 
 def test_relu_without_any_evidence_predicts_uniform():
@@ -149,10 +206,10 @@ def test_relu_without_any_evidence_predicts_uniform():
 # -------------------------------------------------- the synthetic set-up
 def test_fusion_beats_every_single_template(data):
     train, test = split(data)
-    fused = FrontDoorEnsembleClassifier(data.template_embeddings, n_views=4, max_iter=0)
+    fused = FrontDoorEnsembleClassifier(data.prompt_embeddings, n_views=4, max_iter=0)
     fused_acc = accuracy(fused.fit(data.X[train], data.y[train]), data.X[test], data.y[test])
     singles = []
-    for T in data.template_embeddings:
+    for T in data.prompt_embeddings:
         single = FrontDoorEnsembleClassifier(T, n_views=4, max_iter=0)
         single.fit(data.X[train], data.y[train])
         singles.append(accuracy(single, data.X[test], data.y[test]))
@@ -161,7 +218,7 @@ def test_fusion_beats_every_single_template(data):
 
 def test_training_beats_training_free(data):
     train, test = split(data)
-    kwargs = dict(template_embeddings=data.template_embeddings, n_views=4)
+    kwargs = {"prompt_embeddings": data.prompt_embeddings, "n_views": 4}
     free = FrontDoorEnsembleClassifier(**kwargs, max_iter=0).fit(data.X[train], data.y[train])
     trained = FrontDoorEnsembleClassifier(**kwargs, max_iter=10, random_state=0)
     trained.fit(data.X[train], data.y[train])
@@ -172,15 +229,15 @@ def test_training_beats_training_free(data):
     assert trained_acc > free_acc + 0.03, (trained_acc, free_acc)
 
 
-def test_base_to_new_with_classes(data):
+def test_base_to_new_with_prompts(data):
     train, test = split(data)
     base = np.isin(data.y, data.base_classes)
-    T = data.template_embeddings
+    T = data.prompt_embeddings
     clf = FrontDoorEnsembleClassifier(
-        T[:, data.base_classes], data.base_embeddings[data.base_classes],
+        T[:, data.base_classes], data.anchor_embeddings[data.base_classes],
         classes=data.base_classes, n_views=4, max_iter=10, random_state=0,
     ).fit(data.X[train & base], data.y[train & base])
-    new = clf.with_classes(T[:, data.new_classes], classes=data.new_classes)
+    new = clf.with_prompts(T[:, data.new_classes], classes=data.new_classes)
     assert new is not clf and clf.classes_.tolist() == data.base_classes.tolist()
     assert new.classes_.tolist() == data.new_classes.tolist()
     np.testing.assert_array_equal(new.adapters_, clf.adapters_)  # nothing refitted
@@ -190,10 +247,10 @@ def test_base_to_new_with_classes(data):
     # seeds 0-3 base accuracy rose every time, while the new-class accuracy
     # moved by -0.07..+0.04: the new-class gain is not reliable on this data.)
     free = FrontDoorEnsembleClassifier(
-        T[:, data.base_classes], data.base_embeddings[data.base_classes],
+        T[:, data.base_classes], data.anchor_embeddings[data.base_classes],
         classes=data.base_classes, n_views=4, max_iter=0,
     ).fit(data.X[train & base], data.y[train & base])
-    free_new = free.with_classes(T[:, data.new_classes], classes=data.new_classes)
+    free_new = free.with_prompts(T[:, data.new_classes], classes=data.new_classes)
     base_rows = test & base
     assert accuracy(clf, data.X[base_rows], data.y[base_rows]) > accuracy(
         free, data.X[base_rows], data.y[base_rows]
@@ -203,26 +260,26 @@ def test_base_to_new_with_classes(data):
     ) - 0.1
 
 
-def test_with_classes_of_an_untrained_model_equals_a_fresh_one(data):
-    T = data.template_embeddings
+def test_with_prompts_of_an_untrained_model_equals_a_fresh_one(data):
+    T = data.prompt_embeddings
     clf = FrontDoorEnsembleClassifier(T[:, :5], n_views=4, max_iter=0).fit(
         data.X[data.y < 5], data.y[data.y < 5]
     )
     fresh = FrontDoorEnsembleClassifier(T, n_views=4, max_iter=0).fit(data.X, data.y)
-    moved = clf.with_classes(T)
+    moved = clf.with_prompts(T)
     np.testing.assert_allclose(moved.predict_proba(data.X), fresh.predict_proba(data.X))
     with pytest.raises(ValueError, match="fitted with 4 template"):
-        clf.with_classes(T[:2])
-    with pytest.raises(ValueError, match="one label per template row"):
-        clf.with_classes(T, classes=[1, 2])
+        clf.with_prompts(T[:2])
+    with pytest.raises(ValueError, match="one label per class row"):
+        clf.with_prompts(T, classes=[1, 2])
 
 
 def test_projector_composes_on_views_and_templates(data):
     train, test = split(data)
     k = data.invariant_basis.shape[1]
-    plain = FrontDoorEnsembleClassifier(data.template_embeddings, n_views=4, max_iter=0)
+    plain = FrontDoorEnsembleClassifier(data.prompt_embeddings, n_views=4, max_iter=0)
     projected = FrontDoorEnsembleClassifier(
-        data.template_embeddings,
+        data.prompt_embeddings,
         n_views=4,
         max_iter=0,
         projector=InvariantProjector(n_components=k),
@@ -237,7 +294,7 @@ def test_projector_composes_on_views_and_templates(data):
         plain, data.X[test], data.y[test]
     ) + 0.1
     one_view = FrontDoorEnsembleClassifier(
-        data.base_embeddings, max_iter=0, projector=InvariantProjector(n_components=k)
+        data.anchor_embeddings, max_iter=0, projector=InvariantProjector(n_components=k)
     ).fit(data.X_views[0][train], data.y[train])
     assert one_view.projector_.intervention_source_ == "labels"
 
@@ -245,7 +302,7 @@ def test_projector_composes_on_views_and_templates(data):
 # ------------------------------------------------------ training mechanics
 def test_training_is_deterministic_with_random_state(data):
     X, y = data.X[:300], data.y[:300]
-    kwargs = dict(template_embeddings=data.template_embeddings, n_views=4, max_iter=2, rank=4)
+    kwargs = {"prompt_embeddings": data.prompt_embeddings, "n_views": 4, "max_iter": 2, "rank": 4}
     a = FrontDoorEnsembleClassifier(**kwargs, random_state=1).fit(X, y)
     b = FrontDoorEnsembleClassifier(**kwargs, random_state=1).fit(X, y)
     c = FrontDoorEnsembleClassifier(**kwargs, random_state=2).fit(X, y)
@@ -254,9 +311,23 @@ def test_training_is_deterministic_with_random_state(data):
     assert not np.allclose(a.adapters_, np.eye(64))  # training moved the maps
 
 
+@pytest.mark.parametrize("random_state", [0, np.random.RandomState(3), None])
+def test_random_state_leaves_the_global_generators_alone(data, random_state):
+    # The legacy global generator is the one scikit-learn's random_state=None uses.
+    np.random.seed(123)  # noqa: NPY002
+    torch_state = torch.get_rng_state()
+    numpy_state = np.random.get_state()[1].copy()  # noqa: NPY002
+    FrontDoorEnsembleClassifier(
+        data.prompt_embeddings, n_views=4, max_iter=1, rank=2, random_state=random_state
+    ).fit(data.X[:100], data.y[:100])
+    assert torch.equal(torch.get_rng_state(), torch_state)
+    if random_state is not None:  # None draws its seed from numpy's global generator, as in sklearn
+        np.testing.assert_array_equal(np.random.get_state()[1], numpy_state)  # noqa: NPY002
+
+
 def test_early_stopping(data):
     X, y = data.X[:300], data.y[:300]
-    kwargs = dict(template_embeddings=data.template_embeddings, n_views=4, random_state=0)
+    kwargs = {"prompt_embeddings": data.prompt_embeddings, "n_views": 4, "random_state": 0}
     stopped = FrontDoorEnsembleClassifier(**kwargs, max_iter=20, tol=1e6, n_iter_no_change=2)
     assert stopped.fit(X, y).n_iter_ == 3  # the first epoch, then 2 without a 1e6 gain
     full = FrontDoorEnsembleClassifier(**kwargs, max_iter=3, tol=None).fit(X, y)
@@ -264,7 +335,7 @@ def test_early_stopping(data):
 
 
 def test_untrained_adapters_are_the_identity(data):
-    clf = FrontDoorEnsembleClassifier(data.template_embeddings, n_views=4, max_iter=0)
+    clf = FrontDoorEnsembleClassifier(data.prompt_embeddings, n_views=4, max_iter=0)
     clf.fit(data.X[:100], data.y[:100])
     np.testing.assert_array_equal(clf.adapters_, np.broadcast_to(np.eye(64), (4, 64, 64)))
     assert clf.n_iter_ == 0 and clf.loss_curve_ == []
@@ -281,31 +352,192 @@ def test_prototypes_from_labelled_data():
     assert clf.classes_.tolist() == labels.tolist()
     assert clf.class_embeddings_.shape == (1, 3, 3)
     assert accuracy(clf, X, y) > 0.9
-    new = clf.with_classes(np.eye(3)[:2], classes=["a", "b"])
+    new = clf.with_prompts(np.eye(3)[:2], classes=["a", "b"])
     assert set(new.predict(X)) <= {"a", "b"}
 
 
 # ----------------------------------------------------------------- errors
-def test_clear_errors(data):
-    T = data.template_embeddings
-    with pytest.raises(ValueError, match=r"255 feature\(s\), which is not a multiple of n_views"):
-        FrontDoorEnsembleClassifier(T, n_views=4).fit(data.X[:, :255], data.y)
-    with pytest.raises(ValueError, match="template_embeddings have 64 features but each view"):
-        FrontDoorEnsembleClassifier(T, n_views=2).fit(data.X[:, :64], data.y)
-    with pytest.raises(ValueError, match=r"y contains label\(s\) \[7\] that are not in classes"):
-        FrontDoorEnsembleClassifier(T[:, :5], n_views=4).fit(data.X[:10], np.full(10, 7))
-    with pytest.raises(ValueError, match="one label per template row"):
-        FrontDoorEnsembleClassifier(T, n_views=4, classes=[0, 1]).fit(data.X, data.y)
-    with pytest.raises(ValueError, match="duplicate"):
-        FrontDoorEnsembleClassifier(T[:, :2], n_views=4, classes=[0, 0]).fit(data.X[:4], [0] * 4)
-    with pytest.raises(ValueError, match=r"base_embeddings must have shape \(10, 64\)"):
-        FrontDoorEnsembleClassifier(T, data.base_embeddings[:3], n_views=4).fit(data.X, data.y)
-    bad = T.copy()
-    bad[0, 0, 0] = np.nan
-    with pytest.raises(ValueError, match="template_embeddings"):
-        FrontDoorEnsembleClassifier(bad, n_views=4).fit(data.X, data.y)
-    with pytest.raises(ValueError, match=r"\(n_templates, n_classes, n_features\)"):
-        FrontDoorEnsembleClassifier(T[0, 0], n_views=4).fit(data.X, data.y)
+@pytest.fixture(scope="module")
+def small():
+    return make_multi_template_embeddings(n_samples=60, random_state=2)
+
+
+def _with(X, index, value):
+    X = X.copy()
+    X[index] = value
+    return X
+
+
+_SHAPES = r"must have shape \(n_classes, n_features\) or \(n_templates, n_classes, n_features\)"
+
+# name: (action on the small data set, exception, message regex)
+BAD_INPUT = {
+    "NaN in X": (
+        lambda d: FrontDoorEnsembleClassifier(d.prompt_embeddings, n_views=4, max_iter=0).fit(
+            _with(d.X, (0, 0), np.nan), d.y
+        ),
+        ValueError, "Input X contains NaN",
+    ),
+    "wrong feature count at predict": (
+        lambda d: _free(d).predict(d.X[:, :128]),
+        ValueError, "X has 128 features, but FrontDoorEnsembleClassifier is expecting 256",
+    ),
+    "n_views does not divide the columns": (
+        lambda d: FrontDoorEnsembleClassifier(d.prompt_embeddings, n_views=4).fit(d.X[:, :255], d.y),
+        ValueError, r"255 feature\(s\), which is not a multiple of n_views=4",
+    ),
+    "prompt width differs from a view": (
+        lambda d: FrontDoorEnsembleClassifier(d.prompt_embeddings, n_views=2).fit(d.X[:, :64], d.y),
+        ValueError, "prompt_embeddings have 64 features but the embeddings of X have 32",
+    ),
+    "1-D prompts": (
+        lambda d: FrontDoorEnsembleClassifier(d.prompt_embeddings[0, 0], n_views=4).fit(d.X, d.y),
+        ValueError, _SHAPES + r", got \(64,\)",
+    ),
+    "ragged prompts": (
+        lambda d: FrontDoorEnsembleClassifier(
+            [d.prompt_embeddings[0], d.prompt_embeddings[1, :5]], n_views=4
+        ).fit(d.X, d.y),
+        ValueError, "prompt_embeddings is ragged",
+    ),
+    "NaN in prompts": (
+        lambda d: FrontDoorEnsembleClassifier(
+            _with(d.prompt_embeddings, (0, 0, 0), np.nan), n_views=4
+        ).fit(d.X, d.y),
+        ValueError, "Input prompt_embeddings contains NaN",
+    ),
+    "all-zero prompt": (
+        lambda d: FrontDoorEnsembleClassifier(
+            _with(d.prompt_embeddings, (2, 3), 0.0), n_views=4
+        ).fit(d.X, d.y),
+        ValueError, r"prompt_embeddings has all-zero class row\(s\) for class index\(es\) \[3\]",
+    ),
+    "all-zero anchor": (
+        lambda d: FrontDoorEnsembleClassifier(
+            d.prompt_embeddings, _with(d.anchor_embeddings, 4, 0.0), n_views=4
+        ).fit(d.X, d.y),
+        ValueError, r"anchor_embeddings has all-zero class row\(s\) for class index\(es\) \[4\]",
+    ),
+    "anchor shape": (
+        lambda d: FrontDoorEnsembleClassifier(
+            d.prompt_embeddings, d.anchor_embeddings[:3], n_views=4
+        ).fit(d.X, d.y),
+        ValueError, r"anchor_embeddings must have shape \(10, 64\) \(n_classes, n_features\), got \(3, 64\)",
+    ),
+    "anchors without prompts": (
+        lambda d: FrontDoorEnsembleClassifier(anchor_embeddings=d.anchor_embeddings).fit(d.X, d.y),
+        ValueError, "anchor_embeddings are the hand-written prompts of prompt_embeddings, which is None",
+    ),
+    "all-zero view in fit": (
+        lambda d: FrontDoorEnsembleClassifier(d.prompt_embeddings, n_views=4, max_iter=0).fit(
+            _with(d.X, (5, slice(128, 192)), 0.0), d.y
+        ),
+        ValueError, r"view 2 of X has 1 all-zero row\(s\) \(row 5\): a zero embedding has no direction",
+    ),
+    "all-zero row at predict": (
+        lambda d: _free(d).predict(_with(d.X[:4], (1, slice(0, 64)), 0.0)),
+        ValueError, r"view 0 of X has 1 all-zero row\(s\) \(row 1\)",
+    ),
+    "duplicate classes": (
+        lambda d: FrontDoorEnsembleClassifier(
+            d.prompt_embeddings[:, :2], n_views=4, classes=[0, 0]
+        ).fit(d.X[:4], [0] * 4),
+        ValueError, r"classes contains duplicate labels: \[0\]",
+    ),
+    "classes length mismatch": (
+        lambda d: FrontDoorEnsembleClassifier(d.prompt_embeddings, n_views=4, classes=[0, 1]).fit(
+            d.X, d.y
+        ),
+        ValueError, r"classes has shape \(2,\) but the prompt embeddings describe 10 classes",
+    ),
+    "unknown labels": (
+        lambda d: FrontDoorEnsembleClassifier(d.prompt_embeddings[:, :5], n_views=4).fit(
+            d.X[:10], np.full(10, 7)
+        ),
+        ValueError, r"y contains label\(s\) \[7\] that are not in classes \[0, 1, 2, 3, 4\]",
+    ),
+    "no y": (
+        lambda d: FrontDoorEnsembleClassifier(max_iter=0).fit(d.X, None),
+        ValueError, "requires y to be passed",
+    ),
+    "paired needs one view per template": (
+        lambda d: FrontDoorEnsembleClassifier(
+            d.prompt_embeddings, n_views=2, pairing="paired"
+        ).fit(d.X[:, :128], d.y),
+        ValueError, "pairing='paired' needs one view per template, got n_views=2 and 4 template",
+    ),
+    "with_prompts with another number of templates": (
+        lambda d: _free(d).with_prompts(d.prompt_embeddings[:2]),
+        ValueError, r"fitted with 4 template\(s\); prompt_embeddings has 2",
+    ),
+    "with_prompts with a classes length mismatch": (
+        lambda d: _free(d).with_prompts(d.prompt_embeddings, classes=[1, 2]),
+        ValueError, r"classes has shape \(2,\) but the prompt embeddings describe 10 classes",
+    ),
+    "with_prompts(None)": (
+        lambda d: _free(d).with_prompts(None),
+        TypeError, "prompt_embeddings must be an array of shape .* got None",
+    ),
+    "with_prompts of another width": (
+        lambda d: _free(d).with_prompts(d.prompt_embeddings[..., :32]),
+        ValueError, "prompt_embeddings have 32 features but the embeddings of X have 64",
+    ),
+    "predict before fit": (
+        lambda d: FrontDoorEnsembleClassifier(d.prompt_embeddings).predict(d.X),
+        NotFittedError, "is not fitted yet",
+    ),
+    "unknown evidence": (
+        lambda d: FrontDoorEnsembleClassifier(evidence="sigmoid").fit(d.X, d.y),
+        ValueError, "The 'evidence' parameter",
+    ),
+}
+
+
+def _free(d):
+    return FrontDoorEnsembleClassifier(d.prompt_embeddings, n_views=4, max_iter=0).fit(d.X, d.y)
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_bad_input_raises_a_clear_error(small, case):
+    action, error, message = BAD_INPUT[case]
+    with pytest.raises(error, match=message):
+        action(small)
+
+
+def test_failed_fit_leaves_a_fitted_classifier_unchanged(small):
+    pd = pytest.importorskip("pandas")
+    clf = FrontDoorEnsembleClassifier(small.prompt_embeddings, n_views=4, max_iter=1, random_state=0)
+    clf.fit(small.X, small.y)
+    state = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in vars(clf).items()}
+    proba = clf.predict_proba(small.X)
+    X_names = pd.DataFrame(small.X[:, :128], columns=[f"f{i}" for i in range(128)])
+    with pytest.raises(ValueError, match="have 64 features but the embeddings of X have 32"):
+        clf.fit(X_names, small.y)  # would have set n_features_in_ and feature_names_in_
+    with pytest.raises(ValueError, match="not in classes"):
+        clf.fit(small.X, small.y + 100)
+    assert set(vars(clf)) == set(state)
+    for key, value in state.items():
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(getattr(clf, key), value)
+        else:
+            assert getattr(clf, key) is value, key
+    np.testing.assert_array_equal(clf.predict_proba(small.X), proba)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in reduce:RuntimeWarning")
+@pytest.mark.parametrize(
+    "dtype, scale", [(np.float64, 1e160), (np.float64, 1e-160), (np.float32, 1e37), (np.float32, 1e-30)]
+)
+def test_huge_and_tiny_embeddings_are_scored_like_ordinary_ones(small, dtype, scale):
+    # (scikit-learn's finiteness check sums X, which overflows harmlessly at 1e37.)
+    X, P = small.X.astype(dtype), small.prompt_embeddings.astype(dtype)
+    reference = FrontDoorEnsembleClassifier(P, n_views=4, max_iter=0).fit(X, small.y)
+    scaled = FrontDoorEnsembleClassifier(P * dtype(scale), n_views=4, max_iter=0)
+    scaled.fit(X * dtype(scale), small.y)
+    np.testing.assert_allclose(
+        scaled.predict_proba(X * dtype(scale)), reference.predict_proba(X), rtol=1e-4, atol=1e-7
+    )
+    np.testing.assert_array_equal(scaled.predict(X * dtype(scale)), reference.predict(X))
 
 
 # ------------------------------------------------------ the generator
@@ -313,9 +545,9 @@ def test_multi_template_generator_structure(data):
     np.testing.assert_array_equal(data.X, np.hstack(list(data.X_views)))
     np.testing.assert_array_equal(data.base_classes, np.arange(5))
     np.testing.assert_array_equal(data.new_classes, np.arange(5, 10))
-    for T, B in zip(data.template_embeddings, data.template_nuisance_bases):
+    for T, B in zip(data.prompt_embeddings, data.template_nuisance_bases):
         # A template = the hand-written prompt + nuisance in its own subspace (+ noise).
-        nuisance = T - data.base_embeddings
+        nuisance = T - data.anchor_embeddings
         residual = nuisance - nuisance @ B @ B.T
         assert np.linalg.norm(residual) < 0.2 * np.linalg.norm(nuisance)
         # That subspace is variant: (nearly) orthogonal to the invariant one.

@@ -8,8 +8,8 @@ from sklearn.utils.extmath import softmax
 
 from clip_invariance import InvariantProjector, ZeroShotInvariantClassifier
 from clip_invariance.datasets import make_invariant_embeddings
-from clip_invariance.views import stack_views
 from clip_invariance.similarity import average_prompt_ensemble, cosine_similarity_matrix
+from clip_invariance.views import stack_views
 
 K = 8  # invariant dimension of the synthetic benchmark
 
@@ -216,37 +216,186 @@ def test_plain_cross_validation_passes_groups_as_fit_params():
     assert result["test_score"].min() > 0.5
 
 
-def test_error_prompt_width_differs_from_X():
-    X = np.random.RandomState(0).standard_normal((10, 4))
-    with pytest.raises(ValueError, match="prompt_embeddings have 5 features but X has 4"):
-        ZeroShotInvariantClassifier(np.ones((3, 5))).fit(X)
-    clf = ZeroShotInvariantClassifier(np.eye(4)[:3]).fit(X)
-    with pytest.raises(ValueError, match="prompt_embeddings have 5 features"):
-        clf.with_prompts(np.ones((3, 5)))
+# ------------------------------------------------------------ bad input
+X4 = np.random.RandomState(0).standard_normal((6, 4))
+P2 = np.eye(4)[:2]
 
 
-def test_error_labels_missing_from_class_list():
-    X = np.random.RandomState(0).standard_normal((4, 4))
-    clf = ZeroShotInvariantClassifier(np.eye(4)[:2], classes=["cat", "dog"])
-    with pytest.raises(ValueError, match=r"missing from the class list: \['cow'\]"):
-        clf.fit(X, ["cat", "dog", "cow", "dog"])
+def _fitted():
+    return ZeroShotInvariantClassifier(P2, classes=["cat", "dog"]).fit(X4)
 
 
-def test_error_ensemble_with_mismatched_shapes():
-    X = np.random.RandomState(0).standard_normal((4, 4))
-    ragged = [np.ones((3, 4)), np.ones((2, 4))]
-    with pytest.raises(ValueError, match="ragged"):
-        ZeroShotInvariantClassifier(ragged).fit(X)
-    with pytest.raises(ValueError, match=r"\(n_templates, n_classes, n_features\)"):
-        ZeroShotInvariantClassifier(np.ones((1, 2, 3, 4))).fit(X)
+def _with(X, row, value):
+    X = X.copy()
+    X[row] = value
+    return X
 
 
-def test_error_classes_do_not_match_prompts():
-    X = np.random.RandomState(0).standard_normal((4, 4))
-    with pytest.raises(ValueError, match="describe 2 classes"):
-        ZeroShotInvariantClassifier(np.eye(4)[:2], classes=["a", "b", "c"]).fit(X)
-    with pytest.raises(ValueError, match="duplicate"):
-        ZeroShotInvariantClassifier(np.eye(4)[:2], classes=["a", "a"]).fit(X)
+_SHAPES = r"must have shape \(n_classes, n_features\) or \(n_templates, n_classes, n_features\)"
+
+BAD_INPUT = {
+    "NaN in X": (
+        lambda: ZeroShotInvariantClassifier(P2).fit(_with(X4, (0, 0), np.nan)),
+        ValueError, "Input X contains NaN",
+    ),
+    "infinity in X at predict": (
+        lambda: _fitted().predict(_with(X4, (0, 0), np.inf)),
+        ValueError, "Input X contains infinity",
+    ),
+    "wrong feature count at predict": (
+        lambda: _fitted().predict(np.ones((2, 5))),
+        ValueError, "X has 5 features, but ZeroShotInvariantClassifier is expecting 4",
+    ),
+    "prompt width differs from X": (
+        lambda: ZeroShotInvariantClassifier(np.ones((3, 5))).fit(X4),
+        ValueError, "prompt_embeddings have 5 features but the embeddings of X have 4",
+    ),
+    "prompt width differs in with_prompts": (
+        lambda: _fitted().with_prompts(np.ones((3, 5))),
+        ValueError, "prompt_embeddings have 5 features but the embeddings of X have 4",
+    ),
+    "4-D prompts": (
+        lambda: ZeroShotInvariantClassifier(np.ones((1, 2, 3, 4))).fit(X4),
+        ValueError, _SHAPES + r", got \(1, 2, 3, 4\)",
+    ),
+    "1-D prompts": (
+        lambda: ZeroShotInvariantClassifier(np.ones(4)).fit(X4),
+        ValueError, _SHAPES + r", got \(4,\)",
+    ),
+    "ragged ensemble": (
+        lambda: ZeroShotInvariantClassifier([np.ones((3, 4)), np.ones((2, 4))]).fit(X4),
+        ValueError, "prompt_embeddings is ragged",
+    ),
+    "ragged rows": (
+        lambda: ZeroShotInvariantClassifier([[1.0, 0.0, 0.0, 0.0], [1.0, 0.0]]).fit(X4),
+        ValueError, "prompt_embeddings is ragged",
+    ),
+    "empty prompts": (
+        lambda: ZeroShotInvariantClassifier(np.ones((0, 4))).fit(X4),
+        ValueError, r"prompt_embeddings is empty: shape \(0, 4\)",
+    ),
+    "text prompts": (
+        lambda: ZeroShotInvariantClassifier([["a", "b", "c", "d"]]).fit(X4),
+        ValueError, "prompt_embeddings must hold numbers",
+    ),
+    "NaN in prompts": (
+        lambda: ZeroShotInvariantClassifier(_with(P2, (1, 1), np.nan)).fit(X4),
+        ValueError, "Input prompt_embeddings contains NaN",
+    ),
+    "all-zero prompt": (
+        lambda: ZeroShotInvariantClassifier(_with(P2, 1, 0.0)).fit(X4),
+        ValueError, r"prompt_embeddings has all-zero class row\(s\) for class index\(es\) \[1\]",
+    ),
+    "all-zero template row in an ensemble": (
+        lambda: ZeroShotInvariantClassifier(np.stack([P2, _with(P2, 0, 0.0)])).fit(X4),
+        ValueError, r"all-zero class row\(s\) for class index\(es\) \[0\]",
+    ),
+    "all-zero row of X at predict": (
+        lambda: _fitted().predict(_with(X4, 1, 0.0)),
+        ValueError, r"X has 1 all-zero row\(s\) \(row 1\): a zero embedding has no direction",
+    ),
+    "all-zero row of X for prototypes": (
+        lambda: ZeroShotInvariantClassifier().fit(_with(X4, 2, 0.0), [0, 1, 0, 1, 0, 1]),
+        ValueError, r"X has 1 all-zero row\(s\) \(row 2\)",
+    ),
+    "duplicate classes": (
+        lambda: ZeroShotInvariantClassifier(P2, classes=["a", "a"]).fit(X4),
+        ValueError, r"classes contains duplicate labels: \['a'\]",
+    ),
+    "classes length mismatch": (
+        lambda: ZeroShotInvariantClassifier(P2, classes=["a", "b", "c"]).fit(X4),
+        ValueError, r"classes has shape \(3,\) but the prompt embeddings describe 2 classes",
+    ),
+    "classes length mismatch in with_prompts": (
+        lambda: _fitted().with_prompts(P2, classes=["a"]),
+        ValueError, r"classes has shape \(1,\) but the prompt embeddings describe 2 classes",
+    ),
+    "unknown labels": (
+        lambda: ZeroShotInvariantClassifier(P2, classes=["cat", "dog"]).fit(
+            X4, ["cat", "dog", "cow", "dog", "cat", "cat"]
+        ),
+        ValueError, r"y contains label\(s\) \['cow'\] that are not in classes \['cat', 'dog'\]",
+    ),
+    "labels of another type": (
+        lambda: ZeroShotInvariantClassifier(P2, classes=["cat", "dog"]).fit(X4, [0, 1] * 3),
+        ValueError, r"y contains label\(s\) \[0, 1\] that are not in classes",
+    ),
+    "y of another length": (
+        lambda: ZeroShotInvariantClassifier(P2).fit(X4, [0, 1]),
+        ValueError, "inconsistent numbers of samples",
+    ),
+    "prototypes without y": (
+        lambda: ZeroShotInvariantClassifier().fit(X4),
+        ValueError, "requires y to be passed",
+    ),
+    "with_prompts(None)": (
+        lambda: _fitted().with_prompts(None),
+        TypeError, "prompt_embeddings must be an array of shape .* got None",
+    ),
+    "with_prompts before fit": (
+        lambda: ZeroShotInvariantClassifier(P2).with_prompts(P2),
+        NotFittedError, "is not fitted yet",
+    ),
+    "zero temperature": (
+        lambda: ZeroShotInvariantClassifier(P2, temperature=0.0).fit(X4),
+        ValueError, "The 'temperature' parameter",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUT))
+def test_bad_input_raises_a_clear_error(case):
+    action, error, message = BAD_INPUT[case]
+    with pytest.raises(error, match=message):
+        action()
+
+
+def _state(estimator):
+    return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in vars(estimator).items()}
+
+
+def _assert_same_state(estimator, state):
+    assert set(vars(estimator)) == set(state)
+    for key, value in state.items():
+        if isinstance(value, np.ndarray):
+            assert_array_equal(getattr(estimator, key), value)
+        else:
+            assert getattr(estimator, key) is value, key
+
+
+def test_failed_fit_leaves_a_fitted_classifier_unchanged():
+    pd = pytest.importorskip("pandas")
+    clf = ZeroShotInvariantClassifier(P2, classes=["cat", "dog"]).fit(X4)
+    state, proba = _state(clf), clf.predict_proba(X4)
+    X5 = pd.DataFrame(np.ones((6, 5)), columns=list("abcde"))  # would set feature_names_in_
+    with pytest.raises(ValueError, match="have 4 features but the embeddings of X have 5"):
+        clf.fit(X5)
+    with pytest.raises(ValueError, match="not in classes"):
+        clf.fit(X4, ["cow"] * 6)
+    _assert_same_state(clf, state)
+    assert not hasattr(clf, "feature_names_in_") and clf.n_features_in_ == 4
+    assert_allclose(clf.predict_proba(X4), proba)
+    # A failed first fit leaves no fitted attribute behind.
+    fresh = ZeroShotInvariantClassifier(np.ones((2, 5)))
+    with pytest.raises(ValueError, match="features"):
+        fresh.fit(X4)
+    assert not any(key.endswith("_") for key in vars(fresh))
+
+
+# scikit-learn's finiteness check sums X, which overflows (harmlessly) at 1e37 in float32.
+@pytest.mark.filterwarnings("ignore:invalid value encountered in reduce:RuntimeWarning")
+@pytest.mark.parametrize(
+    "dtype, scale", [(np.float64, 1e160), (np.float64, 1e-160), (np.float32, 1e37), (np.float32, 1e-30)]
+)
+def test_huge_and_tiny_embeddings_are_scored_like_ordinary_ones(dtype, scale):
+    data = make_invariant_embeddings(n_samples=200, random_state=9)
+    X, P = data.X.astype(dtype), data.prompt_embeddings.astype(dtype)
+    clf = ZeroShotInvariantClassifier(P * dtype(scale)).fit(X)
+    reference = ZeroShotInvariantClassifier(P).fit(X)
+    expected = reference.predict_proba(X)
+    assert_allclose(clf.predict_proba(X * dtype(scale)), expected, atol=1e-5)
+    assert len(set(clf.predict(X * dtype(scale)))) > 1  # not everyone in class 0
+    assert_array_equal(clf.predict(X * dtype(scale)), reference.predict(X))
 
 
 def test_error_projector_without_interventional_data():
@@ -254,11 +403,6 @@ def test_error_projector_without_interventional_data():
     clf = ZeroShotInvariantClassifier(np.eye(4)[:2], projector=InvariantProjector())
     with pytest.raises(ValueError, match="needs interventional data"):
         clf.fit(X)
-
-
-def test_error_prototypes_need_labels():
-    with pytest.raises(ValueError, match="requires y to be passed"):
-        ZeroShotInvariantClassifier().fit(np.eye(3))
 
 
 def test_any_transformer_works_as_projector_and_none_ignores_groups():

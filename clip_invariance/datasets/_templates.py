@@ -58,7 +58,7 @@ def make_multi_template_embeddings(
       copies (same invariant latents, new variant latents);
     - template ``m`` embeds class ``c`` as
       ``p_c + template_nuisance * B_m r_mc + noise``, where ``p_c`` is the
-      hand-written prompt (``base_embeddings``), ``B_m`` is an orthonormal
+      hand-written prompt (``anchor_embeddings``), ``B_m`` is an orthonormal
       ``(n_features, template_rank)`` basis drawn inside the variant
       subspace -- different for every template -- and ``r_mc`` a standard
       normal vector. The variant subspace is the span the augmentations
@@ -90,13 +90,14 @@ class_separation, noise, normalize, random_state
     Returns
     -------
     data : :class:`~sklearn.utils.Bunch`
-        ``X`` (n_samples, n_views * n_features) float32, the views
-        concatenated (the input format of
+        ``X`` (n_samples, n_views * n_features) float32, the views side by side
+        (the columns layout of :mod:`clip_invariance.views`, the input of
         :class:`~clip_invariance.FrontDoorEnsembleClassifier`); ``X_views``
         (n_views, n_samples, n_features); ``y``; ``environments``;
-        ``test_environment``; ``template_embeddings``
-        (n_templates, n_classes, n_features); ``base_embeddings``
-        (n_classes, n_features), the hand-written template;
+        ``test_environment``; ``prompt_embeddings``
+        (n_templates, n_classes, n_features), the class prompts of every
+        template; ``anchor_embeddings`` (n_classes, n_features), the
+        hand-written prompts;
         ``template_nuisance_bases`` (n_templates, n_features, template_rank);
         ``base_classes`` and ``new_classes`` (class ids); ``invariant_basis``.
 
@@ -104,7 +105,7 @@ class_separation, noise, normalize, random_state
     --------
     >>> from clip_invariance.datasets import make_multi_template_embeddings
     >>> data = make_multi_template_embeddings(n_samples=200, random_state=0)
-    >>> data.X.shape, data.template_embeddings.shape, data.base_classes.tolist()
+    >>> data.X.shape, data.prompt_embeddings.shape, data.base_classes.tolist()
     ((200, 256), (4, 10, 64), [0, 1, 2, 3, 4])
     """
     if template_rank > n_variant:
@@ -162,8 +163,8 @@ class_separation, noise, normalize, random_state
         y=base.y,
         environments=base.environments,
         test_environment=base.test_environment,
-        template_embeddings=templates.astype(f32),
-        base_embeddings=prompts.astype(f32),
+        prompt_embeddings=templates.astype(f32),
+        anchor_embeddings=prompts.astype(f32),
         template_nuisance_bases=nuisance_bases,
         base_classes=classes[: n_classes // 2],
         new_classes=classes[n_classes // 2 :],

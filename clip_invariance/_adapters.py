@@ -1,0 +1,217 @@
+r"""The front door's training: per-template adapters and the three CDC losses (torch).
+
+:class:`~clip_invariance.FrontDoorEnsembleClassifier` imports this module
+only when it trains (``max_iter > 0``), so ``import clip_invariance`` stays
+free of torch. Everything here works on torch tensors, in float32, on CPU.
+
+For template ``m`` with class embeddings :math:`w^m_c` (adapted and
+normalised), opinion ``k`` pairs a template with a view, and
+
+.. math::
+
+    L = \underbrace{\sum_k \operatorname{mean}_i
+            \left[\psi(S^k_i) - \psi(\alpha^k_{i, y_i})\right]}_{L_{tce}}
+        + \beta L_{de} + \gamma L_{con},
+
+with :func:`trusted_cross_entropy`, :func:`decoupling_loss` and
+:func:`consistency_loss`; :func:`train_adapters` minimises it with Adam.
+"""
+
+import numpy as np
+
+from .evidence import torch_evidence
+
+__all__ = ["trusted_cross_entropy", "decoupling_loss", "consistency_loss", "train_adapters"]
+
+
+def trusted_cross_entropy(evidence, y):
+    r"""``L_tce = sum_k mean_i [digamma(S^k_i) - digamma(alpha^k_{i, y_i})]``.
+
+    The expected cross-entropy of a Dirichlet opinion ``alpha = e + 1``
+    (Han et al., 2021), summed over the opinions.
+
+    Parameters
+    ----------
+    evidence : torch.Tensor of shape (n_opinions, n_samples, n_classes)
+    y : torch.Tensor of int64, shape (n_samples,)
+        Class index of each sample.
+
+    Returns
+    -------
+    loss : torch.Tensor, a scalar.
+    """
+    import torch
+
+    alpha = evidence + 1.0
+    strength = alpha.sum(dim=-1)
+    alpha_y = alpha.gather(-1, y.expand(alpha.shape[0], -1)[..., None])[..., 0]
+    return (torch.digamma(strength) - torch.digamma(alpha_y)).mean(dim=1).sum()
+
+
+def decoupling_loss(class_embeddings, temperature):
+    r"""``L_de``: mean over ``m != m'`` and ``c`` of ``sum_cbar P log P`` (negative entropy).
+
+    ``P(cbar | w^m_c, w^{m'})`` is the softmax over classes ``cbar`` of
+    ``temperature`` times the cosines of template ``m``'s class ``c`` with
+    template ``m'``'s classes; lowering the loss pushes templates apart.
+
+    Parameters
+    ----------
+    class_embeddings : torch.Tensor of shape (n_templates, n_classes, n_features)
+        Normalised.
+    temperature : float
+
+    Returns
+    -------
+    loss : torch.Tensor, a scalar (0 for a single template).
+    """
+    import torch
+
+    n_templates = class_embeddings.shape[0]
+    if n_templates < 2:
+        return class_embeddings.new_zeros(())
+    logits = temperature * torch.einsum("mcd,ned->mnce", class_embeddings, class_embeddings)
+    log_p = torch.log_softmax(logits, dim=-1)
+    neg_entropy = (log_p.exp() * log_p).sum(dim=-1).mean(dim=-1)  # (M, M)
+    off_diagonal = ~torch.eye(n_templates, dtype=torch.bool)
+    return neg_entropy[off_diagonal].mean()
+
+
+def consistency_loss(class_embeddings, anchors, temperature):
+    r"""``L_con = -(1/C) sum_m sum_c log P(c | w^m_c, w^0)``.
+
+    Keeps every template's class ``c`` recognisable as class ``c`` among the
+    anchor embeddings ``w^0`` (the hand-written prompts).
+
+    Parameters
+    ----------
+    class_embeddings : torch.Tensor of shape (n_templates, n_classes, n_features)
+        Normalised.
+    anchors : torch.Tensor of shape (n_classes, n_features)
+        Normalised anchor embeddings ``w^0``.
+    temperature : float
+
+    Returns
+    -------
+    loss : torch.Tensor, a scalar.
+    """
+    import torch
+
+    logits = temperature * torch.einsum("mcd,ed->mce", class_embeddings, anchors)
+    log_p = torch.log_softmax(logits, dim=-1)
+    return -torch.diagonal(log_p, dim1=1, dim2=2).mean(dim=1).sum()
+
+
+def train_adapters(
+    views,
+    y_idx,
+    prompts,
+    anchors,
+    pairs,
+    *,
+    seed,
+    evidence,
+    temperature,
+    beta,
+    gamma,
+    rank,
+    learning_rate,
+    batch_size,
+    max_iter,
+    tol,
+    n_iter_no_change,
+):
+    """Adam on ``L_tce + beta L_de + gamma L_con``; returns (adapters, loss curve).
+
+    Parameters
+    ----------
+    views : ndarray of shape (n_views, n_samples, n_features)
+        Normalised view embeddings.
+    y_idx : ndarray of int, shape (n_samples,)
+        Class index of each sample.
+    prompts : ndarray of shape (n_templates, n_classes, n_features)
+        Normalised prompt embeddings.
+    anchors : ndarray of shape (n_classes, n_features)
+        Normalised anchor embeddings ``w^0``.
+    pairs : ndarray of shape (n_opinions, 2)
+        ``(template, view)`` of every opinion.
+    seed : int
+        Seeds a local torch generator (adapter initialisation, minibatch
+        order); torch's global generator is not touched.
+    evidence, temperature, beta, gamma, rank, learning_rate, batch_size, \
+max_iter, tol, n_iter_no_change
+        The estimator's parameters of the same names.
+
+    Returns
+    -------
+    adapters : ndarray of shape (n_templates, n_features, n_features), float64
+        The maps ``W_m = I + update_m``.
+    loss_curve : list of float
+        Mean loss of each epoch run.
+    """
+    import torch
+
+    generator = torch.Generator().manual_seed(int(seed))
+    dtype = torch.float32
+    views_t = torch.as_tensor(views, dtype=dtype)
+    prompts_t = torch.as_tensor(prompts, dtype=dtype)
+    anchors_t = torch.as_tensor(anchors, dtype=dtype)
+    y_t = torch.as_tensor(y_idx, dtype=torch.long)
+    pair_m = torch.as_tensor(pairs[:, 0], dtype=torch.long)
+    pair_v = torch.as_tensor(pairs[:, 1], dtype=torch.long)
+    n_templates, _, dim = prompts.shape
+    n = views.shape[1]
+
+    # Updates start at zero, so every adapter starts at the identity.
+    if rank is None:
+        delta = torch.zeros(n_templates, dim, dim, dtype=dtype, requires_grad=True)
+        weights = [delta]
+
+        def update():
+            return delta
+    else:
+        left = torch.zeros(n_templates, dim, rank, dtype=dtype, requires_grad=True)
+        right = torch.randn(n_templates, dim, rank, generator=generator, dtype=dtype)
+        right = (right / dim**0.5).requires_grad_(True)
+        weights = [left, right]
+
+        def update():
+            return left @ right.transpose(1, 2)
+
+    def class_embeddings():
+        adapted = prompts_t + prompts_t @ update().transpose(1, 2)
+        return torch.nn.functional.normalize(adapted, dim=-1)
+
+    optimizer = torch.optim.Adam(weights, lr=learning_rate)
+    batch_size = min(batch_size, n)
+    t = temperature
+    loss_curve, best, stall = [], np.inf, 0
+    for _ in range(max_iter):
+        order = torch.randperm(n, generator=generator)
+        epoch_loss = 0.0
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            emb = class_embeddings()
+            scores = torch.bmm(views_t[:, idx][pair_v], emb[pair_m].transpose(1, 2))
+            loss = trusted_cross_entropy(torch_evidence(t * scores, evidence), y_t[idx])
+            if beta > 0:
+                loss = loss + beta * decoupling_loss(emb, t)
+            if gamma > 0:
+                loss = loss + gamma * consistency_loss(emb, anchors_t, t)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            epoch_loss += loss.item() * len(idx)
+        loss_curve.append(epoch_loss / n)
+        if tol is not None:
+            if loss_curve[-1] < best - tol:
+                best, stall = loss_curve[-1], 0
+            else:
+                stall += 1
+                if stall >= n_iter_no_change:
+                    break
+
+    eye = torch.eye(dim, dtype=dtype)
+    with torch.no_grad():
+        adapters = (eye + update()).double().numpy()
+    return adapters, loss_curve
