@@ -1,9 +1,9 @@
 """Image interventions of CLIP-ICM: augmented views that keep the content and change the style.
 
-``images -> (views, groups)``: every image gets ``n_views`` augmented copies,
-each from one style transform picked at random (colour jitter, grayscale,
-Gaussian blur, invert, posterize, solarize, equalize), and all copies of an
-image share its group id. Embed the views with
+``images -> (views, view_groups)``: every image gets ``n_views`` augmented
+copies, each from one style transform picked at random (colour jitter,
+grayscale, Gaussian blur, invert, posterize, solarize, equalize), and all
+copies of an image share its view-group id. Embed the views with
 :class:`~clip_invariance.CLIPEmbedder` and the result goes straight into
 ``InvariantProjector.fit(X, view_groups=view_groups)``;
 :func:`clip_invariance.views.rows_to_columns` reshapes the same embeddings
@@ -22,7 +22,7 @@ import numpy as np
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, validate_params
 
-from .embedding import read_image
+from .images import read_image
 
 __all__ = ["IMAGE_TRANSFORMS", "ImageView", "make_image_interventions"]
 
@@ -43,7 +43,7 @@ class ImageView:
     Parameters
     ----------
     source : str, path, PIL image or ndarray
-        The original image, as accepted by :func:`clip_invariance.embedding.read_image`.
+        The original image, as accepted by :func:`clip_invariance.images.read_image`.
     transform : str
         One of :data:`IMAGE_TRANSFORMS`.
     params : dict
@@ -98,7 +98,7 @@ def make_image_interventions(
     include_original=True,
     random_state=None,
 ):
-    """Augmented views of each image and their group ids (CLIP-ICM image interventions).
+    """Augmented views of each image and their view groups (CLIP-ICM image interventions).
 
     Parameters
     ----------
@@ -124,22 +124,23 @@ def make_image_interventions(
         View-major: the originals (if kept), then the first augmented view of
         every image, and so on. Originals are the inputs themselves, the
         others :class:`ImageView` recipes.
-    groups : ndarray of shape (n * n_total,)
+    view_groups : ndarray of shape (n * n_total,)
         The index of the source image of each view, for
-        ``InvariantProjector.fit(X, groups=groups)``.
+        ``InvariantProjector.fit(X, view_groups=view_groups)``.
 
     See Also
     --------
-    concat_views : Per-image blocks ``(n, n_total * D)`` for the front-door classifier.
-    clip_invariance.views.stack_views : The same layout from embedding arrays.
+    clip_invariance.views.rows_to_columns : Per-image blocks ``(n, n_total * D)``
+        of the embedded views, for the front-door classifier.
+    clip_invariance.views.stack_views : The same rows layout from embedding arrays.
 
     Examples
     --------
     >>> import numpy as np
     >>> from clip_invariance.augmentation import make_image_interventions
     >>> images = [np.zeros((8, 8, 3), dtype=np.uint8), np.ones((8, 8), dtype=np.uint8)]
-    >>> views, groups = make_image_interventions(images, n_views=2, random_state=0)
-    >>> len(views), groups.tolist()
+    >>> views, view_groups = make_image_interventions(images, n_views=2, random_state=0)
+    >>> len(views), view_groups.tolist()
     (6, [0, 1, 0, 1, 0, 1])
     >>> views[2].load_image().size
     (8, 8)

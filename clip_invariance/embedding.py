@@ -1,55 +1,38 @@
 """CLIPEmbedder: a frozen open_clip backbone as a scikit-learn transformer.
 
-The data path is ``inputs -> decode (DataLoader workers) -> preprocess ->
-batched forward -> float32 embeddings``. torch and open_clip are imported
-inside the functions that need them, so importing this module is cheap.
+The data path is ``inputs -> embedding cache lookup (per input) -> the misses
+in batches -> decode and preprocess (DataLoader workers,
+:func:`~clip_invariance.images.read_image`) -> batched forward -> float32
+embeddings -> written to the cache``. torch and open_clip are imported inside
+the functions that need them, so importing this module is cheap; the loaded
+model lives in :mod:`clip_invariance._backbone`, never on the estimator.
 
-The loaded backbone never lives on the estimator: it sits in a small
-module-level cache keyed on what determines the weights, so pickling an
-embedder stores only its parameters and clones (GridSearchCV candidates)
-share one loaded model.
+The embedding cache (``memory=``) stores one ``.npy`` file per input, keyed on
+the model's identity and the input's identity, written atomically and read
+with ``allow_pickle=False``: nothing in it is ever executed, and a damaged
+entry is recomputed with a warning.
 """
 
+import hashlib
 import os
-import socket
 import sys
+import tempfile
 import warnings
-from collections import OrderedDict
 from numbers import Integral
-from pathlib import Path
 
 import numpy as np
-from sklearn.base import (
-    BaseEstimator,
-    ClassNamePrefixFeaturesOutMixin,
-    TransformerMixin,
-    _fit_context,
-)
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
-from sklearn.utils.validation import check_memory
 
+from ._backbone import clear_backbone_cache, get_backbone
+from .images import is_lazy_image, is_pil_image, read_image
 from .similarity import l2_normalize
 
-__all__ = ["CLIPEmbedder", "read_image", "clear_backbone_cache"]
+# clear_backbone_cache is re-exported: freeing the loaded models is a user's
+# need, and _backbone is a private module.
+__all__ = ["CLIPEmbedder", "clear_backbone_cache"]
 
-# Loaded backbones, most recently used last. Two entries let a user compare two
-# models without reloading, while bounding the memory held by the process.
-_BACKBONES = OrderedDict()
-_MAX_BACKBONES = 2
-
-_CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-_HUB_HOST = "huggingface.co"
-
-
-def clear_backbone_cache():
-    """Forget every loaded backbone (frees their memory once unreferenced).
-
-    Examples
-    --------
-    >>> from clip_invariance.embedding import clear_backbone_cache
-    >>> clear_backbone_cache()
-    """
-    _BACKBONES.clear()
+CACHE_FOLDER = "clip-invariance-embeddings"
 
 
 class CLIPEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -72,18 +55,20 @@ class CLIPEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         file name contains "openai").
     pretrained : str, path or None, default="openai"
         open_clip pretrained tag (looked up in the local cache first; when it
-        is not cached and the hub cannot be reached, a clear error comes
-        at once instead of minutes of retries), a local ``.safetensors`` /
-        ``.bin`` / ``.pt`` checkpoint (read with ``weights_only=True``, so no
-        arbitrary object is unpickled), or ``None`` for random weights
-        (seeded, hence reproducible; for tests and benchmarks).
+        is not cached and the hub cannot be reached, an OSError comes at once
+        instead of minutes of retries), a local ``.safetensors`` / ``.bin`` /
+        ``.pt`` checkpoint (read with ``weights_only=True``, so no arbitrary
+        object is unpickled), or ``None`` for random weights (seeded, hence
+        reproducible; for tests and benchmarks).
     device : str, default="auto"
-        ``"auto"`` picks CUDA, then MPS, then CPU; or any torch device string.
+        ``"auto"`` picks CUDA, then MPS, then CPU; or a torch device string.
+        A device this machine lacks is a ValueError at the first
+        :meth:`fit` or :meth:`transform`.
     precision : {"auto", "fp32", "fp16", "bf16"}, default="auto"
         Autocast precision of the forward pass; ``"auto"`` is fp16 on CUDA and
         MPS and fp32 on CPU. Outputs are float32 whatever the precision.
     batch_size : int, default=64
-        Inputs per forward pass (and per cache entry when ``memory`` is set).
+        Inputs per forward pass.
     num_workers : int or "auto", default="auto"
         DataLoader processes that decode and preprocess image files.
         ``"auto"``: up to 8 on a GPU, and on CPU half the cores minus one
@@ -99,11 +84,15 @@ class CLIPEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
     modality : {"image", "text"}, default="image"
         What :meth:`transform` embeds.
     memory : str, path or joblib.Memory, default=None
-        Cache of embeddings, in the scikit-learn style. Each batch is stored
-        under the model's identity and the identity of its inputs (a file's
+        Folder of an embedding cache. Each input's embedding is one ``.npy``
+        file under the model's identity and the input's identity (a file's
         absolute path, size and modification time; the pixels of an
-        in-memory image; the text), so re-embedding the same files is free
-        and the batches done before a failure are kept.
+        in-memory image; a view's recipe; the text), so re-embedding the same
+        inputs is free whatever the batch size, adding inputs embeds only
+        those, and the work done before a failure is kept. Entries are read
+        with ``allow_pickle=False``; a damaged one is recomputed with a
+        warning. A ``joblib.Memory`` is accepted for scikit-learn habits: only
+        its ``location`` is used (``None``: no cache).
     progress : bool or "auto", default="auto"
         Show a tqdm bar over batches; ``"auto"`` shows it when there are more
         than 10 batches and stderr is a terminal.
@@ -124,7 +113,8 @@ class CLIPEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
     See Also
     --------
     clip_invariance.augmentation.make_image_interventions : Augmented views
-        and group ids for :class:`InvariantProjector`.
+        and their ``view_groups`` for :class:`InvariantProjector`.
+    clip_invariance.images.read_image : How every image input is decoded.
 
     Notes
     -----
@@ -208,7 +198,7 @@ class CLIPEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         """
         if hasattr(X, "tocsr"):
             raise TypeError("Sparse matrices are not images or texts.")
-        backbone = self._backbone()
+        backbone = get_backbone(self.model_name, self.pretrained, self.device, self.precision)
         self.device_ = backbone.device
         self.precision_ = backbone.precision
         self.embedding_dim_ = backbone.embedding_dim
@@ -232,72 +222,48 @@ class CLIPEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         """
         self._validate_params()
         items = _as_items(X, self.modality)
-        backbone = self._backbone()
-        batches = [
-            np.arange(start, min(start + self.batch_size, len(items)))
-            for start in range(0, len(items), self.batch_size)
-        ]
+        backbone = get_backbone(self.model_name, self.pretrained, self.device, self.precision)
         out = np.full((len(items), backbone.embedding_dim), np.nan, dtype=np.float32)
 
-        memory = self.memory
-        memory = check_memory(os.fspath(memory) if isinstance(memory, os.PathLike) else memory)
-        cached, keys = None, {}
-        if memory.location is not None:
-            cached = memory.cache(_forward_batch, ignore=["inputs", "backbone"])
-            keys = {i: _item_key(item, self.modality) for i, item in enumerate(items)}
-        model_id = backbone.identity
-
-        def cache_keys(idx):
-            """The batch's cache key, or None when it must not be cached."""
-            batch_keys = [keys[i] for i in idx] if cached is not None else [None]
-            return None if None in batch_keys else batch_keys
-
-        todo = []
-        for idx in batches:
-            batch_keys = cache_keys(idx)
-            if batch_keys and cached.check_call_in_cache(model_id, batch_keys, inputs=None, backbone=None):
-                out[idx] = cached(model_id, batch_keys, inputs=None, backbone=None)
-            else:
-                todo.append(idx)
+        cache = _open_cache(self.memory, backbone, self.modality)
+        keys = [None] * len(items)
+        todo = np.arange(len(items))
+        if cache is not None:
+            keys = [_item_key(item, self.modality) for item in items]
+            found = cache.read(keys, out)
+            todo = np.flatnonzero(~found)
+        batches = [todo[start : start + self.batch_size] for start in range(0, len(todo), self.batch_size)]
 
         skipped = []
-        for idx, kept, inputs, failures in self._prepared_batches(items, todo, backbone):
+        for kept, inputs, failures in self._prepared_batches(items, batches, backbone):
             for i, reason in failures:
                 if self.on_error == "raise":
                     raise ValueError(f"Cannot read input {i} ({_describe(items[i])}): {reason}")
                 skipped.append(f"{i} ({_describe(items[i])}): {reason}")
-            batch_keys = cache_keys(idx)
-            if batch_keys and not failures:
-                out[idx] = cached(model_id, batch_keys, inputs=inputs, backbone=backbone)
-            elif len(kept):
-                # Batches with a bad or unidentifiable input are computed, never cached.
-                out[kept] = _forward_batch(model_id, None, inputs, backbone)
+            if len(kept):
+                out[kept] = backbone.encode(inputs)
+                if cache is not None:
+                    cache.write([keys[i] for i in kept], out[kept])
         if skipped:
-            warnings.warn(
-                f"Skipped {len(skipped)} unreadable input(s); their rows are NaN: "
-                + "; ".join(skipped),
-                UserWarning,
-                stacklevel=2,
-            )
+            message = f"Skipped {len(skipped)} unreadable input(s); their rows are NaN: "
+            warnings.warn(message + "; ".join(skipped), UserWarning, stacklevel=2)
         return l2_normalize(out) if self.normalize else out
 
     # ---------------------------------------------------------------- helpers
-    def _backbone(self):
-        return _get_backbone(self.model_name, self.pretrained, self.device, self.precision)
-
     def _prepared_batches(self, items, batches, backbone):
-        """Yield ``(indices, kept indices, model inputs, [(index, reason), ...])`` per batch."""
+        """Yield ``(kept indices, model inputs, [(index, reason), ...])`` per batch."""
         if not batches:
             return
         if self.modality == "text":
             for idx in self._progress(batches):
-                yield idx, idx, backbone.tokenizer([items[i] for i in idx]), []
+                yield idx, backbone.tokenizer([items[i] for i in idx]), []
             return
         import torch
         from torch.utils.data import DataLoader
 
         # Workers pay off for decoding files and augmenting views, not for pixels in memory.
-        lazy = any(isinstance(items[i], (str, os.PathLike)) or _is_view(items[i]) for b in batches for i in b)
+        todo = (items[i] for batch in batches for i in batch)
+        lazy = any(isinstance(item, (str, os.PathLike)) or is_lazy_image(item) for item in todo)
         workers = self._n_workers(backbone.device) if lazy else 0
         loader = DataLoader(
             _ImageDataset(items, backbone.preprocess),
@@ -307,10 +273,12 @@ class CLIPEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             pin_memory=backbone.device.startswith("cuda"),
             worker_init_fn=_single_thread_worker if workers else None,
             persistent_workers=False,
+            generator=torch.Generator(),  # its worker seeds must not draw from the global generator
         )
-        for idx, (tensors, kept, failures) in zip(batches, self._progress(loader, len(batches))):
+        # The bar wraps the loader itself: it must see the loader's end to reach its total.
+        for tensors, kept, failures in self._progress(loader, len(batches)):
             inputs = torch.stack(tensors) if tensors else None
-            yield idx, np.asarray(kept, dtype=np.intp), inputs, failures
+            yield np.asarray(kept, dtype=np.intp), inputs, failures
 
     def _n_workers(self, device):
         if self.num_workers != "auto":
@@ -345,9 +313,8 @@ class CLIPEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
 def _as_items(X, modality):
     """Turn the accepted collections into a list of single inputs."""
     if isinstance(X, (str, bytes, os.PathLike)):
-        raise TypeError(
-            f"Expected a collection of inputs, got a single {type(X).__name__}; wrap it in a list."
-        )
+        single = type(X).__name__
+        raise TypeError(f"Expected a collection of inputs, got a single {single}; wrap it in a list.")
     if hasattr(X, "iloc") and getattr(X, "ndim", 1) == 2:  # a DataFrame
         if X.shape[1] != 1:
             raise ValueError(f"A DataFrame input must have one column, got {X.shape[1]}.")
@@ -373,10 +340,10 @@ def _as_items(X, modality):
     if not items:
         raise ValueError("Found 0 inputs; at least one is required.")
     for i, item in enumerate(items):
-        if modality == "text":
-            if not isinstance(item, str):
-                raise TypeError(f"Input {i} must be a string for modality='text', got {type(item).__name__}.")
-        elif not (isinstance(item, (str, os.PathLike, np.ndarray)) or _is_pil(item) or _is_view(item)):
+        if modality == "text" and not isinstance(item, str):
+            raise TypeError(f"Input {i} must be a string for modality='text', got {type(item).__name__}.")
+        image_like = isinstance(item, (str, os.PathLike, np.ndarray)) or is_pil_image(item)
+        if modality == "image" and not (image_like or is_lazy_image(item)):
             raise TypeError(
                 f"Input {i} must be an image path, a PIL image, an array or a view with a "
                 f"load_image() method, got {type(item).__name__}."
@@ -384,128 +351,14 @@ def _as_items(X, modality):
     return items
 
 
-def _is_pil(obj):
-    return type(obj).__module__.startswith("PIL.")
-
-
-def _is_view(obj):
-    """Lazy images, such as the augmented views of make_image_interventions."""
-    return callable(getattr(obj, "load_image", None))
-
-
 def _describe(item):
     if isinstance(item, (str, os.PathLike)):
         return repr(os.fspath(item))
     if isinstance(item, np.ndarray):
         return f"array of shape {item.shape}"
-    if _is_view(item) and hasattr(item, "source"):
+    if is_lazy_image(item) and hasattr(item, "source"):
         return f"{item!r} of {_describe(item.source)}"
     return type(item).__name__
-
-
-def _item_key(item, modality):
-    """What identifies an input for the cache: file identity, pixels or text."""
-    if modality == "text":
-        return ("text", item)
-    if _is_view(item):
-        source = getattr(item, "source", None)
-        if hasattr(item, "cache_key") and source is not None:
-            return item.cache_key(_item_key(source, modality))
-        return None  # an opaque view has no stable identity: never cached
-    if isinstance(item, (str, os.PathLike)):
-        path = os.path.abspath(os.fspath(item))
-        if not os.path.isfile(path):
-            return ("missing", path)  # reported by the decoder with its index
-        stat = os.stat(path)
-        return ("file", path, stat.st_size, stat.st_mtime_ns)
-    from joblib import hash as joblib_hash
-
-    arr = np.asarray(item)
-    return ("pixels", getattr(item, "mode", None), arr.shape, joblib_hash(arr))
-
-
-# ------------------------------------------------------------------ images
-def read_image(source):
-    """Decode one image into an RGB PIL image.
-
-    Handles what real datasets contain: EXIF rotation, grayscale, palette,
-    16-bit, CMYK and transparent images (composited on white).
-
-    Parameters
-    ----------
-    source : str, path, PIL image, ndarray or view
-        A file, an image, a uint8 array of shape (H, W), (H, W, 3) or
-        (H, W, 4) (float arrays with values in [0, 1] are accepted too), or
-        an object with a ``load_image()`` method such as
-        :class:`clip_invariance.augmentation.ImageView`.
-
-    Returns
-    -------
-    image : PIL.Image.Image in mode "RGB"
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from clip_invariance.embedding import read_image
-    >>> read_image(np.zeros((4, 5), dtype=np.uint8)).size
-    (5, 4)
-    """
-    from PIL import Image, ImageOps
-
-    if isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"No such image file: {path!r}")
-        with Image.open(path) as img:
-            img.load()  # decode now, so a truncated file fails here
-            image = ImageOps.exif_transpose(img)
-    elif isinstance(source, np.ndarray):
-        image = Image.fromarray(_array_to_uint8(source))
-    elif _is_pil(source):
-        image = source
-    elif _is_view(source):
-        image = source.load_image()
-    else:
-        raise TypeError(f"Cannot read an image from {type(source).__name__}.")
-    return _to_rgb(image)
-
-
-def _array_to_uint8(arr):
-    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (1, 3, 4)):
-        raise ValueError(f"An image array must have shape (H, W), (H, W, 3) or (H, W, 4), got {arr.shape}.")
-    if arr.ndim == 3 and arr.shape[2] == 1:
-        arr = arr[:, :, 0]
-    if arr.dtype == np.uint8:
-        return arr
-    if arr.dtype == bool:
-        return arr.astype(np.uint8) * 255
-    if arr.dtype.kind == "f":
-        if not np.isfinite(arr).all():
-            raise ValueError("An image array contains NaN or infinity.")
-        if arr.min() < 0 or arr.max() > 1:
-            raise ValueError("A float image array must have values in [0, 1].")
-        return np.round(arr * 255).astype(np.uint8)
-    if arr.dtype == np.uint16:
-        return (arr // 257).astype(np.uint8)
-    raise ValueError(f"Image arrays must be uint8, uint16, bool or float in [0, 1], got {arr.dtype}.")
-
-
-def _to_rgb(image):
-    from PIL import Image
-
-    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        # 16-bit (or int/float) grayscale: PIL's convert("RGB") would clip it.
-        arr = np.asarray(image, dtype=np.float64)
-        top = 1.0 if image.mode == "F" and arr.max() <= 1 else 65535.0
-        arr = np.clip(arr / top * 255, 0, 255)
-        image = Image.fromarray(np.round(arr).astype(np.uint8), mode="L")
-    if image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    if image.mode in ("RGBA", "LA", "PA"):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)
-    return image.convert("RGB") if image.mode != "RGB" else image
 
 
 class _ImageDataset:
@@ -538,222 +391,106 @@ def _single_thread_worker(_):
     torch.set_num_threads(1)  # workers decode; the main process owns the cores for the forward
 
 
-# ----------------------------------------------------------------- forward
-def _forward_batch(model_id, keys, inputs, backbone):
-    """Embed one batch; cached by ``(model_id, keys)`` when ``memory`` is set."""
-    import torch
-
-    device = torch.device(backbone.device)
-    with torch.inference_mode(), backbone.autocast():
-        inputs = inputs.to(device, non_blocking=True)
-        if backbone.modality_of(inputs) == "text":
-            feats = backbone.model.encode_text(inputs)
-        else:
-            feats = backbone.model.encode_image(inputs)
-    return feats.float().cpu().numpy()
-
-
-class _Backbone:
-    """A loaded model with its preprocessing, tokenizer and runtime settings."""
-
-    def __init__(self, model, preprocess, tokenizer, device, precision, identity):
-        self.model = model
-        self.preprocess = preprocess
-        self.tokenizer = tokenizer
-        self.device = device
-        self.precision = precision
-        self.identity = identity
-        self.embedding_dim = _embedding_dim(model, device)
-
-    def autocast(self):
-        import contextlib
-
-        import torch
-
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
-        return torch.autocast(device_type=self.device.split(":")[0], dtype=dtype)
-
-    @staticmethod
-    def modality_of(inputs):
-        import torch
-
-        # Token ids are integers, pixels are floats.
-        return "text" if not torch.is_floating_point(inputs) else "image"
-
-
-def _embedding_dim(model, device):
-    dim = getattr(getattr(model, "visual", None), "output_dim", None)
-    if isinstance(dim, Integral):
-        return int(dim)
-    import torch
-
-    # No declared size (e.g. a timm tower): embed one token sequence and look.
-    context = getattr(model, "context_length", None) or 77
-    with torch.inference_mode():
-        return int(model.encode_text(torch.zeros((1, context), dtype=torch.long, device=device)).shape[-1])
-
-
-def _resolve_device(device):
-    import torch
-
-    if device != "auto":
-        return device
-    if torch.cuda.is_available():
-        return "cuda"
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def _resolve_precision(precision, device):
-    if precision != "auto":
-        return precision
-    return "fp16" if device.startswith(("cuda", "mps")) else "fp32"
-
-
-def _get_backbone(model_name, pretrained, device, precision):
-    device = _resolve_device(device)
-    precision = _resolve_precision(precision, device)
-    pretrained = os.fspath(pretrained) if pretrained is not None else None
-    identity = (model_name, pretrained, _file_identity(pretrained), device, precision)
-    if identity in _BACKBONES:
-        _BACKBONES.move_to_end(identity)
-        return _BACKBONES[identity]
-    model, preprocess, tokenizer = _load_model(model_name, pretrained, device)
-    backbone = _Backbone(model, preprocess, tokenizer, device, precision, identity)
-    _BACKBONES[identity] = backbone
-    while len(_BACKBONES) > _MAX_BACKBONES:
-        _BACKBONES.popitem(last=False)
-    return backbone
-
-
-def _file_identity(pretrained):
-    if pretrained is not None and os.path.isfile(pretrained):
-        stat = os.stat(pretrained)
-        return (os.path.abspath(pretrained), stat.st_size, stat.st_mtime_ns)
-    return None
-
-
-def _load_model(model_name, pretrained, device):
-    """Build the model with open_clip, resolving the weights offline-first."""
-    import open_clip
-    import torch
-
-    kwargs = _weights_kwargs(model_name, pretrained)
-    name = kwargs.pop("model_name")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)  # pretrained=None: the same random weights every load
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            name, device=device, weights_only=True, **kwargs
-        )
-    model.eval().requires_grad_(False)
-    tokenizer = open_clip.get_tokenizer(name)
-    return model, preprocess, tokenizer
-
-
-def _weights_kwargs(model_name, pretrained):
-    """open_clip arguments that load the requested weights without needless network calls."""
-    import open_clip
-
-    if model_name.startswith("local-dir:"):
-        return {"model_name": model_name}
-    if model_name.startswith("hf-hub:"):
-        repo = model_name[len("hf-hub:") :]
-        snapshot = _cached_hub_snapshot(repo)
-        if snapshot is not None:
-            return {"model_name": f"local-dir:{snapshot}"}
-        _require_hub(f"the model {model_name!r}", "CLIPEmbedder('local-dir:/path/to/folder')")
-        return {"model_name": model_name}
-    if pretrained is None:
-        return {"model_name": model_name, "pretrained": None}
-    if os.path.isfile(pretrained):
-        if "openai" in os.path.basename(pretrained).lower() and "quickgelu" not in model_name.lower():
-            warnings.warn(
-                f"{pretrained!r} looks like an OpenAI checkpoint, which needs QuickGELU; "
-                f"use model_name={model_name + '-quickgelu'!r} or the embeddings will be wrong.",
-                UserWarning,
-                stacklevel=4,
-            )
-        return {"model_name": model_name, "pretrained": pretrained}
-    if Path(pretrained).suffix in _CHECKPOINT_SUFFIXES or os.sep in pretrained:
-        raise FileNotFoundError(f"Checkpoint file not found: {pretrained!r}")
-    cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
-    if not cfg:
-        tags = open_clip.list_pretrained_tags_by_model(model_name)
-        raise ValueError(
-            f"Unknown pretrained tag {pretrained!r} for model {model_name!r}; known tags: {tags}. "
-            "Or pass the path of a local checkpoint file."
-        )
-    cached = _cached_tag_file(cfg)
-    if cached is None:
-        _require_hub(
-            f"the weights {model_name!r} / {pretrained!r}",
-            f"CLIPEmbedder({model_name!r}, pretrained='/path/to/checkpoint.safetensors')",
-            quick_gelu=cfg.get("quick_gelu", False),
-        )
-        return {"model_name": model_name, "pretrained": pretrained}
-    # Load the cached file directly, carrying over what the tag implies.
-    return {
-        "model_name": model_name,
-        "pretrained": cached,
-        "force_quick_gelu": bool(cfg.get("quick_gelu", False)),
-        "image_mean": cfg.get("mean"),
-        "image_std": cfg.get("std"),
-        "image_interpolation": cfg.get("interpolation"),
-        "image_resize_mode": cfg.get("resize_mode"),
-    }
-
-
-def _cached_tag_file(cfg):
-    """Local file of a pretrained tag if it was downloaded before, else None."""
-    if cfg.get("file"):
-        return cfg["file"] if os.path.isfile(cfg["file"]) else None
-    hub = cfg.get("hf_hub", "")
-    if hub:
-        from huggingface_hub import try_to_load_from_cache
-
-        repo, filename = os.path.split(hub)
-        filename = filename or "open_clip_pytorch_model.bin"
-        stem = os.path.splitext(filename)[0]
-        candidates = [stem + ".safetensors", filename, "open_clip_model.safetensors"]
-        for name in candidates:
-            found = try_to_load_from_cache(repo, name)
-            if isinstance(found, str) and os.path.isfile(found):
-                return found
-    url = cfg.get("url", "")
-    if url:
-        path = os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(url))
-        if os.path.isfile(path):
-            return path
-    return None
-
-
-def _cached_hub_snapshot(repo):
-    from huggingface_hub import try_to_load_from_cache
-
-    config = try_to_load_from_cache(repo, "open_clip_config.json")
-    if not isinstance(config, str):
-        return None
-    folder = os.path.dirname(config)
-    weights = [f for f in os.listdir(folder) if f.endswith(_CHECKPOINT_SUFFIXES)]
-    return folder if weights else None
-
-
-def _require_hub(what, alternative, quick_gelu=False):
-    """Fail at once, with a way out, when the hub cannot be reached."""
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes"}
-    if not offline:
+# ------------------------------------------------------------------ cache
+def _item_key(item, modality):
+    """What identifies an input for the cache (file identity, pixels, recipe or text); None: not cached."""
+    if modality == "text":
+        return ("text", item)
+    if is_lazy_image(item):
+        source = getattr(item, "source", None)
+        if hasattr(item, "cache_key") and source is not None:
+            source_key = _item_key(source, modality)
+            return None if source_key is None else item.cache_key(source_key)
+        return None  # an opaque view has no stable identity
+    if isinstance(item, (str, os.PathLike)):
+        path = os.path.abspath(os.fspath(item))
         try:
-            socket.create_connection((_HUB_HOST, 443), timeout=3).close()
-            return
+            stat = os.stat(path)
         except OSError:
-            pass
-    hint = " (OpenAI weights: use a '-quickgelu' model name with a file)" if quick_gelu else ""
-    raise OSError(
-        f"Cannot load {what}: they are not in the local cache and {_HUB_HOST} cannot be "
-        f"reached. Download them once on a connected machine, or point at a local "
-        f"checkpoint: {alternative}{hint}."
-    )
+            return None  # reported by the decoder, with its index
+        return ("file", path, stat.st_size, stat.st_mtime_ns)
+    arr = np.ascontiguousarray(np.asarray(item))
+    pixels = hashlib.blake2b(arr, digest_size=16).hexdigest()  # shape and dtype are in the key
+    return ("pixels", getattr(item, "mode", None), arr.shape, arr.dtype.str, pixels)
+
+
+def _digest(key):
+    return hashlib.blake2b(repr(key).encode(), digest_size=16).hexdigest()
+
+
+def _open_cache(memory, backbone, modality):
+    location = getattr(memory, "location", memory)  # a joblib.Memory: only its folder
+    if location is None:
+        return None
+    location = os.path.expanduser(os.fspath(location))
+    if os.path.exists(location) and not os.path.isdir(location):
+        raise ValueError(f"memory={location!r} is a file; the embedding cache needs a folder.")
+    model_key = (backbone.identity, backbone.weights, modality)
+    folder = os.path.join(location, CACHE_FOLDER, _digest(model_key))
+    return _EmbeddingCache(folder, backbone.embedding_dim)
+
+
+class _EmbeddingCache:
+    """One float32 ``.npy`` file per input under ``folder/<2 hex>/<digest>.npy``.
+
+    Not joblib.Memory: it unpickles whatever file it finds and keys whole
+    batches, so a planted file ran code, a truncated one broke every later
+    call, and another batch size re-embedded everything.
+    """
+
+    def __init__(self, folder, dim):
+        self.folder = folder
+        self.dim = dim
+
+    def _path(self, key):
+        digest = _digest(key)
+        return os.path.join(self.folder, digest[:2], digest + ".npy")
+
+    def read(self, keys, out):
+        """Fill ``out[i]`` for every cached ``keys[i]``; returns the mask of rows found."""
+        found = np.zeros(len(keys), dtype=bool)
+        damaged = []
+        for i, key in enumerate(keys):
+            if key is None:
+                continue
+            path = self._path(key)
+            try:
+                row = np.load(path, allow_pickle=False)
+                if not (isinstance(row, np.ndarray) and row.dtype == np.float32 and row.shape == (self.dim,)):
+                    got = f"{getattr(row, 'dtype', type(row).__name__)} {getattr(row, 'shape', '')}"
+                    raise ValueError(f"expected float32 of shape ({self.dim},), got {got}")
+                if not np.isfinite(row).all():
+                    raise ValueError("non-finite values")
+            except FileNotFoundError:
+                continue
+            except Exception as exc:  # whatever is in the file, it is recomputed
+                damaged.append(f"{path} ({type(exc).__name__}: {exc})")
+                continue
+            out[i] = row
+            found[i] = True
+        if damaged:
+            more = f" and {len(damaged) - 1} more" if len(damaged) > 1 else ""
+            entries = "entry" if len(damaged) == 1 else "entries"
+            message = f"Recomputing {len(damaged)} damaged or foreign embedding cache {entries}: "
+            warnings.warn(message + damaged[0] + more, UserWarning, stacklevel=3)
+        return found
+
+    def write(self, keys, rows):
+        """Store each row whose key is not None, atomically (temp file, then os.replace)."""
+        for key, row in zip(keys, rows):
+            if key is None:
+                continue
+            path = self._path(key)
+            folder = os.path.dirname(path)
+            os.makedirs(folder, exist_ok=True)
+            # Readers see the old entry or the new one, never half of one; an
+            # entry cut short by a crash fails the shape check and is recomputed.
+            fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    np.save(f, np.ascontiguousarray(row, dtype=np.float32), allow_pickle=False)
+                os.replace(tmp, path)
+            except BaseException:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+                raise

@@ -1,23 +1,28 @@
-"""CLIPEmbedder: inputs, weights, laziness, caching, bad files, pipelines."""
+"""CLIPEmbedder: inputs, laziness, the embedding cache, bad inputs and faults, pipelines."""
 
 import io
+import json
 import os
 import pickle
-import shutil
+import tempfile
+from pathlib import Path
 
 import joblib
 import numpy as np
 import pytest
+import test_backbone
 from PIL import Image
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 
-from clip_invariance import CLIPEmbedder, InvariantProjector
+from clip_invariance import CLIPEmbedder, InvariantProjector, _backbone
 from clip_invariance import embedding as embedding_module
+from clip_invariance._backbone import clear_backbone_cache
 from clip_invariance.datasets import load_image_folder
-from clip_invariance.embedding import clear_backbone_cache, read_image
 from clip_invariance.similarity import l2_normalize
+
+count_loads = test_backbone.count_loads  # the fixture, shared
 
 
 def _embedder(model, **params):
@@ -50,24 +55,6 @@ def image_files(tmp_path, rgb_images):
         Image.fromarray(arr).save(path)
         paths.append(str(path))
     return paths
-
-
-@pytest.fixture
-def count_loads(monkeypatch):
-    """Count calls to open_clip's model factory, starting from an empty backbone cache."""
-    import open_clip
-
-    clear_backbone_cache()
-    calls = []
-    real = open_clip.create_model_and_transforms
-
-    def counting(*args, **kwargs):
-        calls.append(args[0])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(open_clip, "create_model_and_transforms", counting)
-    yield calls
-    clear_backbone_cache()
 
 
 # --------------------------------------------------------------- inputs
@@ -144,29 +131,6 @@ def test_bf16_autocast_is_close_to_fp32(tiny_model, image_files):
     np.testing.assert_allclose(bf16, fp32, atol=0.1 * np.abs(fp32).max())
 
 
-@pytest.mark.parametrize(
-    "X, error, match",
-    [
-        ("img.png", TypeError, "single str"),
-        (np.zeros((4, 5)), ValueError, "ambiguous"),
-        (np.zeros(4), ValueError, "batch of images"),
-        ([], ValueError, "0 inputs"),
-        (["ok.png", 3.5], TypeError, "Input 1 must be an image path"),
-        ([np.zeros((4, 4, 3), dtype=np.float32) * np.nan], ValueError, "NaN"),
-        ([np.full((4, 4, 3), 2.0)], ValueError, r"\[0, 1\]"),
-        ([np.zeros((4, 4, 2), dtype=np.uint8)], ValueError, r"\(H, W, 3\)"),
-    ],
-)
-def test_bad_inputs_are_named(tiny_model, X, error, match):
-    with pytest.raises(error, match=match):
-        _embedder(tiny_model).transform(X)
-
-
-def test_text_modality_requires_strings(tiny_model):
-    with pytest.raises(TypeError, match="Input 0 must be a string"):
-        _embedder(tiny_model, modality="text").transform([np.zeros((4, 4), dtype=np.uint8)])
-
-
 # -------------------------------------------------------------- weights
 @pytest.mark.parametrize("kind", ["safetensors", "bin", "pt"])
 def test_checkpoint_round_trip(tiny_model, tiny_checkpoint, rgb_images, kind):
@@ -174,77 +138,6 @@ def test_checkpoint_round_trip(tiny_model, tiny_checkpoint, rgb_images, kind):
     from_safetensors = _embedder(tiny_model, pretrained=tiny_checkpoint["safetensors"]).transform(rgb_images)
     np.testing.assert_array_equal(from_file, from_safetensors)
     assert not np.allclose(from_file, _embedder(tiny_model).transform(rgb_images))
-
-
-def test_checkpoint_with_pickled_objects_is_refused(tiny_model, tmp_path, rgb_images):
-    import torch
-
-    path = tmp_path / "evil.pt"
-    torch.save({"state_dict": {}, "payload": _Unsafe()}, path)
-    with pytest.raises(Exception, match="(?i)weights_only|unsupported|global"):
-        _embedder(tiny_model, pretrained=str(path)).transform(rgb_images)
-
-
-class _Unsafe:
-    """An arbitrary object: loading it would require unpickling code."""
-
-
-def test_openai_checkpoint_without_quickgelu_warns(tiny_model, tiny_checkpoint, tmp_path, rgb_images):
-    path = tmp_path / "openai-tiny.safetensors"
-    shutil.copy(tiny_checkpoint["safetensors"], path)
-    with pytest.warns(UserWarning, match="QuickGELU.*-quickgelu"):
-        _embedder(tiny_model, pretrained=str(path)).fit()
-
-
-@pytest.fixture
-def tiny_local_dir(tmp_path, tiny_checkpoint):
-    """A folder in the layout of an open_clip hub repo: config JSON and weights."""
-    import json
-
-    from conftest import TINY_CONFIG
-
-    folder = tmp_path / "tiny-repo"
-    folder.mkdir()
-    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CONFIG, "preprocess_cfg": {}}))
-    shutil.copy(tiny_checkpoint["safetensors"], folder / "open_clip_model.safetensors")
-    return folder
-
-
-def test_local_dir_and_cached_hub_repo(tiny_model, tiny_checkpoint, tiny_local_dir, rgb_images, monkeypatch):
-    expected = _embedder(tiny_model, pretrained=tiny_checkpoint["safetensors"]).transform(rgb_images)
-    got = _embedder(f"local-dir:{tiny_local_dir}").transform(rgb_images)
-    np.testing.assert_array_equal(got, expected)
-    # A cached hub repo is read from its snapshot folder, with no network call.
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(embedding_module, "_cached_hub_snapshot", lambda repo: str(tiny_local_dir))
-    np.testing.assert_array_equal(_embedder("hf-hub:org/tiny").transform(rgb_images), expected)
-    monkeypatch.setattr(embedding_module, "_cached_hub_snapshot", lambda repo: None)
-    clear_backbone_cache()
-    with pytest.raises(OSError, match="not in the local cache.*local-dir:"):
-        _embedder("hf-hub:org/tiny").fit()
-
-
-def test_missing_checkpoint_and_unknown_tag(tiny_model):
-    with pytest.raises(FileNotFoundError, match="missing.safetensors"):
-        _embedder(tiny_model, pretrained="missing.safetensors").fit()
-    with pytest.raises(ValueError, match="Unknown pretrained tag 'nope'.*local checkpoint"):
-        _embedder("ViT-B-32", pretrained="nope").fit()
-
-
-def test_uncached_tag_offline_fails_fast_with_a_way_out(monkeypatch, count_loads):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(embedding_module, "_cached_tag_file", lambda cfg: None)
-    with pytest.raises(OSError, match=r"(?s)not in the local cache.*pretrained='/path/to/.*quickgelu"):
-        CLIPEmbedder("ViT-B-32", pretrained="openai", device="cpu").fit()
-    assert count_loads == []  # refused before open_clip starts any download
-
-
-def test_cached_tag_is_loaded_from_its_file_with_the_tag_settings(monkeypatch):
-    monkeypatch.setattr(embedding_module, "_cached_tag_file", lambda cfg: "/cache/model.safetensors")
-    kwargs = embedding_module._weights_kwargs("ViT-B-32", "openai")
-    assert kwargs["pretrained"] == "/cache/model.safetensors"
-    assert kwargs["force_quick_gelu"] is True  # OpenAI weights were trained with QuickGELU
-    assert kwargs["image_mean"] == pytest.approx((0.48145466, 0.4578275, 0.40821073))
 
 
 # ---------------------------------------------- laziness, pickling, clones
@@ -279,51 +172,146 @@ def test_grid_search_loads_the_weights_once(tiny_model, count_loads, rgb_images)
 
 
 # -------------------------------------------------------------- caching
-def test_memory_makes_re_embedding_free(tiny_model, image_files, tmp_path, monkeypatch):
-    memory = tmp_path / "cache"
-    emb = _embedder(tiny_model, memory=str(memory), batch_size=2)
-    first = emb.transform(image_files)
+@pytest.fixture
+def count_decodes(monkeypatch):
+    """Indices of the images decoded (cache misses), in the main process (num_workers=0)."""
     decoded = []
     real = embedding_module._ImageDataset.__getitem__
     monkeypatch.setattr(
         embedding_module._ImageDataset, "__getitem__", lambda self, i: decoded.append(i) or real(self, i)
     )
-    np.testing.assert_array_equal(emb.transform(image_files), first)
-    assert decoded == []
-    np.testing.assert_array_equal(emb.set_params(memory=joblib.Memory(str(memory), verbose=0)).transform(image_files), first)
-    assert decoded == []
+    return decoded
 
-    # Rewriting a file changes its identity: only its batch is recomputed.
+
+def _entries(folder):
+    return sorted(p for p in Path(folder).rglob("*") if p.is_file())
+
+
+def test_memory_makes_re_embedding_free(tiny_model, image_files, tmp_path, count_decodes):
+    memory = tmp_path / "cache"
+    emb = _embedder(tiny_model, memory=str(memory), batch_size=2)
+    first = emb.transform(image_files)
+    assert count_decodes == [0, 1, 2, 3, 4, 5]
+    count_decodes.clear()
+    np.testing.assert_array_equal(emb.transform(image_files), first)
+    assert count_decodes == []
+    with_joblib = emb.set_params(memory=joblib.Memory(str(memory), verbose=0))  # only its location is used
+    np.testing.assert_array_equal(with_joblib.transform(image_files), first)
+    assert count_decodes == []
+
+    # Rewriting a file changes its identity: only it is recomputed.
     Image.fromarray(np.zeros((20, 20, 3), dtype=np.uint8)).save(image_files[3])
     os.utime(image_files[3], ns=(1, 1))
     again = emb.transform(image_files)
-    assert sorted(decoded) == [2, 3]
+    assert count_decodes == [3]
     assert not np.allclose(again[3], first[3])
     np.testing.assert_array_equal(np.delete(again, 3, axis=0), np.delete(first, 3, axis=0))
 
     # Another model is another cache entry.
-    decoded.clear()
+    count_decodes.clear()
     emb.set_params(normalize=True).transform(image_files)  # normalisation is applied after the cache
-    assert decoded == []
+    assert count_decodes == []
     emb.set_params(precision="bf16").transform(image_files)
-    assert len(decoded) == len(image_files)
+    assert len(count_decodes) == len(image_files)
 
 
-def test_work_before_a_corrupt_file_is_kept(tiny_model, image_files, tmp_path, monkeypatch):
+def test_cache_is_per_input(tiny_model, rgb_images, tmp_path, count_decodes):
+    """Another batch size, another order or one added input does not re-embed the rest."""
+    emb = _embedder(tiny_model, memory=tmp_path, batch_size=2)
+    first = emb.transform(rgb_images[:5])
+    count_decodes.clear()
+    order = [5, 4, 0, 1, 2, 3]
+    got = emb.set_params(batch_size=3).transform([rgb_images[i] for i in order])
+    assert count_decodes == [0]  # only the new image, now at index 0
+    np.testing.assert_allclose(got[1:], first[order[1:]], atol=1e-6)
+    np.testing.assert_allclose(got[0], _embedder(tiny_model).transform(rgb_images[5:])[0], atol=1e-5)
+    texts = _embedder(tiny_model, memory=tmp_path, modality="text")
+    np.testing.assert_array_equal(texts.transform(["a dog", "a cat"])[1], texts.transform(["a cat"])[0])
+
+
+def test_cache_holds_only_plain_npy_files(tiny_model, rgb_images, tmp_path):
+    _embedder(tiny_model, memory=tmp_path).transform(rgb_images)
+    entries = _entries(tmp_path)
+    assert len(entries) == len(rgb_images) and {p.suffix for p in entries} == {".npy"}
+    for path in entries:
+        row = np.load(path, allow_pickle=False)
+        assert row.dtype == np.float32 and row.shape == (32,)
+
+
+class _Planted:
+    """Unpickling it would create a file: proof that the cache ran code."""
+
+    marker = os.path.join(tempfile.gettempdir(), "clipinv-planted-pickle-ran")
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _damage(kind, path):
+    if kind == "truncated":
+        path.write_bytes(path.read_bytes()[:70])
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "planted pickle":
+        path.write_bytes(pickle.dumps(_Planted()))
+    elif kind == "object array":
+        np.save(path, np.array([_Planted()], dtype=object), allow_pickle=True)
+    elif kind == "wrong shape":
+        np.save(path, np.zeros(7, dtype=np.float32))
+    elif kind == "float64":
+        np.save(path, np.zeros(32))
+    elif kind == "nan":
+        np.save(path, np.full(32, np.nan, dtype=np.float32))
+
+
+@pytest.mark.parametrize(
+    "kind", ["truncated", "empty", "planted pickle", "object array", "wrong shape", "float64", "nan"]
+)
+def test_damaged_entry_is_recomputed_with_one_warning(tiny_model, rgb_images, tmp_path, kind, count_decodes):
+    if os.path.exists(_Planted.marker):
+        os.remove(_Planted.marker)
+    emb = _embedder(tiny_model, memory=tmp_path)
+    first = emb.transform(rgb_images)
+    entry = _entries(tmp_path)[0]
+    _damage(kind, entry)
+    count_decodes.clear()
+    with pytest.warns(UserWarning, match=r"Recomputing 1 damaged or foreign embedding cache entry") as record:
+        again = emb.transform(rgb_images)
+    assert len(record) == 1 and str(entry) in str(record[0].message)
+    assert not os.path.exists(_Planted.marker)  # nothing in the cache was executed
+    assert len(count_decodes) == 1
+    np.testing.assert_allclose(again, first, atol=1e-5)  # a batch of one: equal up to rounding
+    # The entry was rewritten: the next call reads it, silently.
+    count_decodes.clear()
+    np.testing.assert_array_equal(emb.transform(rgb_images), again)
+    assert count_decodes == []
+    assert np.load(entry, allow_pickle=False).shape == (32,)
+
+
+def test_cache_is_written_atomically(tiny_model, rgb_images, tmp_path, monkeypatch):
+    """A write that fails midway leaves no entry and no temporary file behind."""
+
+    def failing_save(file, arr, allow_pickle=True):
+        file.write(b"\x93NUMPY half")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(embedding_module.np, "save", failing_save)
+    with pytest.raises(OSError, match="disk full"):
+        _embedder(tiny_model, memory=tmp_path).transform(rgb_images)
+    assert _entries(tmp_path) == []
+
+
+def test_work_before_a_corrupt_file_is_kept(tiny_model, image_files, tmp_path, count_decodes):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not an image at all")
     paths = image_files[:4] + [str(bad)] + image_files[4:]
     emb = _embedder(tiny_model, memory=tmp_path / "cache", batch_size=2)
     with pytest.raises(ValueError, match=r"Cannot read input 4 \('.*broken.jpg'\)"):
         emb.transform(paths)
-    decoded = []
-    real = embedding_module._ImageDataset.__getitem__
-    monkeypatch.setattr(
-        embedding_module._ImageDataset, "__getitem__", lambda self, i: decoded.append(i) or real(self, i)
-    )
+    count_decodes.clear()
     with pytest.warns(UserWarning, match="Skipped 1"):
         emb.set_params(on_error="nan").transform(paths)
-    assert sorted(decoded) == [4, 5, 6]  # batches (0, 1) and (2, 3) came from the cache
+    assert sorted(count_decodes) == [4, 5, 6]  # batches (0, 1) and (2, 3) came from the cache
 
 
 # -------------------------------------------------------------- bad files
@@ -356,48 +344,202 @@ def test_corrupt_files_become_nan_rows_with_a_warning(tiny_model, image_files, t
     np.testing.assert_allclose(X[[0, 2, 5]], _embedder(tiny_model).transform(image_files[:3]), atol=1e-6)
 
 
-def test_image_modes_are_converted_to_rgb(tmp_path):
-    gray16 = np.array([[0, 32896, 65535]], dtype=np.uint16)
-    Image.fromarray(gray16).save(tmp_path / "g16.png")
-    assert np.asarray(read_image(tmp_path / "g16.png"))[0, :, 0].tolist() == [0, 128, 255]
-
-    rgba = np.zeros((2, 2, 4), dtype=np.uint8)
-    rgba[0, 0] = [255, 0, 0, 255]  # opaque red; the rest fully transparent black
-    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
-    out = np.asarray(read_image(tmp_path / "rgba.png"))
-    assert out[0, 0].tolist() == [255, 0, 0] and out[1, 1].tolist() == [255, 255, 255]
-
-    palette = Image.fromarray(np.array([[0, 1]], dtype=np.uint8), "P")
-    palette.putpalette([10, 20, 30, 200, 100, 50] + [0] * 762)
-    palette.save(tmp_path / "p.png")
-    palette.save(tmp_path / "p_transparent.png", transparency=1)
-    assert np.asarray(read_image(tmp_path / "p.png")).tolist() == [[[10, 20, 30], [200, 100, 50]]]
-    assert np.asarray(read_image(tmp_path / "p_transparent.png"))[0, 1].tolist() == [255, 255, 255]
-
-    Image.fromarray(np.full((3, 3), 77, dtype=np.uint8)).save(tmp_path / "l.jpg")
-    Image.new("CMYK", (3, 3), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg")
-    Image.new("LA", (3, 3), (40, 255)).save(tmp_path / "la.png")
-    for name in ["l.jpg", "cmyk.jpg", "la.png", "g16.png", "p.png"]:
-        image = read_image(tmp_path / name)
-        assert image.mode == "RGB"
-    assert np.asarray(read_image(tmp_path / "la.png"))[0, 0].tolist() == [40, 40, 40]
-    r, g, b = np.asarray(read_image(tmp_path / "cmyk.jpg"))[1, 1].tolist()
-    assert r > 200 and g < 60 and b < 60  # CMYK (0, 255, 255, 0) is red
+# ------------------------------------------------ bad inputs and faults
+WIDE_MODEL = "clipinv-tiny-test-wide"
+GOOD = [np.zeros((8, 8, 3), dtype=np.uint8)]
 
 
-def test_exif_rotation_is_applied(tmp_path):
-    image = Image.fromarray(np.zeros((10, 20, 3), dtype=np.uint8))
-    exif = image.getexif()
-    exif[0x0112] = 6  # "rotate 90 CW" orientation tag
-    image.save(tmp_path / "rotated.jpg", exif=exif)
-    assert read_image(tmp_path / "rotated.jpg").size == (10, 20)
+class _Unsafe:
+    """An arbitrary object: loading it would require unpickling code."""
+
+
+def _other_architecture(ctx):
+    import open_clip
+    from conftest import TINY_CONFIG
+
+    if WIDE_MODEL not in open_clip.list_models():
+        folder = Path(tempfile.mkdtemp(prefix="clipinv-config-"))
+        (folder / f"{WIDE_MODEL}.json").write_text(json.dumps({**TINY_CONFIG, "embed_dim": 16}))
+        open_clip.add_model_config(folder)
+    return {"model_name": WIDE_MODEL, "pretrained": str(ctx.checkpoint["safetensors"])}, GOOD
+
+
+def _pickled_objects(ctx):
+    import torch
+
+    path = ctx.tmp_path / "evil.pt"
+    torch.save({"state_dict": {}, "payload": _Unsafe()}, path)
+    return {"pretrained": str(path)}, GOOD
+
+
+def _damaged_checkpoint(ctx):
+    path = ctx.tmp_path / "damaged.safetensors"
+    path.write_bytes(ctx.checkpoint["safetensors"].read_bytes()[:100])
+    return {"pretrained": str(path)}, GOOD
+
+
+def _offline_tag(ctx):
+    ctx.monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ctx.monkeypatch.setattr(_backbone, "cached_tag_file", lambda cfg: None)
+    return {"model_name": "ViT-B-32", "pretrained": "openai"}, GOOD
+
+
+def _offline_hub(ctx):
+    ctx.monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ctx.monkeypatch.setattr(_backbone, "cached_hub_snapshot", lambda repo: None)
+    return {"model_name": "hf-hub:org/tiny"}, GOOD
+
+
+def _no_gpu(device):
+    def case(ctx):
+        ctx.monkeypatch.setattr(_backbone, "available_devices", lambda: ["cpu"])
+        return {"device": device}, GOOD
+
+    return case
+
+
+def _file(name, data):
+    def case(ctx):
+        path = ctx.tmp_path / name
+        if data is not None:
+            path.write_bytes(data)
+        return {}, [GOOD[0], str(path)]
+
+    return case
+
+
+def _bomb(ctx):
+    ctx.monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # PIL refuses images over twice the limit
+    path = ctx.tmp_path / "bomb.png"
+    Image.new("RGB", (64, 64)).save(path)
+    return {}, [str(path)]
+
+
+def _memory_is_a_file(ctx):
+    path = ctx.tmp_path / "cache.txt"
+    path.write_text("")
+    return {"memory": str(path)}, GOOD
+
+
+def _inputs(X, **params):
+    return lambda ctx: (params, X() if callable(X) else X)
+
+
+def _frame():
+    import pandas as pd
+
+    return pd.DataFrame({"a": ["x.png"], "b": ["y.png"]})
+
+
+def _sparse():
+    import scipy.sparse
+
+    return scipy.sparse.csr_matrix(np.eye(3))
+
+
+_READ = r"Cannot read input {} \({}\): "
+BAD_INPUTS = {
+    # the collection
+    "single path": (_inputs("img.png"), TypeError, "got a single str; wrap it in a list"),
+    "2-D array": (_inputs(np.zeros((4, 5))), ValueError, "a 2-D array is ambiguous"),
+    "1-D numbers": (_inputs(np.zeros(4)), ValueError, r"batch of images .* got shape \(4,\)"),
+    "2-D paths": (_inputs(np.array([["a.png"]])), ValueError, r"must be 1-D, got shape \(1, 1\)"),
+    "DataFrame": (_inputs(_frame), ValueError, "one column, got 2"),
+    "not a collection": (_inputs(5), TypeError, "Expected a collection of inputs, got int"),
+    "sparse": (_inputs(_sparse), TypeError, "Sparse matrices are not images or texts"),
+    "empty list": (_inputs([]), ValueError, "Found 0 inputs"),
+    "empty batch": (_inputs(np.zeros((0, 8, 8, 3), dtype=np.uint8)), ValueError, "Found 0 inputs"),
+    # wrong modality
+    "number as image": (_inputs(["ok.png", 3.5]), TypeError, "Input 1 must be an image path.*got float"),
+    "image as text": (
+        _inputs(GOOD, modality="text"),
+        TypeError,
+        "Input 0 must be a string for modality='text', got ndarray",
+    ),
+    # pixels
+    "NaN float image": (
+        _inputs([np.full((4, 4, 3), np.nan)]),
+        ValueError,
+        _READ.format(0, r"array of shape \(4, 4, 3\)") + "ValueError: .*NaN",
+    ),
+    "float above 1": (_inputs([np.full((4, 4, 3), 2.0)]), ValueError, r"values in \[0, 1\]"),
+    "2 channels": (_inputs([np.zeros((4, 4, 2), dtype=np.uint8)]), ValueError, r"\(H, W, 3\).*\(4, 4, 2\)"),
+    "(0, 0, 3) image": (
+        _inputs([np.zeros((0, 0, 3), dtype=np.uint8)]),
+        ValueError,
+        _READ.format(0, r"array of shape \(0, 0, 3\)") + "ValueError: An image must have at least one pixel",
+    ),
+    "empty images in a batch": (
+        _inputs(np.zeros((2, 0, 4, 3), dtype=np.uint8)),
+        ValueError,
+        _READ.format(0, r"array of shape \(0, 4, 3\)") + ".*at least one pixel",
+    ),
+    # files
+    "missing file": (
+        _file("missing.png", None),
+        ValueError,
+        _READ.format(1, "'.*missing.png'") + "FileNotFoundError: No such image file",
+    ),
+    "corrupt file": (_file("corrupt.jpg", b"not an image"), ValueError, _READ.format(1, "'.*corrupt.jpg'")),
+    "empty file": (_file("empty.png", b""), ValueError, _READ.format(1, "'.*empty.png'")),
+    "decompression bomb": (_bomb, ValueError, _READ.format(0, "'.*bomb.png'") + "DecompressionBombError"),
+    # weights and devices
+    "unknown model": (
+        _inputs(GOOD, model_name="ViT-B-3"),
+        ValueError,
+        r"Unknown model_name 'ViT-B-3'; did you mean 'ViT-B-32'.*list_models",
+    ),
+    "unknown tag": (
+        _inputs(GOOD, model_name="ViT-B-32", pretrained="nope"),
+        ValueError,
+        "Unknown pretrained tag 'nope' for model 'ViT-B-32'; known tags: .*'openai'",
+    ),
+    "missing checkpoint": (
+        _inputs(GOOD, pretrained="missing.safetensors"),
+        FileNotFoundError,
+        "Checkpoint file not found: 'missing.safetensors'",
+    ),
+    "missing local dir": (_inputs(GOOD, model_name="local-dir:/no/dir"), OSError, "not found: /no/dir"),
+    "offline tag": (_offline_tag, OSError, "not in the local cache and huggingface.co cannot be reached"),
+    "offline hub repo": (_offline_hub, OSError, "Cannot load the model 'hf-hub:org/tiny'.*local-dir:"),
+    "other architecture": (
+        _other_architecture,
+        ValueError,
+        rf"checkpoint '.*tiny.safetensors' does not fit the model '{WIDE_MODEL}'.*size mismatch",
+    ),
+    "pickled objects": (_pickled_objects, ValueError, r"holds pickled objects.*weights_only=True"),
+    "damaged checkpoint": (_damaged_checkpoint, ValueError, "Cannot read the checkpoint '.*damaged"),
+    "no cuda": (_no_gpu("cuda"), ValueError, r"device='cuda' is not available on this .*; available: 'cpu',"),
+    "no mps": (_no_gpu("mps"), ValueError, r"device='mps' is not available on this machine"),
+    "unknown device": (_inputs(GOOD, device="gpu0"), ValueError, "Unknown device 'gpu0'; available on this"),
+    "batch_size 0": (_inputs(GOOD, batch_size=0), ValueError, "'batch_size' parameter .* must be an int in"),
+    "memory is a file": (_memory_is_a_file, ValueError, r"memory='.*cache.txt' is a file"),
+}
+
+
+class _Context:
+    def __init__(self, tmp_path, checkpoint, monkeypatch):
+        self.tmp_path, self.checkpoint, self.monkeypatch = tmp_path, checkpoint, monkeypatch
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS), ids=list(BAD_INPUTS))
+def test_bad_inputs(tiny_model, tiny_checkpoint, tmp_path, monkeypatch, case):
+    """Each bad input or fault: one exception of a clear type, with a message that names it."""
+    make, error, match = BAD_INPUTS[case]
+    params, X = make(_Context(tmp_path, tiny_checkpoint, monkeypatch))
+    emb = _embedder(params.pop("model_name", tiny_model), **params)
+    before = emb.get_params()
+    with pytest.raises(error, match=match) as info:
+        emb.transform(X)
+    assert type(info.value) not in (AttributeError, KeyError, RuntimeError)
+    assert emb.get_params() == before and not hasattr(emb, "embedding_dim_")
 
 
 # ------------------------------------------------------------ real images
 def test_pacs_pipeline_fit_save_reload(tiny_model, tiny_checkpoint, pacs_mini, tmp_path, count_loads):
     from clip_invariance.augmentation import make_image_interventions
 
-    data = load_image_folder(pacs_mini, domains=["photo", "sketch"])
+    data = load_image_folder(pacs_mini, environments=["photo", "sketch"])
     emb = _embedder(tiny_model, pretrained=str(tiny_checkpoint["safetensors"]), batch_size=32, num_workers=1)
     views, view_groups = make_image_interventions(data.paths, random_state=0)
     projector = InvariantProjector(n_components=8).fit(emb.transform(views), view_groups=view_groups)
@@ -406,7 +548,7 @@ def test_pacs_pipeline_fit_save_reload(tiny_model, tiny_checkpoint, pacs_mini, t
     pipe = make_pipeline(emb, InvariantProjector(n_components=8), LogisticRegression(max_iter=1000))
     pipe.fit(data.paths, data.y, invariantprojector__environments=data.environments)
     predicted = pipe.predict(data.paths)
-    assert (predicted == data.y).mean() > 1 / len(data.target_names)  # better than chance on its training set
+    assert (predicted == data.y).mean() > 1 / len(data.class_names)  # better than chance on its training set
 
     joblib.dump(pipe, tmp_path / "pipe.joblib")
     assert os.path.getsize(tmp_path / "pipe.joblib") < 100_000  # no weights inside
@@ -417,8 +559,11 @@ def test_pacs_pipeline_fit_save_reload(tiny_model, tiny_checkpoint, pacs_mini, t
     assert len(count_loads) == loads_before + 1
 
 
-def test_progress_bar_is_optional(tiny_model, image_files, capsys):
+def test_progress_bar_is_optional_and_reaches_its_total(tiny_model, image_files, capsys):
     _embedder(tiny_model, progress=True, batch_size=2).transform(image_files)
-    assert "Embedding" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "Embedding" in err and "3/3" in err
+    _embedder(tiny_model, progress=True, batch_size=4, modality="text").transform(["a"] * 6)
+    assert "2/2" in capsys.readouterr().err
     _embedder(tiny_model, progress=False, batch_size=2).transform(image_files)
     assert "Embedding" not in capsys.readouterr().err
