@@ -31,6 +31,7 @@ from ._store import (
     check_store_path,
     load_embeddings,
     save_embeddings,
+    stored_rows,
 )
 
 __all__ = ["embed_image_folder", "image_folder_views", "text_interventions_with_styles", "TEXT_TEMPLATE"]
@@ -134,8 +135,8 @@ def embed_image_folder(
     """
     from ..embedding import CLIPEmbedder
 
+    root, store = Path(os.path.abspath(root)), Path(store)  # absolute, links kept: paths stay under root
     data = load_image_folder(root)
-    root, store = Path(root).resolve(), Path(store)
     check_store_path(store)
     classes = data.class_names
     single = build_prompts(classes, [template])[0]
@@ -311,17 +312,7 @@ def _digest(key):
 
 def _known_rows(store):
     """Item key -> embedding, from the store's arrays (memory-mapped) and its chunks."""
-    known = {}
-    if (store / METADATA_FILE).is_file():
-        try:
-            previous = load_embeddings(store)
-        except ValueError as exc:
-            warnings.warn(f"Ignoring the damaged store, its items are embedded again: {exc}", UserWarning,
-                          stacklevel=3)
-        else:
-            for name, keys in previous.item_keys.items():
-                rows = previous[name].reshape(-1, previous[name].shape[-1])
-                known.update(zip(keys.ravel().tolist(), rows))
+    known = stored_rows(store) if (store / METADATA_FILE).is_file() else {}
     if store.is_dir():
         known.update(_read_chunks(store))
     return known

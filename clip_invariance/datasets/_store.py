@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 import uuid
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,7 @@ __all__ = [
     "save_embeddings",
     "load_embeddings",
     "check_store_path",
+    "stored_rows",
 ]
 
 STORE_FORMAT = "clip-invariance embedding store"
@@ -59,23 +61,10 @@ EMBEDDING_FIELDS = tuple(name for name, (kind, _) in FIELDS.items() if kind == "
 
 
 def save_embeddings(
-    path,
-    *,
-    X,
-    y,
-    environments,
-    views=None,
-    class_names=None,
-    environment_names=None,
-    prompt_embeddings=None,
-    prompt_ensemble_embeddings=None,
-    text_interventions=None,
-    text_view_groups=None,
-    text_intervention_texts=None,
-    text_intervention_styles=None,
-    paths=None,
-    settings=None,
-    item_keys=None,
+    path, *, X, y, environments, views=None, class_names=None, environment_names=None,
+    prompt_embeddings=None, prompt_ensemble_embeddings=None, text_interventions=None,
+    text_view_groups=None, text_intervention_texts=None, text_intervention_styles=None,
+    paths=None, settings=None, item_keys=None,
 ):
     """Write embeddings of any origin into a store folder, atomically.
 
@@ -342,6 +331,33 @@ def check_store_path(path):
         )
 
 
+def stored_rows(path):
+    """Item key -> embedding, for every keyed field of a store that can still be read.
+
+    What an embedding run reuses: a damaged field (or store) is skipped with a
+    warning, and only its items are embedded again.
+    """
+    rows, damaged = {}, []
+    try:
+        metadata = _read_metadata(Path(path))
+    except ValueError as exc:
+        damaged.append(str(exc))
+        metadata = {"item_keys": {}}
+    for name, record in metadata["item_keys"].items():
+        try:
+            keys = _read_array(Path(path), f"item_keys[{name}]", record, mmap=True)
+            field = _read_array(Path(path), name, metadata["fields"].get(name), mmap=True)
+            _check_keys(name, keys, field)
+        except ValueError as exc:
+            damaged.append(str(exc))
+            continue
+        rows.update(zip(keys.ravel().tolist(), field.reshape(-1, field.shape[-1])))
+    if damaged:
+        warnings.warn(f"Embedding again the items of damaged store fields: {'; '.join(damaged)}", UserWarning,
+                      stacklevel=2)
+    return rows
+
+
 # ------------------------------------------------------------ writing side
 def _encode_labels(y, class_names):
     y = np.asarray(y)
@@ -426,11 +442,9 @@ def _read_metadata(path):
     file = path / METADATA_FILE
     if not file.is_file():
         chunks = (path / CHUNK_FOLDER).is_dir()
-        raise ValueError(
-            f"{path}: no {METADATA_FILE}"
-            + ("; this is an unfinished embedding run: run it again to resume." if chunks else
-               "; not an embedding store.")
-        )
+        raise ValueError(f"{path}: no {METADATA_FILE}" + (
+            "; this is an unfinished embedding run: run it again to resume." if chunks else
+            "; not an embedding store."))
     try:
         metadata = json.loads(file.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
@@ -438,20 +452,17 @@ def _read_metadata(path):
     if not isinstance(metadata, dict) or metadata.get("format") != STORE_FORMAT:
         raise ValueError(f"{file}: not a {STORE_FORMAT!r} file.")
     if metadata.get("version") != STORE_VERSION:
-        raise ValueError(
-            f"{file}: store version {metadata.get('version')!r}; this package reads version "
-            f"{STORE_VERSION}. Embed the folder again."
-        )
+        raise ValueError(f"{file}: store version {metadata.get('version')!r}; this package reads version "
+                         f"{STORE_VERSION}. Embed the folder again.")
     for entry, kind in [("fields", dict), ("item_keys", dict), ("settings", dict)]:
         if not isinstance(metadata.get(entry), kind):
             raise ValueError(f"{file}: {entry!r} is missing or not a mapping.")
-    for entry in ("class_names", "environment_names"):
-        names = metadata.get(entry)
-        if entry not in metadata or not (names is None or (isinstance(names, list) and
-                                                            all(isinstance(n, str) for n in names))):
-            raise ValueError(f"{file}: {entry!r} must be a list of strings or null.")
-    if metadata["environment_names"] is None:
-        raise ValueError(f"{file}: 'environment_names' must be a list of strings.")
+    for entry, nullable in (("class_names", True), ("environment_names", False)):
+        names = metadata.get(entry, 0)
+        if not (nullable and names is None) and not (
+            isinstance(names, list) and all(isinstance(n, str) for n in names)
+        ):
+            raise ValueError(f"{file}: {entry!r} must be a list of strings{' or null' * nullable}.")
     unknown = sorted(set(metadata["fields"]) - set(FIELDS))
     if unknown:
         raise ValueError(f"{file}: unknown fields {unknown}.")
@@ -475,8 +486,6 @@ def _read_array(folder, name, record, mmap):
         raise ValueError(f"{folder}: field {name!r}: {file} cannot be read ({type(exc).__name__}: "
                          f"{exc}).") from None
     if array.shape != shape or array.dtype != dtype:
-        raise ValueError(
-            f"{folder}: field {name!r}: {file} holds {array.dtype} of shape {array.shape}, the store "
-            f"records {dtype} of shape {shape}."
-        )
+        raise ValueError(f"{folder}: field {name!r}: {file} holds {array.dtype} of shape {array.shape}, "
+                         f"the store records {dtype} of shape {shape}.")
     return array

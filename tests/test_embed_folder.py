@@ -1,0 +1,276 @@
+"""embed_image_folder: one embedding per item, resumable, served from the store the second time."""
+
+import os
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+from clip_invariance import CLIPEmbedder
+from clip_invariance.datasets import (
+    embed_image_folder,
+    image_folder_views,
+    load_embeddings,
+    text_interventions_with_styles,
+)
+from clip_invariance.prompts import build_prompts
+
+N_VIEWS = 2
+STYLES, SETTINGS = ["photo", "sketch"], ["", "indoors"]
+ENSEMBLE = ["a {}.", "art of the {}."]
+
+
+def write_png(path, seed):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """2 environments x 2 classes x 3 small PNGs: 12 images."""
+    root = tmp_path / "images"
+    for e, environment in enumerate(["photo", "sketch"]):
+        for c, cls in enumerate(["cat", "dog"]):
+            for i in range(3):
+                write_png(root / environment / cls / f"{i}.png", seed=100 * e + 10 * c + i)
+    return root
+
+
+@pytest.fixture
+def counts(monkeypatch):
+    """Inputs embedded per modality: CLIPEmbedder.transform wrapped to count them."""
+    counted = {"image": 0, "text": 0}
+    real = CLIPEmbedder.transform
+
+    def transform(self, X):
+        counted[self.modality] += len(X)
+        return real(self, X)
+
+    monkeypatch.setattr(CLIPEmbedder, "transform", transform)
+    return counted
+
+
+def embed(root, store, tiny_model, **kwargs):
+    params = {
+        "model_name": tiny_model,
+        "pretrained": None,
+        "device": "cpu",
+        "batch_size": 8,
+        "num_workers": 0,
+        "n_views": N_VIEWS,
+        "ensemble_templates": ENSEMBLE,
+        "text_styles": STYLES,
+        "text_settings": SETTINGS,
+        "chunk_size": 16,
+        "progress": False,
+        **kwargs,
+    }
+    return embed_image_folder(root, store, **params)
+
+
+def taken(counts):
+    """The counts so far, then reset."""
+    out = dict(counts)
+    counts.update(image=0, text=0)
+    return out
+
+
+# 12 images x (1 + 2 views); 2 prompts + 2 x 2 ensemble + 2 classes x 4 interventions,
+# of which "a photo of a cat." and "... dog." are both a prompt and an intervention.
+N_IMAGE_ITEMS, N_TEXT_ITEMS = 12 * (1 + N_VIEWS), 2 + 4 + 8 - 2
+
+
+def test_embeddings_equal_a_direct_transform(folder, tmp_path, tiny_model, counts):
+    store = embed(folder, tmp_path / "store", tiny_model)
+    assert taken(counts) == {"image": N_IMAGE_ITEMS, "text": N_TEXT_ITEMS}
+    assert store.X.shape == (12, 32) and store.views.shape == (12, N_VIEWS, 32)
+    assert store.class_names == ["cat", "dog"] and store.environment_names == ["photo", "sketch"]
+    assert store.y.tolist() == [0, 0, 0, 1, 1, 1] * 2
+    assert store.environments.tolist() == ["photo"] * 6 + ["sketch"] * 6
+    assert store.paths[4] == os.path.join(folder, "photo", "dog", "1.png")
+
+    images = CLIPEmbedder(tiny_model, pretrained=None, device="cpu", num_workers=0)
+    views = image_folder_views(store.paths, folder, n_views=N_VIEWS, random_state=0)
+    direct = images.transform([view for _, image_views in views for _, view in image_views])
+    direct = direct.reshape(12, 1 + N_VIEWS, 32)
+    assert_allclose(store.X, direct[:, 0], rtol=1e-5, atol=1e-6)
+    assert_allclose(store.views, direct[:, 1:], rtol=1e-5, atol=1e-6)
+    assert np.abs(store.views[:, 0] - store.X).max() > 1e-3  # views are not the originals
+
+    texts = images.set_params(modality="text")
+    assert_allclose(store.prompt_embeddings, texts.transform(["a photo of a cat.", "a photo of a dog."]),
+                    rtol=1e-5, atol=1e-6)
+    ensemble = np.asarray(build_prompts(["cat", "dog"], ENSEMBLE))
+    assert_allclose(store.prompt_ensemble_embeddings, texts.transform(ensemble.ravel()).reshape(2, 2, 32),
+                    rtol=1e-5, atol=1e-6)
+    strings, view_groups, styles = text_interventions_with_styles(["cat", "dog"], STYLES, SETTINGS)
+    assert store.text_intervention_texts.tolist() == strings == [
+        "a photo of a cat.", "a photo of a cat indoors.", "a sketch of a cat.", "a sketch of a cat indoors.",
+        "a photo of a dog.", "a photo of a dog indoors.", "a sketch of a dog.", "a sketch of a dog indoors.",
+    ]
+    assert store.text_intervention_styles.tolist() == styles == ["photo", "photo", "sketch", "sketch"] * 2
+    assert_array_equal(store.text_view_groups, [0, 0, 0, 0, 1, 1, 1, 1])
+    assert_allclose(store.text_interventions, texts.transform(strings), rtol=1e-5, atol=1e-6)
+
+    settings = load_embeddings(tmp_path / "store").settings
+    assert settings["model"] == {"model_name": tiny_model, "pretrained": None, "precision": "fp32",
+                                 "embedding_dim": 32}
+    assert settings["images"]["n_views"] == N_VIEWS and settings["root"] == str(folder)
+    assert settings["prompts"] == {"template": "a photo of a {}.", "ensemble_templates": ENSEMBLE}
+    assert not (tmp_path / "store" / "chunks").exists()  # folded into the store
+
+
+def test_second_run_and_other_batch_size_embed_nothing(folder, tmp_path, tiny_model, counts):
+    first = embed(folder, tmp_path / "store", tiny_model)
+    X, views = np.array(first.X), np.array(first.views)
+    taken(counts)
+    again = embed(folder, tmp_path / "store", tiny_model)
+    assert taken(counts) == {"image": 0, "text": 0}
+    assert_array_equal(again.X, X)
+    assert_array_equal(again.views, views)
+    embed(folder, tmp_path / "store", tiny_model, batch_size=7, chunk_size=3)
+    assert taken(counts) == {"image": 0, "text": 0}
+
+
+def test_interrupted_run_resumes_where_it_stopped(folder, tmp_path, tiny_model, counts, monkeypatch):
+    counted_transform = CLIPEmbedder.transform
+    calls = []
+
+    def interrupted(self, X):
+        if self.modality == "image":
+            calls.append(len(X))
+            if len(calls) == 2:
+                raise KeyboardInterrupt  # after the first chunk of images
+        return counted_transform(self, X)
+
+    monkeypatch.setattr(CLIPEmbedder, "transform", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        embed(folder, tmp_path / "store", tiny_model, chunk_size=5)
+    assert taken(counts) == {"image": 5, "text": N_TEXT_ITEMS}
+    with pytest.raises(ValueError, match="unfinished embedding run: run it again to resume"):
+        load_embeddings(tmp_path / "store")
+
+    monkeypatch.setattr(CLIPEmbedder, "transform", counted_transform)
+    resumed = embed(folder, tmp_path / "store", tiny_model, chunk_size=5)
+    assert taken(counts) == {"image": N_IMAGE_ITEMS - 5, "text": 0}
+    reference = embed(folder, tmp_path / "reference", tiny_model)
+    for name in ("X", "views", "prompt_embeddings", "prompt_ensemble_embeddings", "text_interventions"):
+        assert_allclose(resumed[name], reference[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_added_changed_and_removed_files_embed_only_their_items(folder, tmp_path, tiny_model, counts):
+    first = embed(folder, tmp_path / "store", tiny_model)
+    X = dict(zip(first.paths.tolist(), np.array(first.X)))
+    taken(counts)
+
+    write_png(folder / "photo" / "dog" / "9.png", seed=999)
+    added = embed(folder, tmp_path / "store", tiny_model)
+    assert taken(counts) == {"image": 1 + N_VIEWS, "text": 0}
+    assert len(added.X) == 13
+    for path, row in zip(added.paths.tolist(), added.X):
+        if path in X:
+            assert_array_equal(row, X[path])  # the other views did not move either: see below
+
+    changed = folder / "sketch" / "cat" / "0.png"
+    stat = os.stat(changed)
+    write_png(changed, seed=12345)
+    os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    after_change = embed(folder, tmp_path / "store", tiny_model)
+    assert taken(counts) == {"image": 1 + N_VIEWS, "text": 0}
+
+    os.remove(folder / "photo" / "dog" / "9.png")
+    removed = embed(folder, tmp_path / "store", tiny_model)
+    assert taken(counts) == {"image": 0, "text": 0}
+    assert len(removed.X) == 12
+    assert set(removed.item_keys["X"].tolist()) < set(after_change.item_keys["X"].tolist())
+
+
+def test_views_do_not_depend_on_the_other_files(folder, tmp_path):
+    paths = sorted(str(p) for p in folder.rglob("*.png"))
+    alone = image_folder_views(paths[5:6], folder, n_views=3, random_state=7)
+    among = image_folder_views(paths, folder, n_views=3, random_state=7)[5:6]
+    assert [key for key, _ in alone[0][1]] == [key for key, _ in among[0][1]]
+    other_seed = image_folder_views(paths[5:6], folder, n_views=3, random_state=8)
+    assert [key for key, _ in alone[0][1]][1:] != [key for key, _ in other_seed[0][1]][1:]
+
+
+def test_other_seed_or_n_views_reembeds_views_only(folder, tmp_path, tiny_model, counts):
+    embed(folder, tmp_path / "store", tiny_model, n_views=0)
+    assert taken(counts)["image"] == 12
+    assert load_embeddings(tmp_path / "store").views is None
+    embed(folder, tmp_path / "store", tiny_model, n_views=1)
+    assert taken(counts) == {"image": 12, "text": 0}
+    embed(folder, tmp_path / "store", tiny_model, n_views=2)
+    assert taken(counts) == {"image": 12, "text": 0}  # the first view is the same as before
+    embed(folder, tmp_path / "store", tiny_model, n_views=2, random_state=1)
+    assert taken(counts) == {"image": 24, "text": 0}
+
+
+def test_damaged_chunk_or_store_is_embedded_again(folder, tmp_path, tiny_model, counts):
+    store = tmp_path / "store"
+    embed(folder, store, tiny_model)
+    taken(counts)
+    (store / "X.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.warns(UserWarning, match="Embedding again the items of damaged store fields: .*field 'X'"):
+        embed(folder, store, tiny_model)
+    # the views, prompts and interventions were intact: only the originals are embedded again
+    assert taken(counts) == {"image": 12, "text": 0}
+
+    (store / "chunks").mkdir()
+    (store / "chunks" / "cut.npz").write_bytes(b"PK\x03\x04 cut short")
+    with pytest.warns(UserWarning, match=r"Skipping 1 unreadable chunk\(s\): cut.npz"):
+        embed(folder, store, tiny_model)
+    assert taken(counts) == {"image": 0, "text": 0}
+
+
+def test_progress_bar_reaches_its_end(folder, tmp_path, tiny_model, capsys):
+    total = N_IMAGE_ITEMS + N_TEXT_ITEMS
+    embed(folder, tmp_path / "store", tiny_model, progress=True)
+    assert f"{total}/{total}" in capsys.readouterr().err
+    embed(folder, tmp_path / "store", tiny_model, progress=True)  # everything found: still a full bar
+    assert f"100%|██████████| {total}/{total}" in capsys.readouterr().err
+    embed(folder, tmp_path / "store", tiny_model, progress=False)
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    "change, error, message",
+    [
+        ({"root": "missing"}, FileNotFoundError, "Image folder not found"),
+        ({"n_views": -1}, ValueError, "'n_views' parameter"),
+        ({"chunk_size": 0}, ValueError, "'chunk_size' parameter"),
+        ({"random_state": None}, ValueError, "'random_state' parameter"),
+        ({"template": "a photo"}, ValueError, "has no '{}' or '{classname}' placeholder"),
+        ({"ensemble_templates": "nope"}, ValueError, "'ensemble_templates' parameter"),
+        ({"text_styles": ["photo"], "text_settings": [""]}, ValueError, "at least two descriptions"),
+        ({"store": "a-file"}, ValueError, "exists and is not a folder"),
+        ({"model_name": "no-such-model"}, ValueError, "Unknown model_name 'no-such-model'"),
+        ({"pretrained": "missing.safetensors"}, FileNotFoundError, "Checkpoint file not found"),
+    ],
+)
+def test_mistakes_are_reported_before_anything_is_embedded(folder, tmp_path, tiny_model, counts, change,
+                                                           error, message):
+    (tmp_path / "a-file").write_text("x")
+    change = dict(change)
+    root = tmp_path / change.pop("root", "images")
+    store = tmp_path / change.pop("store", "store")
+    with pytest.raises(error, match=message):
+        embed(root, store, tiny_model, **change)
+    assert taken(counts) == {"image": 0, "text": 0}
+    assert not (tmp_path / "store").exists()
+
+
+def test_pacs_mini(pacs_mini, tmp_path, tiny_model, counts):
+    store = embed(pacs_mini, tmp_path / "store", tiny_model, n_views=1, chunk_size=256, batch_size=64,
+                  ensemble_templates="simple", text_styles=STYLES)
+    assert taken(counts)["image"] == 420 * 2
+    assert store.X.shape == (420, 32) and store.views.shape == (420, 1, 32)
+    assert store.environment_names == ["art_painting", "cartoon", "photo", "sketch"]
+    assert len(store.class_names) == 7 and store.prompt_ensemble_embeddings.shape == (7, 7, 32)
+    assert np.bincount(store.y).tolist() == [60] * 7
+    embed(pacs_mini, tmp_path / "store", tiny_model, n_views=1, ensemble_templates="simple",
+          text_styles=STYLES)
+    assert taken(counts) == {"image": 0, "text": 0}
