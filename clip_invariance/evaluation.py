@@ -25,6 +25,7 @@ from sklearn.utils.validation import check_consistent_length
 __all__ = [
     "PROBE_C",
     "make_probe",
+    "holdout_split",
     "leave_one_domain_out",
     "evaluate_synthetic",
     "evaluate_image_folder",
@@ -130,10 +131,7 @@ def leave_one_domain_out(
     check_consistent_length(y, view_groups, scored)
     fit_params = {} if fit_params is None else fit_params
 
-    # One fixed 80/20 split of every environment, by content, reused for all targets.
-    rng = check_random_state(random_state)
-    contents, content_index = np.unique(view_groups, return_inverse=True)
-    is_validation = (rng.uniform(size=len(contents)) < holdout)[content_index]
+    is_validation = holdout_split(environments, view_groups, holdout, random_state)
 
     def subset(mask):
         X_sub = X[mask] if hasattr(X, "shape") else [x for x, m in zip(X, mask) if m]
@@ -161,6 +159,54 @@ def leave_one_domain_out(
             }
         )
     return rows
+
+
+def holdout_split(environments, view_groups, holdout=0.2, random_state=0):
+    """DomainBed's fixed split: the same share of every environment's contents held out.
+
+    Exactly ``round(holdout * n_e)`` of the ``n_e`` contents of every
+    environment are drawn (not a Bernoulli draw per content, whose share
+    varies), and all views of a content fall on the same side.
+
+    Parameters
+    ----------
+    environments : array-like of shape (n_samples,)
+        Environment of each row.
+    view_groups : array-like of shape (n_samples,)
+        Content id of each row; the rows of one content share an environment.
+    holdout : float, default=0.2
+        Share of every environment's contents held out.
+    random_state : int, RandomState instance or None, default=0
+        Seed of the draw.
+
+    Returns
+    -------
+    is_holdout : ndarray of bool, shape (n_samples,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from clip_invariance.evaluation import holdout_split
+    >>> environments = np.repeat(["a", "b"], [10, 30])
+    >>> held = holdout_split(environments, np.arange(40), holdout=0.2)
+    >>> int(held[:10].sum()), int(held[10:].sum())
+    (2, 6)
+    """
+    environments = np.asarray(environments)
+    view_groups = np.asarray(view_groups)
+    check_consistent_length(environments, view_groups)
+    contents, content_index = np.unique(view_groups, return_inverse=True)
+    content_environment = np.empty(len(contents), dtype=environments.dtype)
+    content_environment[content_index] = environments
+    if np.any(content_environment[content_index] != environments):
+        raise ValueError("The views of one content (one view group) span several environments.")
+    rng = check_random_state(random_state)
+    held = np.zeros(len(contents), dtype=bool)
+    for environment in np.unique(content_environment):
+        members = np.flatnonzero(content_environment == environment)
+        n_held = int(round(holdout * len(members)))
+        held[rng.permutation(members)[:n_held]] = True
+    return held[content_index]
 
 
 def _is_row_aligned(value, n):

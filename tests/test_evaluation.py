@@ -8,7 +8,7 @@ from sklearn.pipeline import Pipeline
 
 from clip_invariance import InvariantProjector
 from clip_invariance.datasets import make_invariant_embeddings
-from clip_invariance.evaluation import leave_one_domain_out
+from clip_invariance.evaluation import holdout_split, leave_one_domain_out
 from clip_invariance.views import stack_views
 
 
@@ -47,7 +47,7 @@ def test_splits_follow_the_protocol():
         target = set(np.flatnonzero(environments == row["target"]))
         assert not target & set(train_rows)
         assert row["n_train"] == len(train_rows) and row["n_test"] == 25
-        assert 0.65 < len(train_rows) / 150 < 0.95  # about 80% of the sources
+        assert len(train_rows) == 120  # exactly 80% of each source's 25 contents (2 rows each)
         assert np.array_equal(groups, content[train_rows])  # row-aligned params follow
         assert np.all(np.isin(train_rows ^ 1, train_rows))  # both rows of a pair
     # The same fixed split for every target.
@@ -78,3 +78,16 @@ def test_errors():
         leave_one_domain_out(RecordingClassifier(), X, [0, 1, 0], [0, 0, 1, 1])
     with pytest.raises(ValueError, match="holdout"):
         leave_one_domain_out(RecordingClassifier(), X, [0, 1, 0, 1], [0, 0, 1, 1], holdout=1.5)
+
+
+def test_holdout_split_is_exact_per_environment_and_keeps_views_together():
+    environments = np.repeat(["a", "b", "c"], [20, 50, 7])
+    view_groups = np.arange(77)
+    X_groups = np.concatenate([view_groups, view_groups])  # each content twice (image + view)
+    held = holdout_split(np.tile(environments, 2), X_groups, holdout=0.2, random_state=3)
+    assert held[:20].sum() == 4 and held[20:70].sum() == 10 and held[70:77].sum() == 1
+    np.testing.assert_array_equal(held[:77], held[77:])
+    again = holdout_split(np.tile(environments, 2), X_groups, holdout=0.2, random_state=3)
+    np.testing.assert_array_equal(held, again)
+    with pytest.raises(ValueError, match="span several environments"):
+        holdout_split(["a", "b"], [0, 0])
