@@ -1,4 +1,5 @@
-"""Images per second of CLIPEmbedder against a plain one-image-at-a-time loop.
+"""Images per second of CLIPEmbedder against a plain one-image-at-a-time loop,
+and a warm embedding cache against the joblib.Memory cache it replaced.
 
 Both sides use the same model, the same pacs-mini image files (decoding
 included) and open_clip's own preprocessing; the backbone is loaded before
@@ -9,8 +10,15 @@ With a CUDA device it also reports ViT-B-32 and ViT-B-16 in fp16 and the
 fraction of time the GPU waits on decoding (1 - pure-compute time /
 end-to-end time, pure compute being the same batches already decoded).
 
+The cache benchmark re-embeds a few hundred tiny images whose embeddings are
+all cached, as in-memory arrays (identified by their pixels) and as files
+(identified by path, size and modification time), with the per-input ``.npy``
+cache of ``memory=`` and with the old per-batch joblib.Memory cache
+(re-created here as it was), in the same run.
+
     python benchmarks/bench_embedder.py                      # tiny model + ViT-B-32, CPU
     python benchmarks/bench_embedder.py --models ViT-B-32 --n-images 420
+    python benchmarks/bench_embedder.py --cache-only --n-cached 300
 """
 
 import argparse
@@ -67,12 +75,13 @@ def best_of(repeats, *fns):
 
 
 def bench_cpu(model_name, paths, repeats, batch_size, num_workers):
-    from clip_invariance.embedding import _get_backbone
+    from clip_invariance._backbone import get_backbone
 
     embedder = CLIPEmbedder(
-        model_name, pretrained=None, device="cpu", batch_size=batch_size, num_workers=num_workers, progress=False
+        model_name, pretrained=None, device="cpu", batch_size=batch_size, num_workers=num_workers,
+        progress=False,
     ).fit()
-    backbone = _get_backbone(model_name, None, "cpu", "fp32")
+    backbone = get_backbone(model_name, None, "cpu", "fp32")
     (t_emb, t_ref), (X, X_ref) = best_of(
         repeats,
         lambda: embedder.transform(paths),
@@ -90,34 +99,105 @@ def bench_cpu(model_name, paths, repeats, batch_size, num_workers):
 def bench_gpu(model_name, paths, repeats, batch_size):
     import torch
 
-    from clip_invariance.embedding import _forward_batch, _get_backbone
+    from clip_invariance._backbone import get_backbone
+    from clip_invariance.images import read_image
 
     embedder = CLIPEmbedder(
         model_name, pretrained=None, device="cuda", precision="fp16", batch_size=batch_size, progress=False
     ).fit()
-    backbone = _get_backbone(model_name, None, "cuda", "fp16")
+    backbone = get_backbone(model_name, None, "cuda", "fp16")
 
     def end_to_end():
         X = embedder.transform(paths)
         torch.cuda.synchronize()
         return X
 
-    from clip_invariance.embedding import read_image
-
     decoded = torch.stack([backbone.preprocess(read_image(p)) for p in paths]).pin_memory()
 
     def compute_only():
         for start in range(0, len(paths), batch_size):
-            _forward_batch(None, None, decoded[start : start + batch_size], backbone)
+            backbone.encode(decoded[start : start + batch_size])
         torch.cuda.synchronize()
 
     (t_total, t_compute), _ = best_of(repeats, end_to_end, compute_only)
     n = len(paths)
     print(
         f"{model_name:>18} cuda fp16 | n={n:4d} | embedder {n / t_total:8.1f} img/s | "
-        f"compute only {n / t_compute:8.1f} img/s | GPU waits on decoding {max(0.0, 1 - t_compute / t_total):.0%} "
+        f"compute only {n / t_compute:8.1f} img/s | "
+        f"GPU waits on decoding {max(0.0, 1 - t_compute / t_total):.0%} "
         f"(workers {embedder._n_workers('cuda')})"
     )
+
+
+# ------------------------------------------------------------ warm cache
+def _joblib_forward(model_id, keys, inputs, backbone):
+    """The old cached function: one pickle per batch, keyed on (model_id, item keys)."""
+    return backbone.encode(inputs)
+
+
+def _joblib_item_key(item):
+    """The old item key: file identity, or joblib.hash of the pixels."""
+    import os
+
+    from joblib import hash as joblib_hash
+
+    if isinstance(item, str):
+        stat = os.stat(item)
+        return ("file", os.path.abspath(item), stat.st_size, stat.st_mtime_ns)
+    arr = np.asarray(item)
+    return ("pixels", None, arr.shape, joblib_hash(arr))
+
+
+def joblib_transform(items, memory, backbone, batch_size):
+    """CLIPEmbedder.transform with the joblib.Memory cache it had before (decoding in-process)."""
+    import torch
+
+    from clip_invariance.images import read_image
+
+    cached = memory.cache(_joblib_forward, ignore=["inputs", "backbone"])
+    keys = [_joblib_item_key(item) for item in items]
+    out = np.empty((len(items), backbone.embedding_dim), dtype=np.float32)
+    for start in range(0, len(items), batch_size):
+        idx = slice(start, start + batch_size)
+        if cached.check_call_in_cache(backbone.identity, keys[idx], inputs=None, backbone=None):
+            out[idx] = cached(backbone.identity, keys[idx], inputs=None, backbone=None)
+        else:
+            inputs = torch.stack([backbone.preprocess(read_image(item)) for item in items[idx]])
+            out[idx] = cached(backbone.identity, keys[idx], inputs=inputs, backbone=backbone)
+    return out
+
+
+def bench_cache(n, repeats, batch_size=64):
+    import joblib
+    from PIL import Image
+
+    from clip_invariance._backbone import get_backbone
+
+    rng = np.random.default_rng(0)
+    arrays = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(n)]
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for i, arr in enumerate(arrays):
+            paths.append(f"{tmp}/img{i}.png")
+            Image.fromarray(arr).save(paths[-1])
+        backbone = get_backbone(TINY, None, "cpu", "fp32")
+        embedder = CLIPEmbedder(
+            TINY, pretrained=None, device="cpu", batch_size=batch_size, num_workers=0, memory=f"{tmp}/npy",
+            progress=False,
+        )
+        memory = joblib.Memory(f"{tmp}/joblib", verbose=0)
+        for name, items in [("arrays", arrays), ("files", paths)]:
+            X_new, X_old = embedder.transform(items), joblib_transform(items, memory, backbone, batch_size)
+            (t_new, t_old), (Y_new, Y_old) = best_of(
+                repeats,
+                lambda items=items: embedder.transform(items),
+                lambda items=items: joblib_transform(items, memory, backbone, batch_size),
+            )
+            assert np.array_equal(Y_new, X_new) and np.array_equal(Y_old, X_old)
+            print(
+                f"warm cache, {n} tiny {name:6s} | per-input .npy {1e3 * t_new:7.1f} ms | "
+                f"joblib.Memory per batch {1e3 * t_old:7.1f} ms | new/old time {t_new / t_old:5.2f}"
+            )
 
 
 def main():
@@ -128,6 +208,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-workers", default="auto")
+    parser.add_argument("--n-cached", type=int, default=300, help="tiny images of the warm-cache benchmark")
+    parser.add_argument("--cache-only", action="store_true", help="run only the warm-cache benchmark")
     args = parser.parse_args()
     if not PACS_MINI.is_dir():
         raise SystemExit(f"pacs-mini not found at {PACS_MINI}")
@@ -140,6 +222,9 @@ def main():
     workers = args.num_workers if args.num_workers == "auto" else int(args.num_workers)
     sizes = args.n_images * len(args.models) if len(args.n_images) == 1 else args.n_images
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; pacs-mini {len(paths)} files")
+    bench_cache(args.n_cached, args.repeats)
+    if args.cache_only:
+        return
     for model_name, n in zip(args.models, sizes):
         bench_cpu(model_name, list(paths[:n]), args.repeats, args.batch_size, workers)
     if torch.cuda.is_available():

@@ -275,7 +275,8 @@ def test_damaged_entry_is_recomputed_with_one_warning(tiny_model, rgb_images, tm
     entry = _entries(tmp_path)[0]
     _damage(kind, entry)
     count_decodes.clear()
-    with pytest.warns(UserWarning, match=r"Recomputing 1 damaged or foreign embedding cache entry") as record:
+    expected = r"Recomputed 1 damaged or foreign embedding cache file\(s\); the first: "
+    with pytest.warns(UserWarning, match=expected) as record:
         again = emb.transform(rgb_images)
     assert len(record) == 1 and str(entry) in str(record[0].message)
     assert not os.path.exists(_Planted.marker)  # nothing in the cache was executed
