@@ -1,8 +1,5 @@
-"""Evaluation protocols and the experiments the command line runs.
+"""The experiments the command line runs, over the protocols of :mod:`clip_invariance.protocols`.
 
-- :func:`leave_one_domain_out`: the DomainBed protocol for any scikit-learn
-  estimator (each environment in turn is the target; the sources are split
-  80/20 by content).
 - :func:`evaluate_synthetic`: the built-in benchmark on the package's causal
   generator, where the true invariant subspace is known (``clip-invariance
   demo``).
@@ -17,16 +14,13 @@ import os
 from numbers import Integral, Real
 
 import numpy as np
-from sklearn.base import clone
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
-from sklearn.utils.validation import check_consistent_length
+
+from .protocols import leave_one_domain_out
 
 __all__ = [
     "PROBE_C",
     "make_probe",
-    "holdout_split",
-    "leave_one_domain_out",
     "evaluate_synthetic",
     "evaluate_image_folder",
 ]
@@ -52,165 +46,6 @@ def make_probe():
     from sklearn.linear_model import LogisticRegression
 
     return LogisticRegression(C=PROBE_C, max_iter=2000)
-
-
-def leave_one_domain_out(
-    estimator,
-    X,
-    y,
-    environments,
-    *,
-    fit_params=None,
-    holdout=0.2,
-    view_groups=None,
-    scored=None,
-    random_state=0,
-):
-    """Evaluate out-of-domain accuracy with the DomainBed protocol.
-
-    For every environment in turn: that environment is the target; each
-    other (source) environment is split 80/20 with a fixed seed; a clone of
-    ``estimator`` is fitted on the 80% parts and scored on the whole target
-    (out of domain) and on the 20% parts (in-domain validation, what DomainBed
-    selects models on).
-
-    Parameters
-    ----------
-    estimator : estimator with ``fit`` and ``score``
-        E.g. a pipeline ending in a classifier. Cloned for every target.
-    X : array-like of shape (n_samples, n_features)
-        Embeddings.
-    y : array-like of shape (n_samples,)
-        Class labels.
-    environments : array-like of shape (n_samples,)
-        Environment (domain) of each row; at least two distinct values.
-    fit_params : dict, default=None
-        Extra arguments of ``fit``. Arrays with ``n_samples`` rows are
-        subset like ``X`` (e.g. ``{"proj__view_groups": view_groups}``);
-        anything else is passed unchanged.
-    holdout : float, default=0.2
-        Share of every source environment kept out of training for validation.
-    view_groups : array-like of shape (n_samples,), default=None
-        Rows sharing an id (an image and its augmented views) fall on the same
-        side of the 80/20 split. ``None``: every row is its own content.
-    scored : array-like of bool, shape (n_samples,), default=None
-        Rows that count in the accuracies; the others (e.g. augmented views)
-        are used for training only. ``None``: all rows.
-    random_state : int, RandomState instance or None, default=0
-        Seed of the 80/20 split (fixed by default, as in DomainBed).
-
-    Returns
-    -------
-    rows : list of dict
-        One per target: ``target``, ``test_accuracy``,
-        ``validation_accuracy``, ``n_train``, ``n_test``.
-
-    Examples
-    --------
-    >>> from sklearn.linear_model import LogisticRegression
-    >>> from clip_invariance.datasets import make_invariant_embeddings
-    >>> from clip_invariance.evaluation import leave_one_domain_out
-    >>> data = make_invariant_embeddings(n_samples=400, random_state=0)
-    >>> rows = leave_one_domain_out(LogisticRegression(), data.X, data.y, data.environments)
-    >>> [row["target"] for row in rows], rows[0]["n_test"]
-    ([0, 1, 2, 3], 100)
-    """
-    y = np.asarray(y)
-    environments = np.asarray(environments)
-    n = len(y)
-    check_consistent_length(X, y, environments)
-    if not 0 < holdout < 1:
-        raise ValueError(f"holdout must be in (0, 1), got {holdout}.")
-    targets = np.unique(environments)
-    if len(targets) < 2:
-        raise ValueError(
-            f"leave-one-domain-out needs at least two environments, got {targets.tolist()}."
-        )
-    view_groups = np.arange(n) if view_groups is None else np.asarray(view_groups)
-    scored = np.ones(n, dtype=bool) if scored is None else np.asarray(scored, dtype=bool)
-    check_consistent_length(y, view_groups, scored)
-    fit_params = {} if fit_params is None else fit_params
-
-    is_validation = holdout_split(environments, view_groups, holdout, random_state)
-
-    def subset(mask):
-        X_sub = X[mask] if hasattr(X, "shape") else [x for x, m in zip(X, mask) if m]
-        params = {
-            key: (np.asarray(value)[mask] if _is_row_aligned(value, n) else value)
-            for key, value in fit_params.items()
-        }
-        return X_sub, y[mask], params
-
-    rows = []
-    for target in targets:
-        is_target = environments == target
-        train = ~is_target & ~is_validation
-        X_train, y_train, params = subset(train)
-        model = clone(estimator).fit(X_train, y_train, **params)
-        X_test, y_test, _ = subset(is_target & scored)
-        X_val, y_val, _ = subset(~is_target & is_validation & scored)
-        rows.append(
-            {
-                "target": target.item() if isinstance(target, np.generic) else target,
-                "test_accuracy": float(model.score(X_test, y_test)),
-                "validation_accuracy": float(model.score(X_val, y_val)) if len(y_val) else float("nan"),
-                "n_train": int(train.sum()),
-                "n_test": len(y_test),
-            }
-        )
-    return rows
-
-
-def holdout_split(environments, view_groups, holdout=0.2, random_state=0):
-    """DomainBed's fixed split: the same share of every environment's contents held out.
-
-    Exactly ``round(holdout * n_e)`` of the ``n_e`` contents of every
-    environment are drawn (not a Bernoulli draw per content, whose share
-    varies), and all views of a content fall on the same side.
-
-    Parameters
-    ----------
-    environments : array-like of shape (n_samples,)
-        Environment of each row.
-    view_groups : array-like of shape (n_samples,)
-        Content id of each row; the rows of one content share an environment.
-    holdout : float, default=0.2
-        Share of every environment's contents held out.
-    random_state : int, RandomState instance or None, default=0
-        Seed of the draw.
-
-    Returns
-    -------
-    is_holdout : ndarray of bool, shape (n_samples,)
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from clip_invariance.evaluation import holdout_split
-    >>> environments = np.repeat(["a", "b"], [10, 30])
-    >>> held = holdout_split(environments, np.arange(40), holdout=0.2)
-    >>> int(held[:10].sum()), int(held[10:].sum())
-    (2, 6)
-    """
-    environments = np.asarray(environments)
-    view_groups = np.asarray(view_groups)
-    check_consistent_length(environments, view_groups)
-    contents, content_index = np.unique(view_groups, return_inverse=True)
-    content_environment = np.empty(len(contents), dtype=environments.dtype)
-    content_environment[content_index] = environments
-    if np.any(content_environment[content_index] != environments):
-        raise ValueError("The views of one content (one view group) span several environments.")
-    rng = check_random_state(random_state)
-    held = np.zeros(len(contents), dtype=bool)
-    for environment in np.unique(content_environment):
-        members = np.flatnonzero(content_environment == environment)
-        n_held = int(round(holdout * len(members)))
-        held[rng.permutation(members)[:n_held]] = True
-    return held[content_index]
-
-
-def _is_row_aligned(value, n):
-    return hasattr(value, "__len__") and not isinstance(value, (str, dict)) and len(value) == n
 
 
 @validate_params(
@@ -351,7 +186,8 @@ def evaluate_image_folder(
     model and its weights (loaded once), and ``n_components`` against the
     embedding size. Then every image (and ``n_views`` augmented views of it),
     the class prompts and the text interventions are embedded with one
-    open_clip backbone, and :func:`leave_one_domain_out` runs zero-shot and
+    open_clip backbone, and
+    :func:`~clip_invariance.protocols.leave_one_domain_out` runs zero-shot and
     linear-probe classifiers, raw and in the invariant subspace (image and
     text interventions pooled).
 

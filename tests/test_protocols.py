@@ -1,4 +1,4 @@
-"""The leave-one-domain-out protocol."""
+"""The protocols: leave-one-domain-out, the exact holdout split, the selection rules."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,13 @@ from sklearn.pipeline import Pipeline
 
 from clip_invariance import InvariantProjector
 from clip_invariance.datasets import make_invariant_embeddings
-from clip_invariance.evaluation import holdout_split, leave_one_domain_out
+from clip_invariance.protocols import (
+    SELECTION_RULES,
+    holdout_split,
+    leave_one_domain_out,
+    select_and_fit,
+    selection_splits,
+)
 from clip_invariance.views import stack_views
 
 
@@ -91,3 +97,78 @@ def test_holdout_split_is_exact_per_environment_and_keeps_views_together():
     np.testing.assert_array_equal(held, again)
     with pytest.raises(ValueError, match="span several environments"):
         holdout_split(["a", "b"], [0, 0])
+
+
+def _round():
+    """Rows of one round: 3 sources and a target, 10 contents each, an original and a view per content."""
+    environments = np.repeat(["a", "b", "c", "t"], 10)
+    view_groups = np.arange(40)
+    return (
+        np.tile(environments, 2),
+        np.concatenate([view_groups, view_groups]),
+        np.r_[np.ones(40, bool), np.zeros(40, bool)],
+    )
+
+
+@pytest.mark.parametrize("rule", SELECTION_RULES)
+def test_selection_rules_never_train_on_the_target(rule):
+    environments, view_groups, is_original = _round()
+    splits, train = selection_splits(
+        rule, environments, "t", view_groups=view_groups, is_original=is_original
+    )
+    assert not np.isin(environments[train], ["t"]).any()
+    assert len(train) == 2 * 3 * 8  # 80% of every source's contents, with their views
+    for fit_rows, validation in splits:
+        assert not np.isin(environments[fit_rows], ["t"]).any()
+        assert not set(view_groups[fit_rows]) & set(view_groups[validation])
+        validated = set(environments[validation])
+        if rule == "oracle":
+            assert validated == {"t"} and is_original[validation].all()
+        else:
+            assert "t" not in validated
+        if rule == "views-val":
+            assert not is_original[validation].any()
+        elif rule in ("source-val", "lodo-cv"):
+            assert is_original[validation].all()
+    if rule == "lodo-cv":
+        assert [sorted(set(environments[v])) for _, v in splits] == [["a"], ["b"], ["c"]]
+        for (fit_rows, validation), source in zip(splits, "abc"):
+            assert source not in set(environments[fit_rows])
+            assert len(validation) == 10  # every original of the held-out source
+    else:
+        assert len(splits) == 1
+
+
+@pytest.mark.parametrize(
+    "rule, kwargs, message",
+    [
+        ("best", {}, "Unknown selection rule 'best'"),
+        ("views-val", {}, "validates on augmented views"),
+        ("lodo-cv", {"environments": np.repeat(["a", "t"], 5)}, "at least two source environments"),
+        ("source-val", {"target": "x"}, "target 'x' has no row"),
+        ("source-val", {"environments": np.repeat(["t"], 5)}, "no source environment"),
+    ],
+)
+def test_selection_rule_errors(rule, kwargs, message):
+    arguments = {"environments": np.repeat(["a", "b", "t"], 5), "target": "t", **kwargs}
+    with pytest.raises(ValueError, match=message):
+        selection_splits(rule, arguments.pop("environments"), arguments.pop("target"))
+
+
+def test_select_and_fit_chooses_on_validation_and_fits_on_train_rows():
+    data = make_invariant_embeddings(n_samples=600, random_state=0)
+    splits, train = selection_splits("source-val", data.environments, data.test_environment)
+    model, best, score = select_and_fit(
+        RecordingLogistic(), {"C": [1e-8, 1.0]}, data.X, data.y, splits, train
+    )
+    assert best == {"C": 1.0} and score > 0.5
+    np.testing.assert_array_equal(model.seen_rows_, data.X[train, 0])
+    # Without a grid there is no search, and the rows are the same.
+    model, best, score = select_and_fit(RecordingLogistic(), {}, data.X, data.y, splits, train)
+    assert best == {} and np.isnan(score) and len(model.seen_rows_) == len(train)
+
+
+class RecordingLogistic(LogisticRegression):
+    def fit(self, X, y, sample_weight=None):
+        self.seen_rows_ = np.asarray(X)[:, 0].copy()
+        return super().fit(X, y, sample_weight=sample_weight)
