@@ -247,6 +247,7 @@ def test_progress_bar_reaches_its_end(folder, tmp_path, tiny_model, capsys):
         ({"ensemble_templates": "nope"}, ValueError, "'ensemble_templates' parameter"),
         ({"text_styles": ["photo"], "text_settings": [""]}, ValueError, "at least two descriptions"),
         ({"store": "a-file"}, ValueError, "exists and is not a folder"),
+        ({"store": "images/store"}, ValueError, "must not be inside the image folder"),
         ({"model_name": "no-such-model"}, ValueError, "Unknown model_name 'no-such-model'"),
         ({"pretrained": "missing.safetensors"}, FileNotFoundError, "Checkpoint file not found"),
     ],

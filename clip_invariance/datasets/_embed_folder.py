@@ -129,21 +129,49 @@ def embed_image_folder(
     ValueError
         For a bad argument (``InvalidParameterError``, a ValueError), a folder
         without environment, class or image, an unknown model, a template
-        without ``{}``, a store path that is not a store, an unreadable image.
+        without ``{}``, a store path that is not a store or lies inside
+        ``root``, an unreadable image.
     OSError
         If the weights are not cached and cannot be downloaded.
+
+    Examples
+    --------
+    Random weights stand in for a pretrained model here:
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import numpy as np
+    >>> from PIL import Image
+    >>> from clip_invariance.datasets import embed_image_folder
+    >>> root = Path(tempfile.mkdtemp())
+    >>> for environment, cls in [("photo", "dog"), ("photo", "cat"), ("sketch", "dog")]:
+    ...     (root / environment / cls).mkdir(parents=True)
+    ...     Image.fromarray(np.full((8, 8, 3), 200, np.uint8)).save(root / environment / cls / "1.png")
+    >>> store = embed_image_folder(root, str(root) + "-store", model_name="RN50", pretrained=None,
+    ...                            device="cpu", num_workers=0, ensemble_templates=None,
+    ...                            text_styles=None, progress=False)
+    >>> store.X.shape, store.views.shape, store.prompt_embeddings.shape
+    ((3, 1024), (3, 1, 1024), (2, 1024))
+    >>> store.environments.tolist(), store.class_names, store.text_interventions is None
+    (['photo', 'photo', 'sketch'], ['cat', 'dog'], True)
     """
     from ..embedding import CLIPEmbedder
 
-    root, store = Path(os.path.abspath(root)), Path(store)  # absolute, links kept: paths stay under root
+    # Absolute, links not resolved: every listed path stays under root.
+    root, store = Path(os.path.abspath(root)), Path(os.path.abspath(store))
     data = load_image_folder(root)
+    if store == root or root in store.parents:
+        raise ValueError(f"The store {str(store)!r} must not be inside the image folder {str(root)!r}: it "
+                         "would be listed as an environment.")
     check_store_path(store)
     classes = data.class_names
-    single = build_prompts(classes, [template])[0]
-    ensemble = None if ensemble_templates is None else build_prompts(classes, ensemble_templates)
+    strings = {"prompt_embeddings": build_prompts(classes, [template])[0]}
+    if ensemble_templates is not None:
+        strings["prompt_ensemble_embeddings"] = build_prompts(classes, ensemble_templates)
     texts = None
     if text_styles is not None:
         texts = text_interventions_with_styles(classes, text_styles, text_settings)
+        strings["text_interventions"] = texts[0]
 
     images = CLIPEmbedder(model_name, pretrained, device=device, batch_size=batch_size,
                           num_workers=num_workers, progress=False).fit()  # loads the weights: fails fast
@@ -151,44 +179,31 @@ def embed_image_folder(
     model = _model_identity(images)
     model_key = _digest(model)
 
-    files = image_folder_views(data.paths, root, n_views=n_views, random_state=random_state)
-    image_items = [(_digest((model_key, view_key)), view) for _, views in files for view_key, view in views]
-    text_strings = {"prompt_embeddings": single}
-    if ensemble is not None:
-        text_strings["prompt_ensemble_embeddings"] = ensemble
-    if texts is not None:
-        text_strings["text_interventions"] = texts[0]
-    text_keys, text_items = {}, []
-    for name, strings in text_strings.items():
-        flat = np.ravel(strings).tolist()
+    # One key per item; the item keys of a field have the field's shape without its last axis.
+    views = image_folder_views(data.paths, root, n_views=n_views, random_state=random_state)
+    image_items = [(_digest((model_key, view_key)), view) for _, image in views for view_key, view in image]
+    image_keys = np.array([key for key, _ in image_items], dtype=str).reshape(len(views), 1 + n_views)
+    item_keys = {"X": image_keys[:, 0], "views": image_keys[:, 1:]} if n_views else {"X": image_keys[:, 0]}
+    text_items = []
+    for name, texts_of_field in strings.items():
+        flat = np.ravel(texts_of_field).tolist()
         keys = [_digest((model_key, "text", text)) for text in flat]
-        text_keys[name] = np.array(keys, dtype=str).reshape(np.shape(strings))
+        item_keys[name] = np.array(keys, dtype=str).reshape(np.shape(texts_of_field))
         text_items += zip(keys, flat)
 
     known = _known_rows(store)
-    todo = {"image": _missing(image_items, known), "text": _missing(text_items, known)}
+    todo = {"text": _missing(text_items, known), "image": _missing(image_items, known)}
     n_items = len({key for key, _ in image_items + text_items})
-    bar = _progress_bar(progress, n_items, n_items - sum(map(len, todo.values())), model_name)
-    for modality in ("text", "image"):  # texts first: seconds, and then only images remain
-        items = todo[modality]
-        for start in range(0, len(items), chunk_size):
-            keys, inputs = zip(*items[start : start + chunk_size])
-            embeddings = encoders[modality].transform(list(inputs))
-            _write_chunk(store, keys, embeddings)
-            known.update(zip(keys, embeddings))
-            bar.update(len(keys))
-    bar.close()
+    with _progress_bar(progress, n_items, n_items - sum(map(len, todo.values())), model_name) as bar:
+        for modality, items in todo.items():  # texts first: seconds, and then only images remain
+            for start in range(0, len(items), chunk_size):
+                keys, inputs = zip(*items[start : start + chunk_size])
+                embeddings = encoders[modality].transform(list(inputs))
+                _write_chunk(store, keys, embeddings)
+                known.update(zip(keys, embeddings))
+                bar.update(len(keys))
 
-    n = len(data.paths)
-    all_keys = np.array([key for key, _ in image_items], dtype=str).reshape(n, 1 + n_views)
-    arrays = {"X": _gather(known, all_keys[:, 0])}
-    item_keys = {"X": all_keys[:, 0]}
-    if n_views:
-        arrays["views"] = _gather(known, all_keys[:, 1:])
-        item_keys["views"] = all_keys[:, 1:]
-    for name, keys in text_keys.items():
-        arrays[name] = _gather(known, keys)
-        item_keys[name] = keys
+    arrays = {name: _gather(known, keys) for name, keys in item_keys.items()}
     if texts is not None:
         arrays.update(text_view_groups=texts[1], text_intervention_texts=texts[0],
                       text_intervention_styles=texts[2])
