@@ -1,13 +1,6 @@
-r"""FrontDoorEnsembleClassifier: evidential front-door fusion over templates and views (CDC).
+"""FrontDoorEnsembleClassifier (CDC): views x templates -> cosine -> evidence -> fused opinions.
 
-The data path is ``views x templates -> cosine -> evidence -> opinions ->
-reduced Dempster fusion -> P(y | do(x))``. Every (template, view) pair is one
-decoupled semantic ``s`` of CDC's front-door adjustment; its temperature-
-scaled cosines become Dirichlet evidence, and the opinions are fused by
-:mod:`clip_invariance.evidence`. This module is the estimator and its numpy
-inference; training (one class-agnostic adapter per template, torch) lives
-in :mod:`clip_invariance._adapters`, imported only when training, so a
-trained model still predicts classes it never saw from their prompts.
+Numpy inference only; the adapters' torch training is :mod:`clip_invariance._adapters`.
 """
 
 from numbers import Integral, Real
@@ -28,6 +21,7 @@ from .similarity import (
     encode_labels,
     l2_normalize,
     normalize_embeddings,
+    project_embeddings,
 )
 from .views import columns_to_rows, split_columns
 
@@ -49,66 +43,32 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         b^m_c = e^m_c / S^m, \quad u^m = C / S^m,
 
     with :math:`S^m = \sum_c \alpha^m_c` and ``h`` one of softplus, ReLU,
-    exp (:func:`clip_invariance.evidence.log_evidence`). All opinions are
-    fused by the reduced Dempster rule
-    (:func:`clip_invariance.evidence.fuse_evidence`); :meth:`predict_proba`
-    is the fused belief normalised to sum to 1 and :meth:`predict_uncertainty`
-    the fused uncertainty ``U``. Evidence is handled as its logarithm, so
-    exp evidence stays exact at any temperature.
+    exp (:func:`~clip_invariance.evidence.log_evidence`; handled as its log,
+    so exact at any temperature). The opinions are fused by the reduced
+    Dempster rule (:func:`~clip_invariance.evidence.fuse_evidence`):
+    :meth:`predict_proba` is the fused belief normalised to sum to 1,
+    :meth:`predict_uncertainty` the fused uncertainty ``U``. Read more in the
+    :ref:`User Guide <front_door>`.
 
-    **Views and templates.** ``X`` holds the ``n_views`` view embeddings of
-    each image side by side (the columns layout of
-    :mod:`clip_invariance.views`): columns ``[v * D, (v + 1) * D)`` are view
-    ``v`` (view 0 is usually the image itself, the others augmentations).
-    With ``pairing="paired"`` template ``m`` sees view ``m`` only (CDC pairs
-    each template with one augmentation; needs ``n_views == M``): ``M``
-    opinions. With ``pairing="all"`` every template sees every view:
-    ``M * n_views`` opinions, template-major. ``"auto"`` pairs when
-    ``n_views == M``.
+    ``X`` holds the ``n_views`` view embeddings of each image side by side
+    (the columns layout of :mod:`clip_invariance.views`; view 0 is usually
+    the image, the others augmentations). ``pairing="paired"`` gives template
+    ``m`` view ``m`` only (``M`` opinions), ``"all"`` every view (``M *
+    n_views`` opinions, template-major); ``"auto"`` pairs if ``n_views == M``.
 
-    **Training.** Each template gets a class-agnostic residual map
-    :math:`W_m = I + \Delta_m` (``rank=None``) or
-    :math:`W_m = I + U_m V_m^\top` (low rank), applied to all of its class
-    embeddings, which are then re-normalised. The maps start at the identity
-    and minimise, with Adam on CPU,
-
-    .. math::
-
-        L = \sum_k \operatorname{mean}_i \left[\psi(S^k_i) - \psi(\alpha^k_{i, y_i})\right]
-            + \beta L_{de} + \gamma L_{con},
-
-    the trusted cross-entropy summed over the opinions ``k`` (the ``pairs_``;
-    :math:`\psi` = digamma); the
-    decoupling loss :math:`L_{de}`, the mean over template pairs
-    ``m != m'`` and classes ``c`` of
-    :math:`\sum_{\bar c} P(\bar c \mid w^m_c, w^{m'}) \log P(\bar c \mid w^m_c, w^{m'})`
-    (``P`` a softmax of ``temperature`` times cosines), which pushes templates
-    apart; and the consistency loss
-    :math:`L_{con} = -\frac{1}{C} \sum_m \sum_c \log P(c \mid w^m_c, w^0)`,
-    which keeps every template anchored to the hand-written prompts ``w^0``
-    (``anchor_embeddings``). Training runs ``max_iter`` epochs, or stops early
-    when the epoch loss has not improved by ``tol`` for ``n_iter_no_change``
-    epochs. ``max_iter=0`` is the training-free fused ensemble.
-
-    **New classes.** The adapters do not depend on the class, so
-    :meth:`with_prompts` returns a copy that predicts any set of classes from
-    their prompt embeddings, without refitting (base-to-new evaluation).
-
-    **Without prompt embeddings** the classifier uses the normalised
-    class means of the (view-averaged) training embeddings as a single
-    template, so it is a complete classifier for labelled ``X``.
-
-    **Invariant projection.** With ``projector`` (e.g. an
-    :class:`~clip_invariance.InvariantProjector`), a clone is fitted on the
-    views in the rows layout with one group per image
-    (:func:`~clip_invariance.views.columns_to_rows`; with a single view, on
-    ``X`` and ``y``) and then applied to the views *and* to the prompt and
-    anchor embeddings, so both sides are compared in the same invariant
-    subspace.
-
-    **Bad input.** A zero view embedding (or prompt row) has no direction:
-    it is a ``ValueError``, in :meth:`fit` and at prediction, never a silent
-    first class. A failed :meth:`fit` leaves the classifier as it was.
+    Training (``max_iter > 0``, torch, :mod:`clip_invariance._adapters`)
+    learns one class-agnostic map :math:`W_m = I + \Delta_m` (or
+    :math:`I + U_m V_m^\top` with ``rank``) per template, starting at the
+    identity, by Adam on the trusted cross-entropy of every opinion plus
+    ``beta`` times the decoupling loss and ``gamma`` times the consistency
+    loss to ``anchor_embeddings``. The maps do not depend on the class, so
+    :meth:`with_prompts` predicts new classes from their prompts alone.
+    Without prompt embeddings, the normalised class means of the
+    view-averaged training embeddings are the single template. With a
+    ``projector``, a clone is fitted on the views in the rows layout (one
+    view group per image; with one view, on ``X`` and ``y``) and applied to
+    views, prompts and anchors alike. A zero prompt row has no direction: a
+    ``ValueError``; a zero view embedding a warning (uniform probabilities).
 
     Parameters
     ----------
@@ -128,11 +88,10 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
     pairing : {"auto", "paired", "all"}, default="auto"
         How templates meet views, see above.
     evidence : {"softplus", "relu", "exp"}, default="exp"
-        The evidence function ``h``. ``"exp"`` makes each opinion's belief a
-        softmax-like function of the cosines; softplus and ReLU are nearly
-        linear in them and separate classes less (on the synthetic set-up
-        the training-free ensemble scored 0.49 with exp, 0.42 with softplus,
-        1000 samples, seed 0).
+        The evidence function ``h``. With ``"exp"`` each opinion's belief is
+        a softmax of the cosines; softplus and ReLU are nearly linear in them
+        (training-free ensemble on the synthetic set-up, 1000 samples, seed 0:
+        0.49 with exp, 0.42 with softplus).
     temperature : float, default=10.0
         Scale :math:`\tau` of the cosines, in the evidence and in the
         softmaxes of the decoupling and consistency losses. CLIP's own logit
@@ -266,7 +225,6 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         self.projector = projector
         self.random_state = random_state
 
-    # ------------------------------------------------------------------ fit
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y):
         """Learn the per-template adapters (or only set up the ensemble).
@@ -276,8 +234,7 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         X : array-like of shape (n_samples, n_views * n_features)
             View embeddings of each image, side by side.
         y : array-like of shape (n_samples,)
-            Class labels; with prompt embeddings they must be among
-            ``classes``.
+            Class labels, among ``classes`` when prompts are given.
 
         Returns
         -------
@@ -299,10 +256,8 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         prompts = anchors = None
         if self.prompt_embeddings is None:
             if self.anchor_embeddings is not None:
-                raise ValueError(
-                    "anchor_embeddings are the hand-written prompts of prompt_embeddings, "
-                    "which is None: give prompt_embeddings too."
-                )
+                raise ValueError("anchor_embeddings are the hand-written prompts of "
+                                 "prompt_embeddings, which is None: give prompt_embeddings too.")
             classes, y_idx = np.unique(y, return_inverse=True)
         else:
             prompts = check_prompt_embeddings(self.prompt_embeddings, views.shape[2])
@@ -314,9 +269,9 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         projector = None
         if self.projector is not None:
             projector = _fit_projector(clone(self.projector), X, y, self.n_views)
-            views = _project(projector, views)
-            if prompts is not None:
-                prompts, anchors = _project(projector, prompts), _project(projector, anchors)
+            views = project_embeddings(projector, views)
+        if prompts is not None:  # float64, projected or not
+            prompts, anchors = (project_embeddings(projector, a) for a in (prompts, anchors))
         # Training runs in float32 anyway: keep X's dtype.
         views = np.stack([self._normalize_view(view, v) for v, view in enumerate(views)])
         if prompts is None:
@@ -344,7 +299,6 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         self.class_embeddings_ = _adapt(prompts, adapters)
         return self
 
-    # ------------------------------------------------------------ predict
     def predict_proba(self, X):
         """Fused, normalised belief ``P(y | do(x))``.
 
@@ -376,7 +330,7 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         -------
         y_pred : ndarray of shape (n_samples,)
         """
-        proba = self.predict_proba(X)
+        proba = self.predict_proba(X)  # checks that the classifier is fitted first
         return self.classes_[np.argmax(proba, axis=1)]
 
     def predict_uncertainty(self, X):
@@ -391,8 +345,7 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         -------
         uncertainty : ndarray of shape (n_samples,)
         """
-        _, uncertainty = self._fused_opinion(X)
-        return uncertainty
+        return self._fused_opinion(X)[1]
 
     def predict_opinions(self, X):
         """The opinion of every (template, view) pair, before fusion.
@@ -409,24 +362,18 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
             (n_opinions, n_samples) and ``pairs`` (n_opinions, 2), the
             ``(template, view)`` of each opinion (same as ``pairs_``).
         """
-        beliefs, uncertainties = [], []
-        for log_e in self._log_evidence(self._transform_views(X)):
-            b, u = opinion_from_evidence(log_e, log=True)
-            beliefs.append(b)
-            uncertainties.append(u)
-        return Bunch(
-            belief=np.stack(beliefs), uncertainty=np.stack(uncertainties), pairs=self.pairs_.copy()
-        )
+        views = self._transform_views(X)
+        opinions = [opinion_from_evidence(e, log=True) for e in self._log_evidence(views)]
+        belief, uncertainty = (np.stack(parts) for parts in zip(*opinions))
+        return Bunch(belief=belief, uncertainty=uncertainty, pairs=self.pairs_.copy())
 
     def with_prompts(self, prompt_embeddings, classes=None):
         """A fitted copy that predicts other classes with the same trained adapters.
 
-        The adapters are class-agnostic, so new classes need only their
-        prompt embeddings (same templates, same order; raw, the copy applies
-        the fitted projector and the adapters). Nothing is refitted; the copy's
-        ``prompt_embeddings`` and ``classes`` parameters describe the new
-        classes, its ``anchor_embeddings`` is None (refitting the copy would
-        train on them).
+        The adapters are class-agnostic: new classes need only their raw
+        prompt embeddings (same templates, same order). Nothing is refitted;
+        the copy's parameters describe the new classes (``anchor_embeddings``
+        None), so refitting it would train on them.
 
         Parameters
         ----------
@@ -442,16 +389,11 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
 
         Examples
         --------
+        >>> import numpy as np
         >>> from clip_invariance import FrontDoorEnsembleClassifier
-        >>> from clip_invariance.datasets import make_multi_template_embeddings
-        >>> data = make_multi_template_embeddings(n_samples=400, random_state=0)
-        >>> base = data.base_classes
-        >>> clf = FrontDoorEnsembleClassifier(
-        ...     data.prompt_embeddings[:, base], n_views=4, max_iter=2, random_state=0
-        ... ).fit(data.X[data.y < 5], data.y[data.y < 5])
-        >>> new = clf.with_prompts(data.prompt_embeddings[:, 5:], classes=data.new_classes)
-        >>> new.classes_.tolist()
-        [5, 6, 7, 8, 9]
+        >>> clf = FrontDoorEnsembleClassifier(np.eye(3)[:2], max_iter=0).fit(np.eye(3)[:2], [0, 1])
+        >>> clf.with_prompts(np.eye(3), classes=["a", "b", "c"]).predict([[0.1, 0.0, 1.0]])
+        array(['c'], dtype='<U1')
         """
         check_is_fitted(self)
         prompts = check_prompt_embeddings(prompt_embeddings, self.n_features_in_ // self.n_views)
@@ -465,19 +407,15 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
             prompt_embeddings=prompt_embeddings, anchor_embeddings=None, classes=classes
         )
         vars(new).update({k: v for k, v in vars(self).items() if k.endswith("_")})
-        if self.projector_ is not None:
-            prompts = _project(self.projector_, prompts)
         new.classes_ = labels
-        new.class_embeddings_ = _adapt(_normalize_prompts(prompts), self.adapters_)
+        prompts = _normalize_prompts(project_embeddings(self.projector_, prompts))
+        new.class_embeddings_ = _adapt(prompts, self.adapters_)
         return new
 
-    # -------------------------------------------------------------- helpers
-    def _check_anchors(self, prompts):
+    def _check_anchors(self, prompts, name="anchor_embeddings"):
         if self.anchor_embeddings is None:
             return average_prompt_ensemble(prompts)
-        anchors = check_prompt_embeddings(
-            self.anchor_embeddings, prompts.shape[2], input_name="anchor_embeddings"
-        )
+        anchors = check_prompt_embeddings(self.anchor_embeddings, prompts.shape[2], input_name=name)
         if np.ndim(self.anchor_embeddings) != 2 or anchors.shape[1] != prompts.shape[1]:
             raise ValueError(
                 f"anchor_embeddings must have shape {prompts.shape[1:]} "
@@ -508,9 +446,8 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
     def _transform_views(self, X):
         """Validated, projected, normalised views: a list of (n_samples, n_embedding).
 
-        Views keep the float dtype of ``X`` (float32 cosines are accurate to
-        1e-7, and the matrix products are twice as fast); evidence and fusion
-        run in float64.
+        Views keep X's dtype: float32 cosines are accurate to 1e-7, and their
+        products twice as fast; evidence and fusion run in float64.
         """
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
@@ -539,18 +476,8 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
 
 
 # The constructor parameters passed on to clip_invariance._adapters.train_adapters.
-_TRAINING_PARAMS = (
-    "evidence",
-    "temperature",
-    "beta",
-    "gamma",
-    "rank",
-    "learning_rate",
-    "batch_size",
-    "max_iter",
-    "tol",
-    "n_iter_no_change",
-)
+_TRAINING_PARAMS = ("evidence", "temperature", "beta", "gamma", "rank", "learning_rate",
+                    "batch_size", "max_iter", "tol", "n_iter_no_change")
 
 
 def _fit_projector(projector, X, y, n_views):
@@ -561,17 +488,11 @@ def _fit_projector(projector, X, y, n_views):
     return projector.fit(X, y)
 
 
-def _project(projector, embeddings):
-    """Apply a fitted projector to the last axis of any stack of embeddings."""
-    flat = embeddings.reshape(-1, embeddings.shape[-1])
-    projected = np.asarray(projector.transform(flat), dtype=np.float64)
-    return projected.reshape(embeddings.shape[:-1] + (projected.shape[-1],))
-
-
 def _normalize_prompts(prompts):
     """Unit-norm (M, C, D) prompts; a row the projection zeroed is an error too."""
-    flat = normalize_embeddings(prompts.reshape(-1, prompts.shape[-1]), input_name="prompt rows")
-    return flat.reshape(prompts.shape)
+    flat = prompts.reshape(-1, prompts.shape[-1])
+    unit = normalize_embeddings(flat, input_name="projected prompt_embeddings", zero_rows="raise")
+    return unit.reshape(prompts.shape)
 
 
 def _adapt(prompts, adapters):

@@ -9,6 +9,7 @@ checks live here so that both say the same thing about the same bad input:
 and :func:`normalize_embeddings` (which refuses rows that have no direction).
 """
 
+import warnings
 from numbers import Real
 
 import numpy as np
@@ -18,6 +19,7 @@ __all__ = [
     "l2_normalize",
     "normalize_embeddings",
     "cosine_similarity_matrix",
+    "project_embeddings",
     "average_prompt_ensemble",
     "class_prototypes",
     "check_prompt_embeddings",
@@ -27,7 +29,7 @@ __all__ = [
 
 
 def _unit_rows(X):
-    """Rows of a 2-D float array scaled to unit L2 norm (zero rows stay zero), safely.
+    """Rows of a 2-D float array scaled to unit L2 norm, and the norm of every row.
 
     ``np.linalg.norm`` squares the entries: the sum overflows to inf above
     about 1e154 (float64) or 1e19 (float32), and squares below the smallest
@@ -36,20 +38,26 @@ def _unit_rows(X):
     are redone, divided by their largest entry first; the common rows keep
     the one-pass norm (scaling every row costs two more passes, about 10% of
     a front-door predict at D = 512).
+
+    Returns the unit rows (zero rows stay zero) and the float64 norms,
+    shape (n, 1): 0 for a zero row, NaN for a row holding NaN or infinity.
     """
-    with np.errstate(over="ignore", under="ignore"):
+    with np.errstate(over="ignore", under="ignore", invalid="ignore"):
         norms = np.linalg.norm(X, axis=1, keepdims=True)
     info = np.finfo(X.dtype)
     accurate = np.isfinite(norms) & (norms >= np.sqrt(X.shape[1] * info.tiny / info.eps))
     unit = X / np.where(accurate, norms, 1).astype(X.dtype, copy=False)
+    norms = norms.astype(np.float64)
     redo = ~accurate[:, 0]
     if redo.any():
         rows = X[redo]
-        scale = np.abs(rows).max(axis=1, keepdims=True)
-        rows = rows / np.where(scale > 0, scale, 1).astype(X.dtype, copy=False)
-        norms = np.linalg.norm(rows, axis=1, keepdims=True)  # in [1, sqrt(D)], or 0
-        unit[redo] = rows / np.where(norms > 0, norms, 1).astype(X.dtype, copy=False)
-    return unit
+        scale = np.abs(rows).max(axis=1, keepdims=True)  # NaN or inf for non-finite rows
+        with np.errstate(invalid="ignore"):
+            rows = rows / np.where(scale > 0, scale, 1).astype(X.dtype, copy=False)
+            scaled_norms = np.linalg.norm(rows, axis=1, keepdims=True)  # in [1, sqrt(D)], or 0
+            unit[redo] = rows / np.where(scaled_norms > 0, scaled_norms, 1).astype(X.dtype)
+            norms[redo] = scale.astype(np.float64) * scaled_norms
+    return unit, norms
 
 
 def l2_normalize(X, axis=-1):
@@ -88,32 +96,38 @@ def l2_normalize(X, axis=-1):
     if not np.issubdtype(X.dtype, np.floating):
         X = X.astype(np.float64)
     moved = np.moveaxis(X, axis, -1)
-    unit = _unit_rows(moved.reshape(-1, moved.shape[-1]))
+    unit, _ = _unit_rows(moved.reshape(-1, moved.shape[-1]))
     return np.moveaxis(unit.reshape(moved.shape), -1, axis)
 
 
-def normalize_embeddings(X, *, input_name="X"):
-    """L2-normalise the rows of ``X`` for cosine scoring; refuse rows without a direction.
+def normalize_embeddings(X, *, input_name="X", zero_rows="warn"):
+    """L2-normalise the rows of ``X`` for cosine scoring; flag rows without a direction.
 
-    A zero row has the same cosine (0) with every class, so it would be given
-    the first class silently: it is an error instead. Large or tiny finite
-    rows are fine (see :func:`l2_normalize`).
+    A zero row has the same cosine (0) with every class: alone, it can only
+    get uniform probabilities and the first class. That is never silent: a
+    warning by default (scikit-learn's estimator checks, and a batch with one
+    broken image, have such rows), or an error. Rows holding NaN or infinity
+    are always an error. Large or tiny finite rows are fine
+    (see :func:`l2_normalize`).
 
     Parameters
     ----------
     X : ndarray of shape (n_samples, n_features)
-        Finite embeddings.
+        Embeddings.
     input_name : str, default="X"
-        The name used in the error message.
+        The name used in messages.
+    zero_rows : {"warn", "raise"}, default="warn"
+        What to do about all-zero rows: a ``UserWarning`` or a ``ValueError``.
 
     Returns
     -------
-    X_normalized : ndarray of the same shape and dtype.
+    X_normalized : ndarray of the same shape and dtype; zero rows stay zero.
 
     Raises
     ------
     ValueError
-        If a row is all zeros, or holds a value that is not finite.
+        If a row holds a value that is not finite, or is all zeros with
+        ``zero_rows="raise"``.
 
     Examples
     --------
@@ -121,23 +135,30 @@ def normalize_embeddings(X, *, input_name="X"):
     >>> from clip_invariance.similarity import normalize_embeddings
     >>> normalize_embeddings(np.array([[3.0, 4.0]]))
     array([[0.6, 0.8]])
-    >>> normalize_embeddings(np.array([[3.0, 4.0], [0.0, 0.0]]))
+    >>> normalize_embeddings(np.array([[3.0, 4.0], [0.0, 0.0]]), zero_rows="raise")
     Traceback (most recent call last):
     ...
     ValueError: X has 1 all-zero row(s) (row 1): a zero embedding has no direction...
     """
     X = np.asarray(X)
-    if not np.isfinite(X).all():
+    if not np.issubdtype(X.dtype, np.floating):
+        X = X.astype(np.float64)
+    unit, norms = _unit_rows(X)
+    if np.isnan(norms).any():
         raise ValueError(f"{input_name} contains NaN or infinity.")
-    unit = l2_normalize(X)
-    zero = ~unit.any(axis=1)
+    zero = norms[:, 0] == 0
     if zero.any():
         where = np.flatnonzero(zero)
         rows = ", ".join(map(str, where[:5].tolist())) + (", ..." if len(where) > 5 else "")
-        raise ValueError(
-            f"{input_name} has {len(where)} all-zero row(s) (row {rows}): a zero "
-            "embedding has no direction, so its cosine with every class is 0 and "
-            "it cannot be classified."
+        message = (
+            f"{input_name} has {len(where)} all-zero row(s) (row {rows}): a zero embedding "
+            "has no direction, so its cosine with every class is 0 and it favours no class."
+        )
+        if zero_rows == "raise":
+            raise ValueError(message)
+        warnings.warn(
+            message + " A prediction that rests on it alone is uniform (the first class "
+            "wins the tie).", UserWarning, stacklevel=3,
         )
     return unit
 
@@ -162,6 +183,40 @@ def cosine_similarity_matrix(X, P):
     array([[1., 0.]])
     """
     return l2_normalize(X) @ l2_normalize(P).T
+
+
+def project_embeddings(projector, embeddings):
+    """Apply a fitted projector (or none) to the last axis of a stack of embeddings, in float64.
+
+    Images and prompts are projected alike before cosine scoring. Scores are
+    then computed in float64: a softmax at temperature 100 is not exact in
+    float32.
+
+    Parameters
+    ----------
+    projector : fitted transformer or None
+        ``None`` leaves the embeddings as they are.
+    embeddings : ndarray of shape (..., n_features)
+
+    Returns
+    -------
+    projected : ndarray of shape (..., n_components), float64
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.decomposition import PCA
+    >>> from clip_invariance.similarity import project_embeddings
+    >>> pca = PCA(n_components=1).fit([[0.0, 0.0], [2.0, 0.0]])
+    >>> project_embeddings(pca, np.zeros((2, 3, 2))).shape
+    (2, 3, 1)
+    """
+    embeddings = np.asarray(embeddings)
+    if projector is None:
+        return embeddings.astype(np.float64, copy=False)
+    flat = embeddings.reshape(-1, embeddings.shape[-1])
+    projected = np.asarray(projector.transform(flat), dtype=np.float64)
+    return projected.reshape(embeddings.shape[:-1] + (projected.shape[-1],))
 
 
 def average_prompt_ensemble(prompt_embeddings):

@@ -26,6 +26,7 @@ from .similarity import (
     class_prototypes,
     encode_labels,
     normalize_embeddings,
+    project_embeddings,
 )
 
 __all__ = ["ZeroShotInvariantClassifier"]
@@ -206,7 +207,7 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
 
         if self.prompt_embeddings is None:
             self.classes_, codes = np.unique(y, return_inverse=True)
-            Z = self._normalize(self._project(X), "X")
+            Z = self._normalize(project_embeddings(projector, X), "X")
             self.class_embeddings_ = class_prototypes(Z, codes, len(self.classes_))
         else:
             self.classes_ = classes
@@ -254,22 +255,18 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
 
     def _embed_prompts(self, prompts):
         """(M, C, D) prompts -> unit class embeddings (C, K): average, project, normalise."""
-        return self._normalize(self._project(average_prompt_ensemble(prompts)), "prompt_embeddings")
+        class_embeddings = project_embeddings(self.projector_, average_prompt_ensemble(prompts))
+        return self._normalize(class_embeddings, "prompt_embeddings", zero_rows="raise")
 
-    def _normalize(self, Z, name):
+    def _normalize(self, Z, name, zero_rows="warn"):
         if self.projector_ is not None:
             name += " (projected)"
-        return normalize_embeddings(Z, input_name=name)
-
-    def _project(self, X):
-        Z = X if self.projector_ is None else self.projector_.transform(X)
-        # Scores in float64: a softmax at temperature 100 is not exact in float32.
-        return np.asarray(Z, dtype=np.float64)
+        return normalize_embeddings(Z, input_name=name, zero_rows=zero_rows)
 
     def _logits(self, X):
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
-        Z = self._normalize(self._project(X), "X")
+        Z = self._normalize(project_embeddings(self.projector_, X), "X")
         return self.temperature * (Z @ self.class_embeddings_.T)
 
     def decision_function(self, X):

@@ -428,16 +428,6 @@ BAD_INPUT = {
         lambda d: FrontDoorEnsembleClassifier(anchor_embeddings=d.anchor_embeddings).fit(d.X, d.y),
         ValueError, "anchor_embeddings are the hand-written prompts of prompt_embeddings, which is None",
     ),
-    "all-zero view in fit": (
-        lambda d: FrontDoorEnsembleClassifier(d.prompt_embeddings, n_views=4, max_iter=0).fit(
-            _with(d.X, (5, slice(128, 192)), 0.0), d.y
-        ),
-        ValueError, r"view 2 of X has 1 all-zero row\(s\) \(row 5\): a zero embedding has no direction",
-    ),
-    "all-zero row at predict": (
-        lambda d: _free(d).predict(_with(d.X[:4], (1, slice(0, 64)), 0.0)),
-        ValueError, r"view 0 of X has 1 all-zero row\(s\) \(row 1\)",
-    ),
     "duplicate classes": (
         lambda d: FrontDoorEnsembleClassifier(
             d.prompt_embeddings[:, :2], n_views=4, classes=[0, 0]
@@ -502,6 +492,28 @@ def test_bad_input_raises_a_clear_error(small, case):
     action, error, message = BAD_INPUT[case]
     with pytest.raises(error, match=message):
         action(small)
+
+
+def test_all_zero_views_warn_and_get_uniform_probabilities(small):
+    # A zero view embedding has no direction: never a silent first class.
+    clf = FrontDoorEnsembleClassifier(small.prompt_embeddings, n_views=4, max_iter=0)
+    with pytest.warns(UserWarning, match=r"view 2 of X has 1 all-zero row\(s\) \(row 5\)"):
+        clf.fit(_with(small.X, (5, slice(128, 192)), 0.0), small.y)
+    X = small.X[:3].copy()
+    X[1] = 0.0  # every view of image 1
+    message = r"view [0-3] of X has 1 all-zero row\(s\) \(row 1\): .* favours no class"
+    with pytest.warns(UserWarning, match=message):
+        proba = clf.predict_proba(X)
+    np.testing.assert_allclose(proba[1], 0.1)
+    np.testing.assert_allclose(proba[[0, 2]], clf.predict_proba(small.X[[0, 2]]))
+    with pytest.raises(ValueError, match="projected prompt_embeddings has 1 all-zero row"):
+        # A prompt the projection maps to zero cannot be scored either.
+        from sklearn.preprocessing import FunctionTransformer
+
+        keep_first = FunctionTransformer(lambda Z: Z * (np.arange(Z.shape[1]) == 0))
+        FrontDoorEnsembleClassifier(
+            np.array([[1.0, 0.0], [0.0, 1.0]]), projector=keep_first, max_iter=0
+        ).fit(np.array([[1.0, 0.0], [2.0, 0.0]]), [0, 1])
 
 
 def test_failed_fit_leaves_a_fitted_classifier_unchanged(small):

@@ -66,11 +66,15 @@ def test_l2_normalize_along_another_axis():
     assert_allclose(l2_normalize(X, axis=0), [[0.6, 0.0], [0.8, 0.0]])
 
 
-def test_normalize_embeddings_refuses_rows_without_direction():
+def test_normalize_embeddings_flags_rows_without_direction():
     X = np.ones((8, 3))
     X[[2, 5]] = 0.0
     with pytest.raises(ValueError, match=r"views has 2 all-zero row\(s\) \(row 2, 5\)"):
-        normalize_embeddings(X, input_name="views")
+        normalize_embeddings(X, input_name="views", zero_rows="raise")
+    with pytest.warns(UserWarning, match=r"X has 2 all-zero row\(s\) \(row 2, 5\)"):
+        unit = normalize_embeddings(X)
+    assert_allclose(unit[[2, 5]], 0.0)
+    assert_allclose(unit[0], 3**-0.5)
     X[2, 0] = np.nan
     with pytest.raises(ValueError, match="X contains NaN or infinity"):
         normalize_embeddings(X)

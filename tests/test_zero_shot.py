@@ -290,14 +290,6 @@ BAD_INPUT = {
         lambda: ZeroShotInvariantClassifier(np.stack([P2, _with(P2, 0, 0.0)])).fit(X4),
         ValueError, r"all-zero class row\(s\) for class index\(es\) \[0\]",
     ),
-    "all-zero row of X at predict": (
-        lambda: _fitted().predict(_with(X4, 1, 0.0)),
-        ValueError, r"X has 1 all-zero row\(s\) \(row 1\): a zero embedding has no direction",
-    ),
-    "all-zero row of X for prototypes": (
-        lambda: ZeroShotInvariantClassifier().fit(_with(X4, 2, 0.0), [0, 1, 0, 1, 0, 1]),
-        ValueError, r"X has 1 all-zero row\(s\) \(row 2\)",
-    ),
     "duplicate classes": (
         lambda: ZeroShotInvariantClassifier(P2, classes=["a", "a"]).fit(X4),
         ValueError, r"classes contains duplicate labels: \['a'\]",
@@ -348,6 +340,19 @@ def test_bad_input_raises_a_clear_error(case):
     action, error, message = BAD_INPUT[case]
     with pytest.raises(error, match=message):
         action()
+
+
+def test_all_zero_rows_warn_and_get_uniform_probabilities():
+    # A zero embedding has no direction: never a silent first class.
+    clf = _fitted()
+    X = _with(X4, 1, 0.0)
+    message = r"X has 1 all-zero row\(s\) \(row 1\): .* favours no class. .* uniform"
+    with pytest.warns(UserWarning, match=message):
+        proba = clf.predict_proba(X)
+    assert_allclose(proba[1], 0.5)
+    assert_allclose(np.delete(proba, 1, axis=0), clf.predict_proba(np.delete(X4, 1, axis=0)))
+    with pytest.warns(UserWarning, match=r"X has 1 all-zero row\(s\) \(row 2\)"):
+        ZeroShotInvariantClassifier().fit(_with(X4, 2, 0.0), [0, 1, 0, 1, 0, 1])
 
 
 def _state(estimator):
