@@ -211,20 +211,21 @@ def main():
     parser.add_argument("--n-cached", type=int, default=300, help="tiny images of the warm-cache benchmark")
     parser.add_argument("--cache-only", action="store_true", help="run only the warm-cache benchmark")
     args = parser.parse_args()
-    if not PACS_MINI.is_dir():
-        raise SystemExit(f"pacs-mini not found at {PACS_MINI}")
     import torch
 
     register_tiny()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    bench_cache(args.n_cached, args.repeats)
+    if args.cache_only:
+        return
+    if not PACS_MINI.is_dir():
+        raise SystemExit(f"pacs-mini not found at {PACS_MINI}")
     paths = load_image_folder(PACS_MINI).paths
     # Interleave domains so a subset has every domain.
     paths = paths[np.argsort(np.arange(len(paths)) % 7, kind="stable")]
     workers = args.num_workers if args.num_workers == "auto" else int(args.num_workers)
     sizes = args.n_images * len(args.models) if len(args.n_images) == 1 else args.n_images
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; pacs-mini {len(paths)} files")
-    bench_cache(args.n_cached, args.repeats)
-    if args.cache_only:
-        return
+    print(f"pacs-mini: {len(paths)} files")
     for model_name, n in zip(args.models, sizes):
         bench_cpu(model_name, list(paths[:n]), args.repeats, args.batch_size, workers)
     if torch.cuda.is_available():

@@ -118,8 +118,13 @@ def test_text_modality_matches_open_clip(tiny_model):
 
 
 def test_fit_records_runtime_and_feature_names(tiny_model):
+    import torch
+
     emb = _embedder(tiny_model, device="auto", precision="auto").fit()
-    assert (emb.device_, emb.precision_, emb.embedding_dim_) == ("cpu", "fp32", 32)
+    expected = ("cuda", "fp16") if torch.cuda.is_available() else ("cpu", "fp32")  # no MPS on the CI
+    assert (emb.device_, emb.precision_, emb.embedding_dim_) == (*expected, 32)
+    emb = _embedder(tiny_model, device="cpu", precision="auto").fit()
+    assert (emb.device_, emb.precision_) == ("cpu", "fp32")
     assert emb.get_feature_names_out()[:2].tolist() == ["clipembedder0", "clipembedder1"]
 
 
@@ -129,6 +134,22 @@ def test_bf16_autocast_is_close_to_fp32(tiny_model, image_files):
     assert bf16.dtype == np.float32
     assert not np.array_equal(bf16, fp32)
     np.testing.assert_allclose(bf16, fp32, atol=0.1 * np.abs(fp32).max())
+
+
+def _cuda_available():
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(not _cuda_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu(tiny_model, image_files):
+    cpu = _embedder(tiny_model).transform(image_files)
+    fp32 = _embedder(tiny_model, device="cuda", precision="fp32").transform(image_files)
+    np.testing.assert_allclose(fp32, cpu, atol=1e-4)
+    fp16 = _embedder(tiny_model, device="cuda", precision="auto").transform(image_files)
+    assert fp16.dtype == np.float32 and not np.array_equal(fp16, fp32)
+    np.testing.assert_allclose(fp16, cpu, atol=0.01 * np.abs(cpu).max())
 
 
 # -------------------------------------------------------------- weights
