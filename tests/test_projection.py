@@ -1,5 +1,8 @@
-"""InvariantProjector: ground-truth recovery, OOD gains, statistics, API and errors."""
+"""InvariantProjector: ground-truth recovery, OOD gains, statistics, API, bad input and state."""
 
+import copy
+import dataclasses
+import pickle
 import subprocess
 import sys
 
@@ -7,16 +10,16 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 from scipy import linalg
+from sklearn import config_context
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, LeaveOneGroupOut
 from sklearn.pipeline import Pipeline
-from sklearn import config_context
 
 from clip_invariance import InvariantProjector
 from clip_invariance.datasets import make_invariant_embeddings
-from clip_invariance.views import stack_views
 from clip_invariance.metrics import subspace_overlap
+from clip_invariance.views import stack_views
 
 
 def _split(data):
@@ -50,10 +53,10 @@ def _fit_source(source, data):
     """Fit on the training environments with one source of interventions."""
     train, _ = _split(data)
     k = data.invariant_basis.shape[1]
-    text = dict(
-        interventions=data.text_interventions,
-        intervention_view_groups=data.text_view_groups,
-    )
+    text = {
+        "interventions": data.text_interventions,
+        "intervention_view_groups": data.text_view_groups,
+    }
     X_pairs, view_groups = stack_views(data.X[train], *data.X_views[:, train])
     if source == "view_groups":
         return InvariantProjector(k).fit(X_pairs, view_groups=view_groups)
@@ -150,35 +153,19 @@ def test_normalised_embeddings_break_the_difference_form_but_not_the_ratio():
     assert subspace_overlap(difference.components_.T, data.invariant_basis) < 0.1
 
 
-def _brute_force_scatter(X, view_groups):
-    """Average over view_groups' pairs, weighted as the projector documents: 2 W / dof."""
-    total, dof = np.zeros((X.shape[1],) * 2), 0
-    for g in np.unique(view_groups):
-        rows = X[view_groups == g]
-        n = len(rows)
-        for i in range(n):
-            for j in range(i + 1, n):
-                diff = rows[i] - rows[j]
-                total += np.outer(diff, diff) / n  # pair scatter * (n-1)/2 / C(n,2)
-        dof += n - 1
-    return 2 * total / dof
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_group_statistics_match_all_pairs(dtype, monkeypatch):
-    import clip_invariance.projection as projection
-
-    monkeypatch.setattr(projection, "_CHUNK_ROWS", 7)  # force several blocks
+def test_fitted_statistics_are_the_paper_moments_and_keep_dtype():
     rng = np.random.RandomState(0)
-    view_groups = rng.randint(0, 15, size=60)  # sizes 1..many, unsorted
-    X = (rng.standard_normal((60, 5)) + 3).astype(dtype)
-    proj = InvariantProjector(2).fit(X, view_groups=view_groups)
-    X64 = X.astype(np.float64)
-    tol = 1e-4 if dtype == np.float32 else 1e-10
-    assert_allclose(proj.second_moment_, X64.T @ X64 / len(X), rtol=tol)
-    assert_allclose(proj.nuisance_scatter_, _brute_force_scatter(X64, view_groups), rtol=tol)
-    assert proj.components_.dtype == dtype
-    assert proj.transform(X).dtype == dtype
+    view_groups = rng.randint(0, 15, size=60)
+    for dtype in (np.float32, np.float64):
+        X = (rng.standard_normal((60, 5)) + 3).astype(dtype)
+        proj = InvariantProjector(2).fit(X, view_groups=view_groups)
+        X64 = X.astype(np.float64)
+        tol = 1e-4 if dtype == np.float32 else 1e-10
+        assert_allclose(proj.second_moment_, X64.T @ X64 / len(X), rtol=tol)
+        expected = proj.statistics_.group_nuisance()  # brute force in tests/test_statistics.py
+        assert_allclose(proj.nuisance_scatter_, expected, rtol=1e-12)
+        assert proj.components_.dtype == dtype
+        assert proj.transform(X).dtype == dtype
 
 
 def test_partial_fit_matches_fit():
@@ -244,42 +231,207 @@ def test_set_output_pandas():
     assert list(out.columns) == ["invariantprojector0", "invariantprojector1", "invariantprojector2"]
 
 
+# ------------------------------------------------------------------ bad input
+_X = np.random.RandomState(0).standard_normal((20, 5))
+_PAIRS = np.arange(20) // 2
+
+
+def _with(X=None, **changes):
+    """A copy of the clean 20 x 5 input with one thing changed."""
+    X = _X.copy() if X is None else X
+    for (i, j), value in changes.pop("cells", {}).items():
+        X[i, j] = value
+    return X
+
+
+# (id, constructor parameters, X, fit keyword arguments, error, message regex)
+BAD_INPUTS = [
+    ("no interventional data", {}, _with(), {}, ValueError, "needs interventional data. Pass `view_groups`"),
+    ("singleton groups", {}, _with(), {"view_groups": np.arange(20)}, ValueError, "is a singleton"),
+    ("view_groups length", {}, _with(), {"view_groups": np.arange(19)}, ValueError,
+     "view_groups has 19 entries but X has 20 rows"),
+    ("view_groups 2-D", {}, _with(), {"view_groups": np.zeros((20, 2))}, ValueError,
+     r"view_groups must be one-dimensional, got shape \(20, 2\)"),
+    ("view_groups NaN", {}, _with(), {"view_groups": np.r_[np.nan, np.zeros(19)]}, ValueError,
+     "view_groups contains NaN or infinity"),
+    ("view_groups mixed types", {}, _with(), {"view_groups": np.array([None, 1, "a", 1] * 5, dtype=object)},
+     TypeError, r"view_groups mixes values that cannot be sorted together \(NoneType, int, str\)"),
+    ("y length", {}, _with(), {"y": np.zeros(3)}, ValueError, "y has 3 entries but X has 20 rows"),
+    ("continuous y", {}, _with(), {"y": np.linspace(0, 1, 20)}, ValueError,
+     "y looks continuous .* needs class labels"),
+    ("every class a single sample", {}, _with(), {"y": np.arange(20)}, ValueError,
+     "Every class has a single sample"),
+    ("one environment", {}, _with(), {"y": _PAIRS % 2, "environments": np.zeros(20)}, ValueError,
+     "single environment"),
+    ("environments without y", {}, _with(), {"environments": _PAIRS % 2}, ValueError,
+     "environments were given without y"),
+    ("n_components > n_features", {"n_components": 6}, _with(), {"view_groups": _PAIRS}, ValueError,
+     "n_components=6 must be at most the number of features, n_features=5"),
+    ("negative lam", {"lam": -1.0}, _with(), {"view_groups": _PAIRS}, ValueError,
+     "The 'lam' parameter of InvariantProjector must be a float in the range"),
+    ("unknown solver", {"solver": "svd"}, _with(), {"view_groups": _PAIRS}, ValueError,
+     "The 'solver' parameter of InvariantProjector must be a str among"),
+    ("interventions without view groups", {"interventions": np.ones((4, 5))}, _with(), {}, ValueError,
+     "without intervention_view_groups"),
+    ("interventions' features",
+     {"interventions": np.ones((4, 3)), "intervention_view_groups": [0, 0, 1, 1]}, _with(), {},
+     ValueError, "interventions have 3 features but X has 5"),
+    ("interventions' singleton groups",
+     {"interventions": _X[:4], "intervention_view_groups": [0, 1, 2, 3]}, _with(), {}, ValueError,
+     "Every group in `intervention_view_groups` is a singleton"),
+    ("NaN in X", {}, _with(cells={(3, 1): np.nan}), {"view_groups": _PAIRS}, ValueError,
+     "Input X contains NaN"),
+    ("inf in X", {}, _with(cells={(3, 1): np.inf}), {"view_groups": _PAIRS}, ValueError,
+     "Input X contains infinity"),
+    ("1-D X", {}, _X[:, 0], {"view_groups": _PAIRS}, ValueError, "Expected 2D array, got 1D array instead"),
+    ("empty X", {}, _X[:0], {}, ValueError, r"Found array with 0 sample\(s\)"),
+    ("X all zeros", {}, np.zeros((20, 5)), {"view_groups": _PAIRS}, ValueError, "X is all zeros"),
+    ("identical views", {}, np.repeat(_X[:10], 2, axis=0), {"view_groups": _PAIRS}, ValueError,
+     "no variation at all"),
+]
+
+
 @pytest.mark.parametrize(
-    "kwargs, fit_kwargs, message",
+    "params, X, fit_kwargs, error, message",
+    [case[1:] for case in BAD_INPUTS],
+    ids=[case[0] for case in BAD_INPUTS],
+)
+def test_bad_input_raises_a_clear_error(params, X, fit_kwargs, error, message):
+    with pytest.raises(error, match=message):
+        InvariantProjector(**params).fit(X, **fit_kwargs)
+    with pytest.raises(error, match=message):
+        InvariantProjector(**params).partial_fit(X, **fit_kwargs)
+
+
+def _same(a, b):
+    """Exact equality of estimator state: arrays elementwise (NaN-aware), dataclasses field by field."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (
+            type(a) is type(b) and a.dtype == b.dtype and a.shape == b.shape
+            and np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")
+        )
+    if dataclasses.is_dataclass(a) and not isinstance(a, type):
+        return type(a) is type(b) and _same(vars(a), vars(b))
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
+    return type(a) is type(b) and a == b
+
+
+def _fitted(how):
+    proj = InvariantProjector(2)
+    if how == "fit":
+        return proj.fit(_X, view_groups=_PAIRS)
+    if how == "partial_fit":
+        return proj.partial_fit(_X, view_groups=_PAIRS)
+    return proj
+
+
+# Valid as a later batch: the total already has pairs, variance and variation.
+_ACCEPTED_WHEN_CONTINUING = {"singleton groups", "X all zeros", "identical views"}
+
+
+@pytest.mark.parametrize("state", ["unfitted", "fit", "partial_fit"])
+@pytest.mark.parametrize("method", ["fit", "partial_fit"])
+@pytest.mark.parametrize(
+    "case, params, X, fit_kwargs", [case[:4] for case in BAD_INPUTS], ids=[case[0] for case in BAD_INPUTS]
+)
+def test_failed_call_leaves_the_estimator_unchanged(state, method, case, params, X, fit_kwargs):
+    proj = _fitted(state).set_params(**params)
+    before = copy.deepcopy(proj.__dict__)
+    continuing = method == "partial_fit" and state != "unfitted"
+    if continuing and case in _ACCEPTED_WHEN_CONTINUING:
+        proj.partial_fit(X, **fit_kwargs)
+        assert proj.n_samples_seen_ == 40
+        return
+    with pytest.raises((ValueError, TypeError)):
+        getattr(proj, method)(X, **fit_kwargs)
+    assert _same(proj.__dict__, before)
+    # ... and it still works: the next good call proceeds from the same state.
+    proj.set_params(**InvariantProjector(2).get_params())
+    getattr(proj, method)(_X, view_groups=_PAIRS)
+    assert proj.n_samples_seen_ == (40 if continuing else 20)
+
+
+def test_partial_fit_rejects_features_and_sources_that_change():
+    proj = InvariantProjector(2).partial_fit(_X, view_groups=_PAIRS)
+    with pytest.raises(ValueError, match="X has 4 features, but InvariantProjector is expecting 5"):
+        proj.partial_fit(_X[:, :4], view_groups=_PAIRS)
+    with pytest.raises(ValueError, match="started with intervention source 'view_groups'"):
+        proj.partial_fit(_X, _PAIRS % 2)
+    assert proj.n_samples_seen_ == 20
+
+
+def test_transform_and_inverse_transform_check_their_input():
+    proj = InvariantProjector(2).fit(_X, view_groups=_PAIRS)
+    with pytest.raises(ValueError, match="features"):
+        proj.transform(_X[:, :3])
+    with pytest.raises(ValueError, match="expects 2"):
+        proj.inverse_transform(_X)
+
+
+# ------------------------------------------------------- range and round-off
+@pytest.mark.parametrize(
+    "dtype, factors",
     [
-        ({}, {}, "needs interventional data. Pass `view_groups`"),
-        ({}, {"view_groups": np.arange(20)}, "singleton"),
-        ({}, {"view_groups": np.arange(19)}, "view_groups has 19 entries but X has 20 rows"),
-        ({}, {"y": np.zeros(20), "environments": np.zeros(20)}, "single environment"),
-        ({}, {"environments": np.zeros(20)}, "environments were given without y"),
-        ({"n_components": 6}, {"view_groups": np.arange(20) // 2}, "at most the number of features"),
-        ({"interventions": np.ones((4, 5))}, {}, "without intervention_view_groups"),
-        (
-            {"interventions": np.ones((4, 3)), "intervention_view_groups": [0, 0, 1, 1]},
-            {},
-            "interventions have 3 features but X has 5",
-        ),
+        (np.float32, [1e-30, 1e-20, 1e-10, 1e10, 1e18, 1e30]),
+        (np.float64, [1e-300, 1e-150, 1e-50, 1e50, 1e150, 1e300]),
     ],
 )
-def test_errors(kwargs, fit_kwargs, message):
-    X = np.random.RandomState(0).standard_normal((20, 5))
-    with pytest.raises(ValueError, match=message):
-        InvariantProjector(**kwargs).fit(X, **fit_kwargs)
+@pytest.mark.parametrize("solver", ["ratio", "difference"])
+def test_subspace_is_the_same_for_any_scale_of_x(dtype, factors, solver):
+    data = make_invariant_embeddings(n_samples=300, random_state=0)
+    X, view_groups = stack_views(data.X, *data.X_views)
+    X = X.astype(dtype)
+    reference = InvariantProjector(8, solver=solver).fit(X, view_groups=view_groups)
+    projector = reference.components_.T @ reference.components_
+    tol = 1e-4 if dtype == np.float32 else 1e-9
+    for factor in factors:
+        proj = InvariantProjector(8, solver=solver).fit(X * dtype(factor), view_groups=view_groups)
+        assert np.all(np.isfinite(proj.components_))
+        assert_allclose(proj.components_.T @ proj.components_, projector, atol=tol)
+        assert_allclose(proj.eigenvalues_, reference.eigenvalues_, rtol=tol)
+        assert proj.lam_scale_ == pytest.approx(reference.lam_scale_, rel=tol)
+        assert_allclose(proj.explained_variance_ratio_, reference.explained_variance_ratio_, rtol=tol)
 
 
-def test_rejects_nan_and_identical_views():
-    X = np.random.RandomState(0).standard_normal((10, 4))
-    bad = X.copy()
-    bad[3, 1] = np.nan
-    with pytest.raises(ValueError, match="NaN"):
-        InvariantProjector(2).fit(bad, view_groups=np.arange(10) // 2)
-    with pytest.raises(ValueError, match="no variation at all"):
-        InvariantProjector(2).fit(*stack_views(X, X)[:1], view_groups=np.tile(np.arange(10), 2))
-    proj = InvariantProjector(2).fit(X, view_groups=np.arange(10) // 2)
-    with pytest.raises(ValueError, match="features"):
-        proj.transform(X[:, :3])
-    with pytest.raises(ValueError, match="expects 2"):
-        proj.inverse_transform(X)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_few_shot_difference_form_keeps_no_round_off_components(dtype):
+    # 10 pairs in 512 dimensions: by Sylvester's law of inertia S_Z - lam S_Delta has
+    # exactly 10 positive eigenvalues (the pair sums); the other 502 are 0 or negative.
+    X = np.random.RandomState(0).standard_normal((20, 512)).astype(dtype)
+    proj = InvariantProjector(solver="difference").fit(X, view_groups=_PAIRS)
+    assert proj.n_components_ == 10
+    ratio = InvariantProjector().fit(X, view_groups=_PAIRS)
+    assert ratio.n_components_ <= 20  # at most the rank of X
+    assert np.all(ratio.eigenvalues_ > 1 / 11)
+
+
+def test_auto_n_components_agrees_with_a_fixed_k():
+    # n_components=None solves the whole spectrum, a fixed K only its top: same answer.
+    data = make_invariant_embeddings(n_samples=500, random_state=0)
+    X, view_groups = stack_views(data.X.astype(np.float64), *data.X_views)
+    for solver in ("ratio", "difference"):
+        auto = InvariantProjector(solver=solver).fit(X, view_groups=view_groups)
+        fixed = InvariantProjector(auto.n_components_, solver=solver).fit(X, view_groups=view_groups)
+        assert_allclose(fixed.eigenvalues_, auto.eigenvalues_, rtol=1e-10)
+        assert_allclose(fixed.components_, auto.components_, atol=1e-8)
+
+
+def test_pickle_holds_the_statistics_once():
+    # D=512, K=64: 8.1 MiB before the statistics were stored once, 4.1 MiB after
+    # (gram and within-group scatter, 2 MiB each, which partial_fit needs).
+    X = np.random.RandomState(0).standard_normal((2000, 512)).astype(np.float32)
+    proj = InvariantProjector(64).fit(X, view_groups=np.arange(2000) // 2)
+    needed = proj.statistics_.gram.nbytes + proj.statistics_.group_scatter.nbytes
+    size = len(pickle.dumps(proj))
+    assert size < needed + proj.components_.nbytes + 64 * 1024
+    twin = pickle.loads(pickle.dumps(proj))
+    assert_allclose(twin.second_moment_, proj.second_moment_)
+    assert_allclose(twin.nuisance_scatter_, proj.nuisance_scatter_)
+    twin.partial_fit(X[:10], view_groups=np.arange(10) // 2)
+    assert twin.n_samples_seen_ == 2010
 
 
 def test_constructor_interventions_survive_clone():

@@ -1,0 +1,467 @@
+"""Per-block sufficient statistics of interventions, the sums the projector is solved from.
+
+Every statistic is a sum over rows, so the statistics of a concatenation of
+blocks are the sum of the blocks' statistics: ``partial_fit`` adds them batch
+by batch, and a distributed fit can compute them per chunk on workers and add
+them up. Plain numpy, float64 sums, no estimator state, picklable.
+
+From one block of rows ``X`` (``n`` rows, ``D`` features) and its labels:
+
+- ``gram``: :math:`\\sum_i x_i x_i^\\top`;
+- ``group_scatter``, ``group_dof``: with ``view_groups``, the within-group
+  scatter :math:`\\sum_g \\sum_{i \\in g} (x_i - \\bar x_g)(x_i - \\bar x_g)^\\top`
+  and its degrees of freedom :math:`\\sum_g (n_g - 1)`;
+- ``cell_sums``, ``cell_counts``: with ``y`` (and ``environments``), the row
+  sum and the row count of each class (or each class and environment).
+
+The nuisance scatters of :class:`~clip_invariance.InvariantProjector`
+(``S_Delta``) are derived from them by :meth:`InterventionStatistics.group_nuisance`,
+:meth:`~InterventionStatistics.environment_nuisance` and
+:meth:`~InterventionStatistics.label_nuisance`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import sparse
+
+__all__ = ["InterventionStatistics", "check_labels"]
+
+# Rows gathered per block when forming within-group contrasts; small enough to
+# stay in cache, large enough for BLAS to run at full speed.
+_CHUNK_ROWS = 16384
+
+
+@dataclass(eq=False)
+class InterventionStatistics:
+    r"""Sufficient statistics of one block of rows; blocks add up with ``+``.
+
+    The matrices are float64 sums stored in units of :math:`4^{e}`, the
+    cell sums in units of :math:`2^{e}`, with ``e = exponent``: a block whose
+    products would overflow or underflow in its precision is divided by a
+    power of two first (exact), so ``X`` and ``c * X`` give the same
+    statistics up to that factor over the whole floating-point range. Use
+    :meth:`unscaled` for a matrix in the units of ``X``.
+
+    Build them with :meth:`from_block`; add them with ``a + b`` or ``sum``.
+    View groups are local to a block; classes and environments are pooled
+    across blocks by label.
+
+    Attributes
+    ----------
+    n_samples : int
+        Rows summed.
+    gram : ndarray of shape (n_features, n_features)
+        :math:`\sum_i x_i x_i^\top`.
+    group_scatter : ndarray of shape (n_features, n_features) or None
+        Within-view-group scatter :math:`W`; None without ``view_groups``.
+    group_dof : int
+        Its degrees of freedom, :math:`\sum_g (n_g - 1)`.
+    cell_sums : dict
+        ``{(label, environment): row sum}``, ``environment`` None without
+        ``environments``; empty without ``y``.
+    cell_counts : dict
+        ``{(label, environment): number of rows}``.
+    exponent : int
+        The statistics are those of ``X / 2**exponent``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from clip_invariance.statistics import InterventionStatistics
+    >>> X = np.arange(12.0).reshape(6, 2)
+    >>> view_groups = np.array([0, 0, 1, 1, 2, 2])
+    >>> whole = InterventionStatistics.from_block(X, view_groups=view_groups)
+    >>> parts = (InterventionStatistics.from_block(X[:4], view_groups=view_groups[:4])
+    ...          + InterventionStatistics.from_block(X[4:], view_groups=view_groups[4:]))
+    >>> np.allclose(whole.gram, parts.gram), parts.n_samples, parts.group_dof
+    (True, 6, 3)
+    >>> whole.group_nuisance()  # pairs: the mean of (x - x')(x - x')^T
+    array([[4., 4.],
+           [4., 4.]])
+    """
+
+    n_samples: int
+    gram: np.ndarray
+    group_scatter: np.ndarray | None = None
+    group_dof: int = 0
+    cell_sums: dict = field(default_factory=dict)
+    cell_counts: dict = field(default_factory=dict)
+    exponent: int = 0
+
+    @classmethod
+    def from_block(cls, X, view_groups=None, y=None, environments=None):
+        """Statistics of one block of rows.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+            Finite embeddings, float32 or float64 (others are converted to
+            float64); the products are formed in this precision and summed in
+            float64.
+        view_groups : array-like of shape (n_samples,), default=None
+            Rows sharing an id are views of one content; gives ``group_scatter``.
+        y : array-like of shape (n_samples,), default=None
+            Class labels; gives the cells.
+        environments : array-like of shape (n_samples,), default=None
+            Environment of each row; splits the cells by environment (needs ``y``).
+
+        Returns
+        -------
+        statistics : InterventionStatistics
+        """
+        X = np.asarray(X)
+        if X.ndim != 2:
+            raise ValueError(f"X must be two-dimensional, got shape {X.shape}.")
+        if X.dtype not in (np.float32, np.float64):
+            X = X.astype(np.float64)
+        n = X.shape[0]
+        view_groups = check_labels(view_groups, n, "view_groups")
+        y = check_labels(y, n, "y")
+        environments = check_labels(environments, n, "environments")
+        if environments is not None and y is None:
+            raise ValueError("environments were given without y: cells are classes first.")
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):  # checked below
+            statistics = _block_statistics(X, view_groups, y, environments, 0)
+        if statistics._in_range(X.dtype):
+            return statistics
+        # Rare path: products overflowed or underflowed in X's precision. Divide
+        # by a power of two near max|x| (exact) and form them again.
+        magnitude = max(np.max(X), -np.min(X)) if n else 0.0
+        if not np.isfinite(magnitude):
+            raise ValueError("X contains NaN or infinity.")
+        if magnitude == 0:
+            return statistics  # all zeros: nothing to rescale
+        exponent = int(np.frexp(magnitude)[1])
+        statistics = _block_statistics(np.ldexp(X, -exponent), view_groups, y, environments, exponent)
+        if not statistics._in_range(X.dtype):
+            raise ValueError(
+                "The second moments of X overflow even after rescaling: "
+                f"X has too many rows for {X.dtype.name} sums."
+            )
+        return statistics
+
+    # ------------------------------------------------------------ summing
+    def __add__(self, other):
+        if isinstance(other, int) and other == 0:
+            return self
+        if not isinstance(other, InterventionStatistics):
+            return NotImplemented
+        if other.gram.shape != self.gram.shape:
+            raise ValueError(
+                f"Cannot add statistics of {other.gram.shape[0]} features to statistics "
+                f"of {self.gram.shape[0]}."
+            )
+        # A common exponent, the larger one; an all-zero block has no scale of its own.
+        scaled = [s.exponent for s in (self, other) if np.any(s.gram)]
+        exponent = max(scaled) if scaled else max(self.exponent, other.exponent)
+        a, b = self._to_exponent(exponent), other._to_exponent(exponent)
+        cell_sums = dict(a.cell_sums)
+        cell_counts = dict(a.cell_counts)
+        for key, total in b.cell_sums.items():
+            cell_sums[key] = cell_sums[key] + total if key in cell_sums else total
+            cell_counts[key] = cell_counts.get(key, 0) + b.cell_counts[key]
+        return InterventionStatistics(
+            n_samples=a.n_samples + b.n_samples,
+            gram=a.gram + b.gram,
+            group_scatter=_add_optional(a.group_scatter, b.group_scatter),
+            group_dof=a.group_dof + b.group_dof,
+            cell_sums=cell_sums,
+            cell_counts=cell_counts,
+            exponent=exponent,
+        )
+
+    __radd__ = __add__  # sum() starts from 0
+
+    def _to_exponent(self, exponent):
+        if exponent == self.exponent:
+            return self
+        shift = self.exponent - exponent
+        return InterventionStatistics(
+            n_samples=self.n_samples,
+            gram=np.ldexp(self.gram, 2 * shift),
+            group_scatter=None if self.group_scatter is None else np.ldexp(self.group_scatter, 2 * shift),
+            group_dof=self.group_dof,
+            cell_sums={key: np.ldexp(total, shift) for key, total in self.cell_sums.items()},
+            cell_counts=dict(self.cell_counts),
+            exponent=exponent,
+        )
+
+    def _in_range(self, dtype):
+        """No overflow, and the largest squares well above the underflow threshold."""
+        diagonal = np.diagonal(self.gram)
+        finite = np.isfinite(diagonal.sum())
+        if self.group_scatter is not None:
+            finite &= np.isfinite(np.trace(self.group_scatter))
+        finite &= all(np.isfinite(total.sum()) for total in self.cell_sums.values())
+        # max diag <= n max|x|^2: below this, products of the largest entries
+        # lose digits to the subnormal range.
+        info = np.finfo(dtype)
+        return bool(finite) and bool(diagonal.max(initial=0.0) >= self.n_samples * info.tiny / info.eps)
+
+    # --------------------------------------------------- derived matrices
+    def unscaled(self, matrix):
+        """A matrix derived from these statistics, in the units of ``X`` (may overflow to inf)."""
+        return np.ldexp(matrix, 2 * self.exponent)
+
+    def second_moment(self):
+        """:math:`S_Z = \\sum_i x_i x_i^\\top / n` (in units of ``4**exponent``)."""
+        return self.gram / self.n_samples
+
+    def group_nuisance(self, name="view_groups"):
+        """Nuisance scatter of the view groups: :math:`2 W / \\mathrm{dof}`.
+
+        For pairs it is the mean of :math:`(x - x')(x - x')^\\top` over the pairs,
+        the paper's :math:`\\Delta^\\top \\Delta / N`; for larger groups each
+        group weighs by its degrees of freedom. ``name`` names the group ids in
+        the error raised when every group is a singleton.
+        """
+        if self.group_scatter is None:
+            raise ValueError("These statistics were computed without view_groups.")
+        if self.group_dof == 0:
+            raise ValueError(
+                f"Every group in `{name}` is a singleton: no row has an "
+                "interventional partner. Rows that are views of the same "
+                "content must share a group id (see stack_views)."
+            )
+        return 2.0 * self.group_scatter / self.group_dof
+
+    def environment_nuisance(self):
+        """Scatter of the class-conditional environment means around their class mean."""
+        by_class = {}
+        for (label, _environment), total in self.cell_sums.items():
+            by_class.setdefault(label, []).append(total / self.cell_counts[label, _environment])
+        d = self.gram.shape[0]
+        scatter = np.zeros((d, d))
+        dof = 0
+        for means in by_class.values():
+            if len(means) < 2:
+                continue
+            deviations = np.asarray(means) - np.mean(means, axis=0)
+            scatter += deviations.T @ deviations
+            dof += len(means) - 1
+        if dof == 0:
+            raise ValueError(
+                "Every class is observed in a single environment: class-conditional "
+                "environment means need at least two environments per class."
+            )
+        return 2.0 * scatter / dof
+
+    def label_nuisance(self):
+        """Within-cell scatter, :math:`2 (\\sum x x^\\top - \\sum_c s_c s_c^\\top / n_c) / (n - C)`.
+
+        The cells are the classes when the statistics were computed without
+        ``environments``.
+        """
+        if not self.cell_counts:
+            raise ValueError("These statistics were computed without y.")
+        counts = np.array(list(self.cell_counts.values()), dtype=float)
+        sums = np.array(list(self.cell_sums.values())).reshape(len(counts), -1)
+        dof = self.n_samples - len(counts)
+        if dof == 0:
+            raise ValueError(
+                f"Every class has a single sample (n_samples={self.n_samples}, {len(counts)} "
+                "classes): within-class variation needs at least two samples of some class."
+            )
+        between = (sums / counts[:, None]).T @ sums
+        return 2.0 * (self.gram - between) / dof
+
+
+# ----------------------------------------------------------------- labels
+def check_labels(labels, n, name):
+    """Validate one label per row: 1-D, ``n`` long, finite, of comparable values.
+
+    Parameters
+    ----------
+    labels : array-like of shape (n,) or None
+    n : int
+        Number of rows.
+    name : str
+        The argument's name, for the error messages.
+
+    Returns
+    -------
+    labels : ndarray of shape (n,) or None
+
+    Examples
+    --------
+    >>> check_labels([0, 0, 1], 3, "view_groups")
+    array([0, 0, 1])
+    >>> check_labels([0, "a", None], 3, "view_groups")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    TypeError: view_groups mixes values that cannot be sorted together (int, str, NoneType): ...
+    """
+    if labels is None:
+        return None
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and 1 in labels.shape:
+        labels = labels.reshape(-1)
+    if labels.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {labels.shape}.")
+    if labels.shape[0] != n:
+        raise ValueError(f"{name} has {labels.shape[0]} entries but X has {n} rows.")
+    if labels.dtype.kind == "f" and not np.all(np.isfinite(labels)):
+        raise ValueError(f"{name} contains NaN or infinity.")
+    if labels.dtype.kind == "O":
+        try:
+            np.sort(labels)
+        except TypeError:
+            types = ", ".join(dict.fromkeys(type(value).__name__ for value in labels))
+            raise TypeError(
+                f"{name} mixes values that cannot be sorted together ({types}): "
+                "use ids of one type."
+            ) from None
+    elif labels.dtype.kind not in "biufUS":
+        raise TypeError(f"{name} must hold integers or strings, got dtype {labels.dtype}.")
+    return labels
+
+
+# ------------------------------------------------------------ computation
+def _block_statistics(X, view_groups, y, environments, exponent):
+    if view_groups is not None:
+        gram, scatter, dof = _within_group_moments(X, view_groups)
+    else:
+        gram, scatter, dof = _as64(X.T @ X), None, 0
+    cell_sums, cell_counts = {}, {}
+    if y is not None:
+        for key, total, count in _cell_sums(X, y, environments):
+            cell_sums[key] = total
+            cell_counts[key] = count
+    return InterventionStatistics(
+        n_samples=X.shape[0],
+        gram=gram,
+        group_scatter=scatter,
+        group_dof=dof,
+        cell_sums=cell_sums,
+        cell_counts=cell_counts,
+        exponent=exponent,
+    )
+
+
+def _within_group_moments(X, view_groups):
+    """Return ``(sum x x^T, within-group scatter W, dof)`` without forming pairs.
+
+    Each group's rows are rotated by a Helmert matrix: one row is the scaled
+    group sum ``s / sqrt(n_g)``, the other ``n_g - 1`` are orthonormal
+    contrasts whose scatter is exactly the within-group scatter
+    ``W_g = sum (x - mean)(x - mean)^T``. The rotation is orthogonal, so the
+    same rows also give ``sum x x^T``: one pass of ``N`` rows through a
+    symmetric rank-k update, and no cancellation between large numbers.
+    ``W_g`` is ``(n_g - 1) / 2`` times the average pair scatter of the group.
+    """
+    n, d = X.shape
+    dtype = X.dtype
+    order = np.argsort(view_groups, kind="stable")
+    sorted_groups = view_groups[order]
+    is_start = np.ones(n, dtype=bool)
+    is_start[1:] = sorted_groups[1:] != sorted_groups[:-1]
+    starts = np.flatnonzero(is_start)
+    sizes = np.diff(np.append(starts, n))
+
+    gram = np.zeros((d, d))
+    scatter = np.zeros((d, d))
+    singles = order[starts[sizes == 1]]
+    for lo in range(0, singles.size, _CHUNK_ROWS):
+        block = X[singles[lo : lo + _CHUNK_ROWS]]
+        gram += block.T @ block
+
+    multi_starts = starts[sizes > 1]
+    multi_sizes = sizes[sizes > 1]
+    if multi_starts.size == 0:
+        return gram, scatter, n - starts.size
+    rows_before = np.concatenate([[0], np.cumsum(multi_sizes)])
+    # Buffers reused by every block: fresh large arrays cost page faults.
+    max_groups = min(multi_starts.size, _CHUNK_ROWS // 2)
+    running_sum = np.empty((max_groups, d), dtype=dtype)
+    first, member = (np.empty((max_groups, d), dtype=dtype) for _ in range(2))
+    contrasts = np.empty((min(_CHUNK_ROWS, n), d), dtype=dtype)
+    g0 = 0
+    while g0 < multi_starts.size:
+        g1 = int(np.searchsorted(rows_before, rows_before[g0] + _CHUNK_ROWS, side="right")) - 1
+        g1 = min(max(g1, g0 + 1), multi_starts.size, g0 + max_groups)
+        st, sz = multi_starts[g0:g1], multi_sizes[g0:g1]
+        g = g1 - g0
+        n_contrasts = rows_before[g1] - rows_before[g0] - g
+        if n_contrasts > contrasts.shape[0]:
+            contrasts = np.empty((n_contrasts, d), dtype=dtype)
+        # Members 0 and 1 (every group here has both): first contrast and running sum.
+        x0 = _rows(X, order[st], first[:g])
+        x1 = _rows(X, order[st + 1], member[:g])
+        total = running_sum[:g]
+        np.subtract(x0, x1, out=contrasts[:g])
+        contrasts[:g] *= dtype.type(np.sqrt(0.5))
+        np.add(x0, x1, out=total)
+        filled = g
+        for k in range(2, int(sz.max())):
+            scale = dtype.type(1.0 / np.sqrt(k * (k + 1.0)))
+            alive = np.flatnonzero(sz > k)
+            out = contrasts[filled : filled + alive.size]
+            if alive.size == g:  # every group has a k-th member: work in place
+                xk = _rows(X, order[st + k], member[:g])
+                np.multiply(xk, dtype.type(-k), out=out)
+                out += total
+                out *= scale
+                total += xk
+            else:
+                xk = X[order[st[alive] + k]]
+                prefix = total[alive]
+                np.multiply((prefix - dtype.type(k) * xk), scale, out=out)
+                total[alive] = prefix + xk
+            filled += alive.size
+        block = contrasts[:filled]
+        within = _as64(block.T @ block)
+        scatter += within
+        if sz.min() == sz.max():  # equal sizes: divide the product, not the rows
+            gram += within + _as64(total.T @ total) / sz[0]
+        else:
+            total *= (1.0 / np.sqrt(sz)).astype(dtype)[:, None]  # s_g / sqrt(n_g)
+            gram += within + total.T @ total
+        g0 = g1
+    return gram, scatter, n - starts.size
+
+
+def _rows(X, index, out):
+    """``X[index]``: a view when the rows are consecutive (stack_views layout), else into ``out``."""
+    first = index[0]
+    if index[-1] - first == len(index) - 1 and np.all(np.diff(index) == 1):
+        return X[first : first + len(index)]
+    return np.take(X, index, axis=0, out=out)
+
+
+def _cell_sums(X, y, environments):
+    """Yield ``((label, environment), row sum, count)`` per class (and environment)."""
+    y_values, y_codes = np.unique(y, return_inverse=True)
+    if environments is None:
+        e_values, e_codes = [None], np.zeros_like(y_codes)
+    else:
+        e_values, e_codes = np.unique(environments, return_inverse=True)
+    codes = y_codes * len(e_values) + e_codes
+    cell_ids, codes = np.unique(codes, return_inverse=True)
+    indicator = sparse.csr_matrix(
+        (np.ones(len(codes), dtype=X.dtype), (codes, np.arange(len(codes)))),
+        shape=(len(cell_ids), len(codes)),
+    )
+    sums = _as64(indicator @ X)
+    counts = np.bincount(codes, minlength=len(cell_ids))
+    for cell, total, count in zip(cell_ids, sums, counts):
+        label = _python_scalar(y_values[cell // len(e_values)])
+        environment = _python_scalar(e_values[cell % len(e_values)])
+        yield (label, environment), total, int(count)
+
+
+def _python_scalar(value):
+    # Dictionary keys must compare equal across blocks: numpy scalars -> Python.
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _as64(a):
+    return np.asarray(a, dtype=np.float64)
+
+
+def _add_optional(a, b):
+    if a is None or b is None:
+        return b if a is None else a
+    return a + b

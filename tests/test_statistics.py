@@ -1,0 +1,209 @@
+"""InterventionStatistics: blocks add up to the concatenation, brute-force references, scale, pickling."""
+
+import pickle
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+import clip_invariance.statistics as statistics_module
+from clip_invariance.statistics import InterventionStatistics, check_labels
+
+
+def _blocks(dtype=np.float64, seed=0):
+    """Three blocks of unequal size; view group ids repeat across blocks but are local to each."""
+    rng = np.random.RandomState(seed)
+    blocks = []
+    for n in (23, 7, 31):
+        X = (rng.standard_normal((n, 6)) + 2).astype(dtype)
+        view_groups = rng.randint(0, 6, size=n)  # sizes 1..many, unsorted
+        y = rng.choice(["cat", "dog", "cow"], size=n)
+        environments = rng.randint(0, 3, size=n)
+        blocks.append((X, view_groups, y, environments))
+    return blocks
+
+
+def _reference(blocks):
+    """Brute force over the concatenation: groups are (block, id), cells are pooled by label."""
+    X = np.concatenate([b[0] for b in blocks]).astype(np.float64)
+    d = X.shape[1]
+    scatter, dof = np.zeros((d, d)), 0
+    for Xb, view_groups, _, _ in blocks:
+        for g in np.unique(view_groups):
+            rows = Xb[view_groups == g].astype(np.float64)
+            deviations = rows - rows.mean(axis=0)
+            scatter += deviations.T @ deviations
+            dof += len(rows) - 1
+    y = np.concatenate([b[2] for b in blocks])
+    environments = np.concatenate([b[3] for b in blocks])
+    cells = {}
+    for key in sorted(set(zip(y.tolist(), environments.tolist()))):
+        rows = X[(y == key[0]) & (environments == key[1])]
+        cells[key] = (rows.sum(axis=0), len(rows))
+    return X, scatter, dof, cells
+
+
+def _from_blocks(blocks):
+    return sum(
+        InterventionStatistics.from_block(X, view_groups=g, y=y, environments=e)
+        for X, g, y, e in blocks
+    )
+
+
+def test_blocks_add_up_to_the_concatenation():
+    blocks = _blocks()
+    total = _from_blocks(blocks)
+    X, scatter, dof, cells = _reference(blocks)
+    assert total.n_samples == len(X) and total.exponent == 0
+    assert_allclose(total.gram, X.T @ X, rtol=1e-12)
+    assert_allclose(total.group_scatter, scatter, rtol=1e-10, atol=1e-12)
+    assert total.group_dof == dof
+    assert set(total.cell_sums) == set(cells)
+    for key, (row_sum, count) in cells.items():
+        assert_allclose(total.cell_sums[key], row_sum, rtol=1e-12)
+        assert total.cell_counts[key] == count
+    # a + b is the same sum as sum([...]) in another order.
+    a, b, c = (InterventionStatistics.from_block(X, view_groups=g, y=y, environments=e)
+               for X, g, y, e in blocks)
+    assert_allclose((c + a + b).gram, total.gram, rtol=1e-12)
+    assert (c + a + b).cell_counts == total.cell_counts
+
+
+def test_derived_nuisance_scatters_match_brute_force():
+    blocks = _blocks()
+    total = _from_blocks(blocks)
+    X, scatter, dof, cells = _reference(blocks)
+    assert_allclose(total.second_moment(), X.T @ X / len(X), rtol=1e-12)
+    assert_allclose(total.group_nuisance(), 2 * scatter / dof, rtol=1e-10)
+
+    # Environments: class-conditional environment means around their class mean.
+    expected, env_dof = np.zeros((6, 6)), 0
+    for label in ("cat", "cow", "dog"):
+        means = np.array([s / n for (lab, _), (s, n) in cells.items() if lab == label])
+        deviations = means - means.mean(axis=0)
+        expected += deviations.T @ deviations
+        env_dof += len(means) - 1
+    assert_allclose(total.environment_nuisance(), 2 * expected / env_dof, rtol=1e-10)
+
+    # Labels alone: the within-class scatter, pooled over blocks by label.
+    labels_only = sum(InterventionStatistics.from_block(X, y=y) for X, _, y, _ in blocks)
+    y = np.concatenate([b[2] for b in blocks])
+    within = sum(
+        (X[y == c] - X[y == c].mean(0)).T @ (X[y == c] - X[y == c].mean(0)) for c in np.unique(y)
+    )
+    assert_allclose(labels_only.label_nuisance(), 2 * within / (len(X) - 3), rtol=1e-8)
+
+
+def _all_pairs_scatter(X, view_groups):
+    """Average over view_groups' pairs, weighted as the projector documents: 2 W / dof."""
+    total, dof = np.zeros((X.shape[1],) * 2), 0
+    for g in np.unique(view_groups):
+        rows = X[view_groups == g]
+        n = len(rows)
+        for i in range(n):
+            for j in range(i + 1, n):
+                diff = rows[i] - rows[j]
+                total += np.outer(diff, diff) / n  # pair scatter * (n-1)/2 / C(n,2)
+        dof += n - 1
+    return 2 * total / dof
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_helmert_blocks_match_all_pairs(dtype, monkeypatch):
+    monkeypatch.setattr(statistics_module, "_CHUNK_ROWS", 7)  # force several blocks
+    rng = np.random.RandomState(0)
+    view_groups = rng.randint(0, 15, size=60)  # sizes 1..many, unsorted
+    X = (rng.standard_normal((60, 5)) + 3).astype(dtype)
+    stats = InterventionStatistics.from_block(X, view_groups=view_groups)
+    X64 = X.astype(np.float64)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    assert stats.gram.dtype == np.float64
+    assert_allclose(stats.second_moment(), X64.T @ X64 / len(X), rtol=tol)
+    assert_allclose(stats.group_nuisance(), _all_pairs_scatter(X64, view_groups), rtol=tol)
+
+
+def test_pickle_round_trip():
+    stats = _from_blocks(_blocks())
+    clone = pickle.loads(pickle.dumps(stats))
+    for name in ("n_samples", "group_dof", "exponent", "cell_counts"):
+        assert getattr(clone, name) == getattr(stats, name)
+    assert_array_equal(clone.gram, stats.gram)
+    assert_array_equal(clone.group_scatter, stats.group_scatter)
+    assert clone.cell_sums.keys() == stats.cell_sums.keys()
+    for key, value in stats.cell_sums.items():
+        assert_array_equal(clone.cell_sums[key], value)
+
+
+@pytest.mark.parametrize(
+    "dtype, factor",
+    [(np.float32, 1e30), (np.float32, 1e-30), (np.float64, 1e200), (np.float64, 1e-200)],
+)
+def test_out_of_range_blocks_are_rescaled_exactly(dtype, factor):
+    X, view_groups, y, _ = _blocks()[0]
+    X = X.astype(dtype)
+    base = InterventionStatistics.from_block(X, view_groups=view_groups, y=y)
+    scaled = InterventionStatistics.from_block(X * dtype(factor), view_groups=view_groups, y=y)
+    assert base.exponent == 0 and scaled.exponent != 0
+    # Up to the power of two, the same numbers: the rounding of X * factor is all that differs.
+    shift = scaled.exponent + np.log2(1 / factor)
+    tol = 1e-6 if dtype == np.float32 else 1e-13
+    assert_allclose(scaled.gram * 4.0**shift, base.gram, rtol=tol)
+    assert_allclose(scaled.group_nuisance() * 4.0**shift, base.group_nuisance(), rtol=tol * 10)
+    for key, total in base.cell_sums.items():
+        assert_allclose(scaled.cell_sums[key] * 2.0**shift, total, rtol=tol)
+    if dtype == np.float32:  # the float64 sums hold float32's whole range in X's units
+        assert_allclose(scaled.unscaled(scaled.gram), base.gram * factor**2, rtol=1e-6)
+
+
+def test_blocks_of_different_scale_add_at_the_larger_exponent():
+    X, view_groups, _, _ = _blocks()[0]
+    small = InterventionStatistics.from_block(X * 1e-200, view_groups=view_groups)
+    large = InterventionStatistics.from_block(X * 1e200, view_groups=view_groups)
+    zeros = InterventionStatistics.from_block(np.zeros_like(X), view_groups=view_groups)
+    both = small + large
+    assert both.exponent == large.exponent
+    assert_allclose(both.gram, large.gram, rtol=1e-15)  # the small block is below round-off
+    # An all-zero block has no scale of its own: it does not flush the small one to zero.
+    assert (small + zeros).exponent == small.exponent
+    assert_allclose((zeros + small).gram, small.gram)
+    assert (zeros + small).n_samples == 2 * len(X)
+
+
+def test_all_zero_block_stays_zero():
+    stats = InterventionStatistics.from_block(np.zeros((4, 3), dtype=np.float32))
+    assert stats.exponent == 0 and not np.any(stats.gram)
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda X: InterventionStatistics.from_block(X[0]), ValueError, "two-dimensional"),
+        (lambda X: InterventionStatistics.from_block(X, environments=np.zeros(4)), ValueError,
+         "environments were given without y"),
+        (lambda X: InterventionStatistics.from_block(X, view_groups=[0, "a", None, 1]), TypeError,
+         r"view_groups mixes values .* \(int, str, NoneType\)"),
+        (lambda X: InterventionStatistics.from_block(X, y=[0, 1, 2]), ValueError,
+         "y has 3 entries but X has 4 rows"),
+        (lambda X: InterventionStatistics.from_block(X) + InterventionStatistics.from_block(X[:, :2]),
+         ValueError, "statistics of 2 features to statistics of 3"),
+        (lambda X: InterventionStatistics.from_block(X).group_nuisance(), ValueError, "without view_groups"),
+        (lambda X: InterventionStatistics.from_block(X, view_groups=np.arange(4)).group_nuisance(),
+         ValueError, "singleton"),
+        (lambda X: InterventionStatistics.from_block(X).label_nuisance(), ValueError, "without y"),
+        (lambda X: InterventionStatistics.from_block(X * np.inf), ValueError, "NaN or infinity"),
+    ],
+)
+def test_errors(call, error, message):
+    X = np.random.RandomState(0).standard_normal((4, 3))
+    with pytest.raises(error, match=message):
+        call(X)
+
+
+def test_check_labels_flattens_columns_and_rejects_bad_values():
+    assert_array_equal(check_labels([[1], [2]], 2, "y"), [1, 2])
+    with pytest.raises(ValueError, match="y must be one-dimensional"):
+        check_labels(np.zeros((2, 2)), 2, "y")
+    with pytest.raises(ValueError, match="environments contains NaN"):
+        check_labels([0.0, np.nan], 2, "environments")
+    with pytest.raises(TypeError, match="view_groups must hold integers or strings"):
+        check_labels(np.array([1 + 2j, 3j]), 2, "view_groups")
