@@ -66,3 +66,23 @@ def pacs_mini():
     if not PACS_MINI.is_dir():
         pytest.skip(f"pacs-mini images not found at {PACS_MINI}")
     return PACS_MINI.resolve()
+
+
+@pytest.fixture
+def count_loads(monkeypatch):
+    """Count calls to open_clip's model factory, starting from an empty backbone cache."""
+    import open_clip
+
+    from clip_invariance.embedding import clear_backbone_cache
+
+    clear_backbone_cache()
+    calls = []
+    real = open_clip.create_model_and_transforms
+
+    def counting(*args, **kwargs):
+        calls.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(open_clip, "create_model_and_transforms", counting)
+    yield calls
+    clear_backbone_cache()

@@ -27,24 +27,6 @@ def images():
     return [rng.integers(0, 256, (40, 36, 3), dtype=np.uint8) for _ in range(3)]
 
 
-@pytest.fixture
-def count_loads(monkeypatch):
-    """Count calls to open_clip's model factory, starting from an empty backbone cache."""
-    import open_clip
-
-    clear_backbone_cache()
-    calls = []
-    real = open_clip.create_model_and_transforms
-
-    def counting(*args, **kwargs):
-        calls.append(args[0])
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(open_clip, "create_model_and_transforms", counting)
-    yield calls
-    clear_backbone_cache()
-
-
 # ------------------------------------------------------------- threads
 def test_cold_start_from_threads_loads_once_and_matches_a_serial_load(tiny_model, count_loads, images):
     import torch

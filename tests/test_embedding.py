@@ -10,7 +10,6 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pytest
-import test_backbone
 from PIL import Image
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
@@ -21,8 +20,6 @@ from clip_invariance import embedding as embedding_module
 from clip_invariance._backbone import clear_backbone_cache
 from clip_invariance.datasets import load_image_folder
 from clip_invariance.similarity import l2_normalize
-
-count_loads = test_backbone.count_loads  # the fixture, shared
 
 
 def _embedder(model, **params):
