@@ -209,7 +209,7 @@ def embed_image_folder(
                       text_intervention_styles=texts[2])
     settings = {
         "model": model,
-        "device": images.device_,
+        "device": getattr(images, "device_", device),
         "root": str(root),
         "images": {"n_views": n_views, "random_state": random_state, "transforms": "all", "strength": 1.0},
         "prompts": {"template": template, "ensemble_templates": _template_strings(ensemble_templates)},
@@ -316,7 +316,8 @@ def _model_identity(embedder):
     return {
         "model_name": embedder.model_name,
         "pretrained": pretrained,
-        "precision": embedder.precision_,
+        # fp16 on a GPU and fp32 on CPU give different embeddings: not the same items.
+        "precision": getattr(embedder, "precision_", getattr(embedder, "precision", None)),
         "embedding_dim": int(embedder.embedding_dim_),
     }
 

@@ -107,6 +107,8 @@ def save_embeddings(
     ValueError
         Naming the field, if shapes, dtypes or labels disagree, or values are
         not finite; or if ``path`` is a folder that is not a store.
+    TypeError
+        If ``settings`` is not a JSON-serialisable dict.
 
     Examples
     --------
