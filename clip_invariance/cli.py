@@ -100,10 +100,37 @@ def _demo(args):
     print(f"done in {time.perf_counter() - start:.1f} s")
 
 
+def _embed(args):
+    from .datasets import embed_image_folder
+
+    start = time.perf_counter()
+    store = embed_image_folder(
+        args.root,
+        args.output,
+        model_name=args.model_name,
+        pretrained=_pretrained(args.pretrained),
+        device=args.device,
+        batch_size=args.batch_size,
+        n_views=args.n_views,
+        random_state=args.seed,
+        progress=not args.quiet,
+    )
+    n, dim = store.X.shape
+    print(
+        f"{args.output}: {n} images in {len(store.environment_names)} environments, "
+        f"{len(store.class_names)} classes, {args.n_views} view(s) each, D={dim} "
+        f"({time.perf_counter() - start:.1f} s)"
+    )
+
+
+def _pretrained(text):
+    return None if text.lower() == "none" else text
+
+
 def _evaluate(args):
     from .evaluation import evaluate_image_folder
 
-    pretrained = None if args.pretrained.lower() == "none" else args.pretrained
+    pretrained = _pretrained(args.pretrained)
     rows = evaluate_image_folder(
         args.root,
         model_name=args.model_name,
@@ -147,20 +174,26 @@ def _parser():
     demo.add_argument("--seed", type=_non_negative_int, default=0)
     demo.set_defaults(handler=_demo)
 
+    embed = sub.add_parser(
+        "embed",
+        help="embed a DomainBed-style image folder (<root>/<environment>/<class>/<image>), its augmented "
+        "views, class prompts and text interventions into a store, resumably",
+    )
+    embed.add_argument("root", help="the image folder")
+    embed.add_argument("-o", "--output", required=True, help="the store folder (created or resumed)")
+    _add_model_arguments(embed)
+    embed.add_argument("--n-views", type=_non_negative_int, default=1, help="augmented views per image")
+    embed.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the augmentations")
+    embed.add_argument("--quiet", action="store_true", help="no progress bar")
+    embed.set_defaults(handler=_embed)
+
     evaluate = sub.add_parser(
         "evaluate",
         help="leave-one-domain-out evaluation on a DomainBed-style image folder "
         "(<root>/<environment>/<class>/<image>)",
     )
     evaluate.add_argument("root", help="the image folder")
-    evaluate.add_argument("--model-name", default="ViT-B-32")
-    evaluate.add_argument(
-        "--pretrained",
-        default="openai",
-        help="open_clip tag, hf-hub:/local-dir: name, checkpoint file, or 'none' for random weights",
-    )
-    evaluate.add_argument("--device", default="auto")
-    evaluate.add_argument("--batch-size", type=_positive_int, default=64)
+    _add_model_arguments(evaluate)
     evaluate.add_argument(
         "--n-views", type=_positive_int, default=1, help="augmented views per image (image interventions)"
     )
@@ -173,6 +206,17 @@ def _parser():
     evaluate.add_argument("--seed", type=_non_negative_int, default=0)
     evaluate.set_defaults(handler=_evaluate)
     return parser
+
+
+def _add_model_arguments(parser):
+    parser.add_argument("--model-name", default="ViT-B-32", help="open_clip model name")
+    parser.add_argument(
+        "--pretrained",
+        default="openai",
+        help="open_clip tag, hf-hub:/local-dir: name, checkpoint file, or 'none' for random weights",
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--batch-size", type=_positive_int, default=64)
 
 
 def main(argv=None):

@@ -8,6 +8,7 @@ import pytest
 
 from clip_invariance import __version__
 from clip_invariance.cli import main
+from clip_invariance.datasets import load_embeddings
 from clip_invariance.embedding import CLIPEmbedder
 from clip_invariance.evaluation import evaluate_synthetic
 
@@ -68,6 +69,8 @@ def test_version(capsys):
         (["evaluate", ".", "--n-views", "0"], "must be a positive integer"),
         (["evaluate", ".", "--templates", "fancy"], "invalid choice"),
         (["evaluate"], "the following arguments are required: root"),
+        (["embed", "."], "the following arguments are required: -o/--output"),
+        (["embed", ".", "-o", "store", "--n-views", "-1"], "must be a non-negative integer"),
     ],
 )
 def test_malformed_command_lines_exit_2(argv, message, capsys):
@@ -93,6 +96,9 @@ def _one_environment(tmp_path):
         (["evaluate", "{pacs}", "--pretrained", "{tmp}/no-such.safetensors"], "Checkpoint file not found"),
         (["evaluate", "{pacs}", "--n-components", "1000"], "n_components=1000 must be at most the embedding"),
         (["evaluate", "{pacs}", "--model-name", "no-such-model"], "no-such-model"),
+        (["embed", "{tmp}/missing", "-o", "{tmp}/store"], "Image folder not found"),
+        (["embed", "{pacs}", "-o", "{pacs}/store"], "inside"),
+        (["embed", "{pacs}", "-o", "{tmp}/store", "--device", "cuda:99"], "cuda:99"),
     ],
 )
 def test_user_mistakes_give_one_line_and_exit_1(argv, message, tmp_path, capsys, monkeypatch, request):
@@ -107,7 +113,8 @@ def test_user_mistakes_give_one_line_and_exit_1(argv, message, tmp_path, capsys,
             argv = [*argv, "--model-name", tiny]
         if "--pretrained" not in argv:
             argv = [*argv, "--pretrained", "none"]
-        argv = [*argv, "--device", "cpu"]
+        if "--device" not in argv:
+            argv = [*argv, "--device", "cpu"]
 
     def no_embedding(self, X):
         raise AssertionError("an image was embedded before the arguments were checked")
@@ -148,3 +155,23 @@ def test_evaluate_on_pacs_mini(tiny_model, pacs_mini, capsys):
         assert environment in out
     header = next(line for line in out.splitlines() if line.split()[:1] == ["target"])
     assert header.split() == ["target", "zero-shot", "ZS", "ICM", "probe", "probe", "ICM"]
+
+
+def test_embed_then_embed_again_on_pacs_mini(tiny_model, pacs_mini, tmp_path, capsys):
+    argv = [
+        "embed", str(pacs_mini), "-o", str(tmp_path / "store"), "--model-name", tiny_model,
+        "--pretrained", "none", "--device", "cpu", "--quiet",
+    ]
+    status, out, _ = run(argv, capsys)
+    assert status == 0
+    assert "420 images in 4 environments, 7 classes, 1 view(s) each, D=32" in out
+    store = load_embeddings(tmp_path / "store")
+    assert store.X.shape == (420, 32) and store.views.shape == (420, 1, 32)
+
+    def no_embedding(self, X):
+        raise AssertionError("the second run re-embedded something")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(CLIPEmbedder, "transform", no_embedding)
+        status, out, _ = run(argv, capsys)
+    assert status == 0 and "420 images" in out
