@@ -254,25 +254,33 @@ def fuse_evidence(evidences, *, log=False):
     >>> b.round(3), float(u)
     (array([1., 0.]), 0.0)
     """
-    log_ratio = None
+    # One scratch array for every opinion after the first, and one NaN check
+    # at the end (NaN survives every step): fewer passes than checking each.
+    log_ratio = scratch = None
     for evidence in evidences:
-        e = _check_evidence(evidence, log=log)
-        n_classes = e.shape[-1]
-        if log:  # log(1 + e / C) = logaddexp(0, log e - log C): exact for any log e
-            term = e - np.log(n_classes)
-            np.logaddexp(0.0, term, out=term)
-        else:
-            term = np.log1p(e / n_classes)
-        if log_ratio is None:
-            log_ratio = term
-        elif term.shape != log_ratio.shape:
+        e = np.asarray(evidence, dtype=np.float64)
+        if e.ndim == 0:
+            raise ValueError("evidence must have a class axis (at least one dimension).")
+        if log_ratio is not None and e.shape != log_ratio.shape:
             raise ValueError(
-                f"All evidences must have the same shape, got {log_ratio.shape} and {term.shape}."
+                f"All evidences must have the same shape, got {log_ratio.shape} and {e.shape}."
             )
+        if log:  # log(1 + e / C) = logaddexp(0, log e - log C): exact for any log e
+            scratch = np.subtract(e, np.log(e.shape[-1]), out=scratch)
+            np.logaddexp(0.0, scratch, out=scratch)
         else:
-            log_ratio += term
+            if (e < 0).any():
+                raise ValueError("evidence must be non-negative.")
+            scratch = np.divide(e, e.shape[-1], out=scratch)
+            np.log1p(scratch, out=scratch)
+        if log_ratio is None:
+            log_ratio, scratch = scratch, None
+        else:
+            log_ratio += scratch
     if log_ratio is None:
         raise ValueError("fuse_evidence needs at least one evidence array.")
+    if np.isnan(log_ratio).any():
+        raise ValueError("evidence contains NaN.")
     return _opinion_from_ratio(log_ratio)
 
 
@@ -286,15 +294,22 @@ def _opinion_from_ratio(log_ratio_sum):
     belief and ``u = 0``.
     """
     R = np.asarray(log_ratio_sum, dtype=np.float64)
-    infinite = np.isposinf(R)
     r_max = np.maximum(R.max(axis=-1, keepdims=True), 0.0)
+    # In place: the fused opinion of a large batch is several (n, C) passes.
     with np.errstate(invalid="ignore"):  # inf - inf in rows with infinite R, redone below
-        mass = np.exp(R - r_max) * -np.expm1(-R)
+        mass = np.subtract(R, r_max)
+        np.exp(mass, out=mass)
+        tail = np.negative(R)
+        np.expm1(tail, out=tail)
+        mass *= tail
+    np.negative(mass, out=mass)
     umass = np.exp(-r_max[..., 0])
     total = mass.sum(axis=-1) + umass
-    belief, uncertainty = mass / total[..., None], umass / total
-    rows = infinite.any(axis=-1)
+    mass /= total[..., None]
+    belief, uncertainty = mass, umass / total
+    rows = np.isposinf(r_max[..., 0])
     if rows.any():
+        infinite = np.isposinf(R)
         with np.errstate(invalid="ignore"):  # 0 / 0 in the other rows, not used
             share = infinite / infinite.sum(axis=-1, keepdims=True)
         belief = np.where(rows[..., None], share, belief)

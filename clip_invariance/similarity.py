@@ -243,6 +243,8 @@ def average_prompt_ensemble(prompt_embeddings):
     array([[0.707, 0.707]])
     """
     P = np.asarray(prompt_embeddings)
+    if P.ndim == 3 and P.shape[0] == 1:  # a single template is its own average
+        P = P[0]
     if P.ndim == 2:
         return l2_normalize(P)
     if P.ndim != 3:
@@ -291,8 +293,10 @@ def class_prototypes(X, codes, n_classes):
 _PROMPT_SHAPES = "(n_classes, n_features) or (n_templates, n_classes, n_features)"
 
 
-def check_prompt_embeddings(prompt_embeddings, n_features, *, input_name="prompt_embeddings"):
-    """Validate class-prompt embeddings; return them as a float64 (M, C, D) array.
+def check_prompt_embeddings(
+    prompt_embeddings, n_features, *, dtype=np.float64, input_name="prompt_embeddings"
+):
+    """Validate class-prompt embeddings; return them as an (M, C, D) float array.
 
     Parameters
     ----------
@@ -301,12 +305,14 @@ def check_prompt_embeddings(prompt_embeddings, n_features, *, input_name="prompt
         Text embeddings of the class prompts (a 2-D array is one template).
     n_features : int
         The embedding size of the images they will be compared with.
+    dtype : dtype or list of dtypes, default=np.float64
+        As in :func:`sklearn.utils.check_array`: a list keeps a listed dtype.
     input_name : str, default="prompt_embeddings"
         The name used in error messages.
 
     Returns
     -------
-    prompts : ndarray of shape (n_templates, n_classes, n_features), float64
+    prompts : ndarray of shape (n_templates, n_classes, n_features)
 
     Raises
     ------
@@ -346,7 +352,7 @@ def check_prompt_embeddings(prompt_embeddings, n_features, *, input_name="prompt
         values.dtype.kind == "O" and not all(isinstance(v, Real) for v in values.flat)
     ):
         raise ValueError(f"{input_name} must hold numbers, got dtype {values.dtype}.")
-    P = check_array(prompt_embeddings, dtype=np.float64, allow_nd=True, input_name=input_name)
+    P = check_array(prompt_embeddings, dtype=dtype, allow_nd=True, input_name=input_name)
     P = P if P.ndim == 3 else P[None]
     if P.shape[2] != n_features:
         raise ValueError(

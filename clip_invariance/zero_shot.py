@@ -31,6 +31,9 @@ from .similarity import (
 
 __all__ = ["ZeroShotInvariantClassifier"]
 
+# Prompts keep their float dtype up to the (float64) projection, as X does.
+_FLOATS = [np.float64, np.float32]
+
 
 class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
     r"""Zero-shot classification by cosine similarity in the invariant subspace.
@@ -188,7 +191,7 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
         else:
             X = validate_data(self, X, dtype=[np.float64, np.float32])
             # Check the prompts before the (costly) projector fit.
-            prompts = check_prompt_embeddings(self.prompt_embeddings, X.shape[1])
+            prompts = check_prompt_embeddings(self.prompt_embeddings, X.shape[1], dtype=_FLOATS)
             classes = check_classes(self.classes, prompts.shape[1])
             if y is not None:
                 y = column_or_1d(y)
@@ -245,7 +248,7 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
         array(['c'], dtype='<U1')
         """
         check_is_fitted(self)
-        prompts = check_prompt_embeddings(prompt_embeddings, self.n_features_in_)
+        prompts = check_prompt_embeddings(prompt_embeddings, self.n_features_in_, dtype=_FLOATS)
         labels = check_classes(classes, prompts.shape[1])
         new = clone(self).set_params(prompt_embeddings=prompt_embeddings, classes=classes)
         vars(new).update({k: v for k, v in vars(self).items() if k.endswith("_")})

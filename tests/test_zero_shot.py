@@ -422,3 +422,22 @@ def test_any_transformer_works_as_projector_and_none_ignores_groups():
     assert_array_equal(
         plain.fit(X, view_groups=view_groups).predict(data.X), plain.fit(X).predict(data.X)
     )
+
+
+def test_predictions_match_values_recorded_before_the_refactor():
+    # Recorded with the code of commit 089b92c, before the prompt and label checks
+    # moved to clip_invariance.similarity (float32 prompts stay float32 until scored).
+    data = make_invariant_embeddings(n_samples=300, random_state=0)
+    clf = ZeroShotInvariantClassifier(data.prompt_embeddings).fit(data.X)
+    assert_allclose(
+        clf.predict_proba(data.X[:2])[:, :4],
+        [[3.412369379158755e-08, 9.48118358936484e-35, 3.450266620449588e-11, 4.0941158625625965e-18],
+         [1.1016418769670607e-33, 6.330030508652315e-30, 1.2420172339060364e-12, 3.894092142204625e-21]],
+        rtol=1e-9,
+    )
+    prototypes = ZeroShotInvariantClassifier().fit(data.X, data.y)
+    assert_allclose(
+        prototypes.predict_proba(data.X[:1])[:, :4],
+        [[0.9999999948806912, 9.556310124994698e-18, 1.787902458224796e-21, 8.832678812252006e-17]],
+        rtol=1e-9,
+    )
