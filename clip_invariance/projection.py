@@ -117,10 +117,11 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         The sufficient statistics of every row seen, the only ``(D, D)`` state
         kept: ``partial_fit`` adds to them.
     second_moment_ : ndarray of shape (n_features, n_features)
-        :math:`S_Z`, derived from ``statistics_`` on access (a property).
+        :math:`S_Z`, derived from ``statistics_`` on access (a property), in
+        the units of ``X`` (inf where those overflow float64).
     nuisance_scatter_ : ndarray of shape (n_features, n_features)
-        :math:`S_\Delta`, derived from ``statistics_`` (and the constructor's
-        ``interventions``) on access (a property).
+        :math:`S_\Delta`, derived likewise (with the constructor's
+        ``interventions``).
     lam_scale_ : float
         :math:`\operatorname{tr} S_Z / \operatorname{tr} S_\Delta`.
     intervention_source_ : str

@@ -191,6 +191,22 @@ def test_partial_fit_matches_fit():
     assert_allclose(np.abs(streamed.components_ @ full.components_.T), np.eye(4), atol=1e-5)
 
 
+def test_partial_fit_with_constructor_interventions_matches_fit():
+    data = make_invariant_embeddings(n_samples=600, random_state=0)
+    text = {"interventions": data.text_interventions, "intervention_view_groups": data.text_view_groups}
+    full = InvariantProjector(8, **text).fit(data.X)
+    streamed = InvariantProjector(8, **text)
+    for batch in np.array_split(np.arange(600), 3):
+        streamed.partial_fit(data.X[batch])
+    assert streamed.intervention_source_ == "interventions"
+    assert_allclose(streamed.nuisance_scatter_, full.nuisance_scatter_, rtol=1e-12)
+    assert_allclose(streamed.second_moment_, full.second_moment_, rtol=1e-4, atol=1e-6)
+    assert_allclose(np.abs(streamed.components_ @ full.components_.T), np.eye(8), atol=1e-4)
+    # A new fit recomputes the constructor's interventions after set_params.
+    refit = full.set_params(interventions=2 * data.text_interventions).fit(data.X)
+    assert_allclose(refit.nuisance_scatter_, 4 * streamed.nuisance_scatter_, rtol=1e-5)
+
+
 def test_partial_fit_refuses_to_mix_sources():
     data = make_invariant_embeddings(n_samples=200, random_state=0)
     proj = InvariantProjector(4).partial_fit(data.X, data.y)
