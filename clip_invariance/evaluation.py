@@ -1,289 +1,345 @@
-"""The experiments the command line runs, over the protocols of :mod:`clip_invariance.protocols`.
+"""Evaluate like a paper on an embedding store: every protocol and method, selected without the target.
 
-- :func:`evaluate_synthetic`: the built-in benchmark on the package's causal
-  generator, where the true invariant subspace is known (``clip-invariance
-  demo``).
-- :func:`evaluate_image_folder`: CLIP and CLIP-ICM on a DomainBed image
-  folder (``clip-invariance evaluate``).
+The data path is ``store -> every argument checked against it -> for each
+protocol, target, seed and method: selection splits on the sources -> grid
+search -> fit on the sources' training parts -> accuracy on the target -> one
+tidy row per split``. :func:`evaluate_store` returns those rows as a pandas
+DataFrame; :mod:`clip_invariance.reporting` writes them as files and plots.
 
-Every experiment returns plain rows (dictionaries); printing is the command
-line's job.
+Protocols: ``"dg"``, DomainBed's leave-one-domain-out (CLIP-ICM Table 1);
+``"open-class"``, the same rounds with the classes split into base (the first
+half) and new (CLIP-ICM Table 2, and CDC's base-to-new for the front door):
+the projector and the classifiers learn from base classes of the sources
+only, and the prompt methods predict the new classes through
+``with_prompts``. Selection rules: :mod:`clip_invariance.protocols`.
+
+Rows layout of a store: the originals ``X`` first, then each round of views
+``views[:, v]``, with ``view_groups = tile(arange(n), V + 1)``; the front door
+reads the columns layout, every image's views side by side.
 """
 
 import os
-from numbers import Integral, Real
 
 import numpy as np
-from sklearn.utils._param_validation import Interval, StrOptions, validate_params
+from sklearn.utils import Bunch
 
-from .protocols import leave_one_domain_out
+from . import __version__
+from ._evaluation_plan import INTERVENTIONS, PROTOCOLS, TEMPLATES, plan_evaluation
+from .datasets import load_embeddings
+from .demo import evaluate_image_folder, evaluate_synthetic
+from .methods import (
+    HYPER_PARAMETERS,
+    ICM_METHODS,
+    PROBE_C,
+    check_grid_values,
+    default_grids,
+    make_method,
+    make_probe,
+)
+from .protocols import select_and_fit, selection_splits
 
 __all__ = [
+    "PROTOCOLS",
+    "INTERVENTIONS",
+    "TEMPLATES",
+    "COLUMNS",
+    "DEFAULT_SELECTION",
+    "evaluate_store",
+    "evaluate_ablation",
+    # Kept here for the command line's imports:
     "PROBE_C",
     "make_probe",
     "evaluate_synthetic",
     "evaluate_image_folder",
 ]
 
-# The reference implementation's linear probe: LogisticRegression(C=0.316).
-PROBE_C = 0.316
+COLUMNS = ["protocol", "method", "interventions", "target", "seed", "split", "accuracy",
+           "validation_accuracy", "selection", *HYPER_PARAMETERS, "n_train", "n_test", "templates",
+           "train_views"]
+
+# Chosen by measurement (docs/evaluation.rst): on synthetic stores with a known
+# answer, DEFAULT_SELECTION_EVIDENCE.
+DEFAULT_SELECTION = "lodo-cv"
 
 
-def make_probe():
-    """The papers' linear probe: ``LogisticRegression(C=0.316)``.
+def evaluate_store(store, *, protocol="dg", methods=None, interventions=None, seeds=(0,),
+                   selection=DEFAULT_SELECTION, templates="single", probe_views=False,
+                   include_target_name=False, grids=None, holdout=0.2, front_door_params=None,
+                   progress=False):
+    """Evaluate methods on an embedding store, with hyper-parameters chosen without the target.
 
-    Returns
-    -------
-    probe : sklearn.linear_model.LogisticRegression
-        Unfitted.
-
-    Examples
-    --------
-    >>> from clip_invariance.evaluation import make_probe
-    >>> make_probe().C
-    0.316
-    """
-    from sklearn.linear_model import LogisticRegression
-
-    return LogisticRegression(C=PROBE_C, max_iter=2000)
-
-
-@validate_params(
-    {
-        "n_samples": [Interval(Integral, 8, None, closed="left")],
-        "normalize": ["boolean"],
-        "n_components": [Interval(Integral, 1, None, closed="left"), None],
-        "lam": [Interval(Real, 0, None, closed="left")],
-        "random_state": ["random_state"],
-    },
-    prefer_skip_nested_validation=True,
-)
-def evaluate_synthetic(n_samples=2000, normalize=False, n_components=None, lam=10.0, random_state=0):
-    """Leave-one-environment-out accuracy on the synthetic causal benchmark.
-
-    The generator (:func:`~clip_invariance.datasets.make_invariant_embeddings`)
-    knows the true invariant subspace, so next to the accuracies of zero-shot
-    and probe classifiers, raw and in the invariant subspace, each row gives
-    an oracle (a probe on the true invariant latents) and the largest
-    principal angle between the learned and the true subspace.
+    For every protocol, target environment, seed and method: the selection
+    rule (:func:`~clip_invariance.protocols.selection_splits`) makes
+    train/validation splits of the sources, the method's grid is searched on
+    them, the chosen parameters are refitted on the sources' training parts
+    (80% by default, drawn with the seed) and scored on the target's originals.
+    Every argument is checked against the store before anything is fitted.
 
     Parameters
     ----------
-    n_samples : int, default=2000
-        Images generated (spread over the environments).
-    normalize : bool, default=False
-        L2-normalise the embeddings, as many CLIP pipelines do.
-    n_components : int or None, default=None
-        Subspace dimension ``K``; ``None``: the true invariant dimension.
-    lam : float, default=10.0
-        The projector's invariance weight.
-    random_state : int, RandomState instance or None, default=0
-        Seed of the generator.
+    store : str, path or :class:`~sklearn.utils.Bunch`
+        A store folder, or what :func:`~clip_invariance.datasets.load_embeddings` returns.
+    protocol : {"dg", "open-class", "all"}, default="dg"
+        Leave-one-domain-out, its base/new class split, or both.
+    methods : list of str or None, default=None
+        Among ``zero-shot, zero-shot-icm, probe, probe-icm, front-door,
+        front-door-icm`` (:mod:`clip_invariance.methods`). ``None``: every
+        method the store supports, the others skipped with a warning (the
+        prompt methods without prompts; the invariant ones without any
+        intervention). A method asked for that the store cannot run is an error.
+    interventions : {"image", "text", "both"}, list of them, or None, default=None
+        Where the invariant methods learn their projection from: the
+        augmented views (fitted on the rows layout with ``view_groups``), the
+        text interventions (fitted on the originals), or both. ``None``:
+        ``"both"``, or the one the store has (with a warning).
+    seeds : sequence of int, default=(0,)
+        One round per seed: the seed draws the sources' 80/20 split (and the
+        front door's training).
+    selection : {"source-val", "lodo-cv", "views-val", "oracle"}, default=DEFAULT_SELECTION
+        How hyper-parameters are chosen; ``"oracle"`` peeks at the target and
+        every row says so in its ``selection`` column.
+    templates : {"single", "ensemble"}, default="single"
+        The zero-shot prompts: the paper's single template ("a photo of a
+        {}.", ``prompt_embeddings``) or the ensemble
+        (``prompt_ensemble_embeddings``). The front door always fuses the
+        ensemble when the store has one.
+    probe_views : bool, default=False
+        Train the probes on the augmented views too; by default they train on
+        the originals (views get a zero ``sample_weight``, so the projector
+        still sees them). Column ``train_views``.
+    include_target_name : bool, default=False
+        Keep the text interventions that name the target environment (a
+        leak); by default they are dropped. Labelled ``"text+target-name"``.
+    grids : dict, default=None
+        Hyper-parameter -> values, overriding :func:`~clip_invariance.methods.default_grids`
+        for ``n_components``, ``lam``, ``C``, ``temperature``.
+    holdout : float, default=0.2
+        Share of every source held out for validation.
+    front_door_params : dict, default=None
+        Other parameters of :class:`~clip_invariance.FrontDoorEnsembleClassifier`
+        (e.g. ``{"max_iter": 20}``).
+    progress : bool, default=False
+        A progress bar over protocols x targets x seeds x methods.
 
     Returns
     -------
-    rows : list of dict
-        One per held-out environment: ``env``, ``shifted`` (the environment
-        whose style and spurious association change), the accuracies
-        ``zero-shot``, ``ZS ICM img``, ``ZS ICM txt``, ``ZS ICM``, ``probe``,
-        ``probe ICM``, ``oracle``, and ``max angle`` in degrees.
+    results : pandas.DataFrame
+        One row per protocol x method x interventions x target x seed x split,
+        columns :data:`COLUMNS`: the selected hyper-parameters (NaN where the
+        method has none), ``validation_accuracy`` (of the chosen parameters),
+        ``n_train`` (source images trained on), ``n_test``. ``split`` is
+        ``"all"`` in ``dg``; ``"base"``, ``"new"``, ``"total"`` in
+        ``open-class`` (the probes only have ``"base"``).
+        ``results.attrs["config"]`` holds everything needed to rerun.
+
+    Raises
+    ------
+    ValueError
+        A bad argument, or one the store cannot serve (before any fit).
+    ImportError
+        Without pandas (``pip install 'clip-invariance[evaluate]'``).
+    FileNotFoundError
+        If the store folder does not exist.
 
     Examples
     --------
-    >>> from clip_invariance.evaluation import evaluate_synthetic
-    >>> rows = evaluate_synthetic(n_samples=400, random_state=0)
-    >>> [row["env"] for row in rows], rows[-1]["shifted"]
-    ([0, 1, 2, 3], True)
+    >>> import tempfile
+    >>> from clip_invariance.datasets import make_invariant_embeddings, save_embeddings
+    >>> from clip_invariance.evaluation import evaluate_store
+    >>> data = make_invariant_embeddings(n_samples=400, random_state=0)
+    >>> store = tempfile.mkdtemp() + "/store"
+    >>> save_embeddings(store, X=data.X, y=data.y, environments=data.environments,
+    ...                 views=data.X_views.transpose(1, 0, 2), prompt_embeddings=data.prompt_embeddings)
+    >>> results = evaluate_store(store, methods=["probe", "probe-icm"], interventions="image",
+    ...                          grids={"n_components": [8], "lam": [10], "C": [0.316]})
+    >>> results.groupby("method")["accuracy"].size().to_dict()
+    {'probe': 4, 'probe-icm': 4}
     """
-    from .datasets import make_invariant_embeddings
-    from .metrics import principal_angles
-    from .projection import InvariantProjector
-    from .views import stack_views
-    from .zero_shot import ZeroShotInvariantClassifier
+    pd = _import("pandas", "evaluate")
+    path = None
+    if not isinstance(store, Bunch):
+        path = os.path.abspath(os.fspath(store))
+        store = load_embeddings(path)
+    plan = plan_evaluation(
+        store, protocol=protocol, methods=methods, interventions=interventions, seeds=seeds,
+        selection=selection, templates=templates, probe_views=probe_views,
+        include_target_name=include_target_name, grids=grids, holdout=holdout,
+        front_door_params=front_door_params, progress=progress,
+    )
+    from tqdm.auto import tqdm
 
-    data = make_invariant_embeddings(n_samples=n_samples, normalize=normalize, random_state=random_state)
-    k = data.invariant_basis.shape[1] if n_components is None else n_components
-    if k > data.X.shape[1]:
-        raise ValueError(f"n_components={k} must be at most the embedding size, {data.X.shape[1]}.")
-    text = {
-        "interventions": data.text_interventions,
-        "intervention_view_groups": data.text_view_groups,
+    rounds = [(p, t, s, v) for p in plan.protocols for t in plan.targets for s in plan.seeds
+              for v in plan.variants]
+    records = []
+    with tqdm(total=len(rounds), desc="Evaluating", unit="fit", disable=not progress) as bar:
+        for protocol_, target, seed, (method, source) in rounds:
+            bar.set_postfix_str(f"{protocol_} {target} seed {seed} {method}", refresh=False)
+            records += _evaluate_round(plan, protocol_, target, seed, method, source)
+            bar.update()
+    results = pd.DataFrame.from_records(records, columns=COLUMNS)
+    results.attrs["config"] = {
+        "store": path,
+        "arguments": plan.arguments,
+        "clip_invariance_version": __version__,
+        "store_settings": dict(store.settings or {}),
+        "skipped": plan.skipped,
     }
-
-    def probe_accuracy(features, train, test):
-        probe = make_probe().fit(features[train], data.y[train])
-        return float(probe.score(features[test], data.y[test]))
-
-    rows = []
-    for env in np.unique(data.environments):
-        test = data.environments == env
-        train = ~test
-        X_pairs, view_groups = stack_views(data.X[train], *data.X_views[:, train])
-
-        def zero_shot(projector, X_fit, test=test, **fit_params):
-            clf = ZeroShotInvariantClassifier(data.prompt_embeddings, projector=projector)
-            clf.fit(X_fit, **fit_params)
-            return clf, float(clf.score(data.X[test], data.y[test]))
-
-        _, plain = zero_shot(None, data.X[train])
-        _, image_only = zero_shot(InvariantProjector(k, lam=lam), X_pairs, view_groups=view_groups)
-        _, text_only = zero_shot(InvariantProjector(k, lam=lam, **text), data.X[train])
-        both, both_score = zero_shot(
-            InvariantProjector(k, lam=lam, **text), X_pairs, view_groups=view_groups
-        )
-        projector = both.projector_
-        angles = np.degrees(principal_angles(projector.components_.T, data.invariant_basis))
-        rows.append(
-            {
-                "env": int(env),
-                "shifted": bool(env == data.test_environment),
-                "zero-shot": plain,
-                "ZS ICM img": image_only,
-                "ZS ICM txt": text_only,
-                "ZS ICM": both_score,
-                "probe": probe_accuracy(data.X, train, test),
-                "probe ICM": probe_accuracy(projector.transform(data.X), train, test),
-                "oracle": probe_accuracy(data.invariant_latents, train, test),
-                "max angle": float(angles.max()),
-            }
-        )
-    return rows
+    return results
 
 
-@validate_params(
-    {
-        "root": [str, os.PathLike],
-        "model_name": [str],
-        "pretrained": [str, os.PathLike, None],
-        "device": [str],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "n_views": [Interval(Integral, 1, None, closed="left")],
-        "n_components": [Interval(Integral, 1, None, closed="left"), None],
-        "lam": [Interval(Real, 0, None, closed="left")],
-        "templates": [StrOptions({"simple", "openai"})],
-        "random_state": ["random_state"],
-    },
-    prefer_skip_nested_validation=True,
-)
-def evaluate_image_folder(
-    root,
-    *,
-    model_name="ViT-B-32",
-    pretrained="openai",
-    device="auto",
-    batch_size=64,
-    n_views=1,
-    n_components=None,
-    lam=10.0,
-    templates="simple",
-    memory=None,
-    random_state=0,
-):
-    """Leave-one-domain-out evaluation of CLIP and CLIP-ICM on a DomainBed image folder.
+def evaluate_ablation(store, *, method="zero-shot-icm", n_components=None, lam=None,
+                      fixed_n_components=None, fixed_lam=10.0, **kwargs):
+    """Target accuracy against ``K`` (``lam`` fixed) and against ``lam`` (``K`` fixed): the papers' ablations.
 
-    Everything that can fail on a user's mistake is checked before any image
-    is embedded: the folder and its layout, the number of environments, the
-    model and its weights (loaded once), and ``n_components`` against the
-    embedding size. Then every image (and ``n_views`` augmented views of it),
-    the class prompts and the text interventions are embedded with one
-    open_clip backbone, and
-    :func:`~clip_invariance.protocols.leave_one_domain_out` runs zero-shot and
-    linear-probe classifiers, raw and in the invariant subspace (image and
-    text interventions pooled).
+    Descriptive only: target accuracy across a grid is what the selection
+    rules must not look at. Each grid point is one :func:`evaluate_store` run
+    with that single value (the other tuned parameters, e.g. the probe's
+    ``C``, are still chosen by ``selection``); the method without ``-icm``
+    is run once as the reference.
 
     Parameters
     ----------
-    root : str or path
-        Folder laid out as ``<environment>/<class>/<image>``.
-    model_name, pretrained, device, batch_size, memory
-        As in :class:`~clip_invariance.CLIPEmbedder`.
-    n_views : int, default=1
-        Augmented views per image (image interventions).
-    n_components : int or None, default=None
-        Subspace dimension ``K``; ``None``: ``min(64, D)``.
-    lam : float, default=10.0
-        The projector's invariance weight.
-    templates : {"simple", "openai"}, default="simple"
-        Prompt templates: ``"a photo of a {}."`` or CLIP's ensemble.
-    random_state : int, default=0
-        Seed of the augmentations and of the 80/20 split.
+    store : str, path or Bunch
+        As in :func:`evaluate_store`.
+    method : {"zero-shot-icm", "probe-icm", "front-door-icm"}, default="zero-shot-icm"
+    n_components, lam : list, default=None
+        The values swept; ``None``: the default grids.
+    fixed_n_components : int, default=None
+        ``K`` while ``lam`` is swept; ``None``: ``D // 8``.
+    fixed_lam : float, default=10.0
+        ``lam`` while ``K`` is swept.
+    **kwargs
+        Passed to :func:`evaluate_store` (``protocol`` is ``"dg"``).
 
     Returns
     -------
-    rows : list of dict
-        One per target environment, then their ``average``: ``target`` and
-        the accuracies ``zero-shot``, ``ZS ICM``, ``probe``, ``probe ICM``.
+    results : pandas.DataFrame
+        :func:`evaluate_store`'s columns, plus ``parameter`` (``"n_components"``,
+        ``"lam"``, or ``"reference"`` for the method without projection) and ``value``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from clip_invariance.datasets import make_invariant_embeddings, save_embeddings
+    >>> from clip_invariance.evaluation import evaluate_ablation
+    >>> data = make_invariant_embeddings(n_samples=400, random_state=0)
+    >>> store = tempfile.mkdtemp() + "/store"
+    >>> save_embeddings(store, X=data.X, y=data.y, environments=data.environments,
+    ...                 views=data.X_views.transpose(1, 0, 2), prompt_embeddings=data.prompt_embeddings)
+    >>> ablation = evaluate_ablation(store, n_components=[4, 8], lam=[1, 10], interventions="image")
+    >>> ablation["parameter"].unique().tolist()
+    ['reference', 'n_components', 'lam']
+    >>> ablation.query("parameter == 'lam'")[["lam", "n_components"]].drop_duplicates().values.tolist()
+    [[1.0, 8.0], [10.0, 8.0]]
     """
-    from sklearn.pipeline import Pipeline
+    pd = _import("pandas", "evaluate")
+    if method not in ICM_METHODS:
+        raise ValueError(f"The ablation sweeps the projector: method must be one of {list(ICM_METHODS)}, "
+                         f"got {method!r}.")
+    if not isinstance(store, Bunch):
+        store = load_embeddings(store)
+    dim = store.X.shape[1]
+    grids = {**default_grids(dim), **dict(kwargs.pop("grids", None) or {})}
+    fixed = {"n_components": max(1, dim // 8) if fixed_n_components is None else fixed_n_components,
+             "lam": fixed_lam}
+    sweeps = {"n_components": grids["n_components"] if n_components is None else n_components,
+              "lam": grids["lam"] if lam is None else lam}
+    for name in sweeps:  # every value checked before anything is fitted
+        check_grid_values(name, [fixed[name]], dim)
+        sweeps[name] = check_grid_values(name, sweeps[name], dim)
+    kwargs = {**kwargs, "protocol": "dg"}
+    frames = []
+    reference = evaluate_store(store, methods=[method.replace("-icm", "")], grids=grids, **{
+        k: v for k, v in kwargs.items() if k != "interventions"})
+    frames.append(reference.assign(parameter="reference", value=np.nan))
+    for name, values in sweeps.items():
+        other = "lam" if name == "n_components" else "n_components"
+        for value in values:
+            point = {**grids, name: [value], other: [fixed[other]]}
+            run = evaluate_store(store, methods=[method], grids=point, **kwargs)
+            frames.append(run.assign(parameter=name, value=float(value)))
+    return pd.concat(frames, ignore_index=True)
 
-    from .augmentation import make_image_interventions
-    from .datasets import load_image_folder
-    from .embedding import CLIPEmbedder
-    from .projection import InvariantProjector
-    from .prompts import build_prompts, encode_prompts, make_text_interventions
-    from .views import first_views
-    from .zero_shot import ZeroShotInvariantClassifier
 
-    data = load_image_folder(root)
-    if len(data.environment_names) < 2:
-        raise ValueError(
-            f"{root}: leave-one-domain-out needs at least two environment folders, found "
-            f"{data.environment_names}."
-        )
-    backbone = {
-        "model_name": model_name,
-        "pretrained": pretrained,
-        "device": device,
-        "batch_size": batch_size,
-        "memory": memory,
-    }
-    images = CLIPEmbedder(**backbone, progress="auto").fit()  # loads the weights: fails fast
-    dim = images.embedding_dim_
-    k = min(64, dim) if n_components is None else n_components
-    if k > dim:
-        raise ValueError(f"n_components={k} must be at most the embedding size of {model_name}, {dim}.")
-    texts = CLIPEmbedder(**backbone, modality="text", progress=False)
-
-    views, view_groups = make_image_interventions(
-        list(data.paths), n_views=n_views, random_state=random_state
+def _evaluate_round(plan, protocol, target, seed, method, source):
+    """The rows of one method on one target and seed: select, fit on the sources, score the target."""
+    layout = plan.layout
+    every = np.arange(plan.n_classes)
+    classes, keep = every, np.ones(len(layout.y), dtype=bool)
+    if protocol == "open-class":  # CoOp's base-to-new split: base = the first half, rounded up
+        classes = every[: (plan.n_classes + 1) // 2]
+        keep = np.isin(layout.y, classes)
+    front_door = method.startswith("front-door")
+    prompts = plan.front_door_prompts if front_door else plan.prompts
+    text = text_groups = None
+    if source in ("text", "both"):
+        text, text_groups = plan.texts[target]
+        base = np.isin(text_groups, classes)  # open-class: no description of a new class either
+        text, text_groups = text[base], text_groups[base]
+    estimator, grid, paths = make_method(
+        method, grids=plan.grids, prompts=None if prompts is None else prompts[..., classes, :],
+        classes=classes, text_interventions=text, text_view_groups=text_groups,
+        n_views=layout.n_views, text_only=source == "text", random_state=seed,
+        front_door_params=plan.front_door_params,
     )
-    X = images.transform(views)
-    y = data.y[view_groups]  # view_groups index the images
-    environments = data.environments[view_groups]
-    prompts = encode_prompts(texts.transform, build_prompts(data.class_names, templates))
-    text_strings, text_view_groups = make_text_interventions(data.class_names)
-    projector = InvariantProjector(
-        k,
-        lam=lam,
-        interventions=encode_prompts(texts.transform, text_strings),
-        intervention_view_groups=text_view_groups,
+    if not grid:  # nothing to choose, but the validation accuracy is still measured
+        grid = {"temperature": [estimator.temperature]}
+
+    rows = np.flatnonzero(keep)
+    splits, train = selection_splits(
+        plan.selection, layout.environments[rows], target, view_groups=layout.view_groups[rows],
+        is_original=layout.is_original[rows], holdout=plan.holdout, random_state=seed,
     )
-    candidates = {
-        "zero-shot": (ZeroShotInvariantClassifier(prompts), {}),
-        "ZS ICM": (
-            ZeroShotInvariantClassifier(prompts, projector=projector),
-            {"view_groups": view_groups},
-        ),
-        "probe": (make_probe(), {}),
-        "probe ICM": (
-            Pipeline([("proj", projector), ("clf", make_probe())]),
-            {"proj__view_groups": view_groups},
-        ),
+    splits, train = [(rows[a], rows[b]) for a, b in splits], rows[train]
+    image_icm = method in ("zero-shot-icm", "probe-icm") and source in ("image", "both")
+    probe = method in ("probe", "probe-icm")
+    if not (image_icm or (probe and plan.probe_views)):  # training rows: the originals only
+        splits = [(a[layout.is_original[a]], b) for a, b in splits]
+        train = train[layout.is_original[train]]
+    fit_params = {}
+    if image_icm and method == "zero-shot-icm":
+        fit_params = {"view_groups": layout.view_groups}
+    elif image_icm:
+        fit_params = {"proj__view_groups": layout.view_groups}
+        if not plan.probe_views:  # the projector learns from the views, the probe from the originals
+            fit_params["clf__sample_weight"] = layout.is_original.astype(float)
+    X, y = layout.X, layout.y
+    if front_door:  # same row indices; the view rows exist only to validate on (views-val)
+        X = layout.columns(with_view_rows=plan.selection == "views-val")
+        y = layout.y[: len(X)]
+    model, best, validation = select_and_fit(estimator, grid, X, y, splits, train, fit_params=fit_params)
+
+    label = "none" if source is None else source
+    if plan.include_target_name and source in ("text", "both"):
+        label += "+target-name"
+    templates = None
+    if prompts is not None and not probe:
+        templates = plan.templates if not front_door else ("ensemble" if np.ndim(prompts) == 3 else "single")
+    common = {
+        "protocol": protocol, "method": method, "interventions": label, "target": target,
+        "seed": seed, "validation_accuracy": validation, "selection": plan.selection,
+        **{name: best.get(paths[name], np.nan) if name in paths else np.nan for name in HYPER_PARAMETERS},
+        "n_train": int(np.count_nonzero(layout.is_original[train])),
+        "templates": templates, "train_views": bool(probe and plan.probe_views),
     }
-    table = {}
-    for name, (estimator, fit_params) in candidates.items():
-        for row in leave_one_domain_out(
-            estimator,
-            X,
-            y,
-            environments,
-            fit_params=fit_params,
-            view_groups=view_groups,
-            scored=first_views(view_groups),  # accuracies on the original images only
-            random_state=random_state,
-        ):
-            table.setdefault(row["target"], {"target": row["target"]})[name] = row["test_accuracy"]
-    rows = list(table.values())
-    average = {name: float(np.mean([row[name] for row in rows])) for name in candidates}
-    rows.append({"target": "average", **average})
-    return rows
+    scored = [("all" if protocol == "dg" else "base", classes, model)]
+    if protocol == "open-class" and not probe:
+        new = every[len(classes):]
+        scored += [("new", new, model.with_prompts(prompts[..., new, :], classes=new)),
+                   ("total", every, model.with_prompts(prompts, classes=every))]
+    test = layout.is_original & (layout.environments == target)
+    out = []
+    for split, split_classes, scorer in scored:
+        mask = (test & np.isin(layout.y, split_classes))[: len(X)]  # originals come first
+        accuracy = float(scorer.score(X[mask], y[mask])) if mask.any() else np.nan
+        out.append({**common, "split": split, "accuracy": accuracy, "n_test": int(mask.sum())})
+    return out
+
+
+def _import(module, extra):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ImportError(f"This needs {module}: pip install 'clip-invariance[{extra}]'") from exc

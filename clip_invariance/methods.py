@@ -1,0 +1,303 @@
+"""The method catalogue of the evaluation: which estimator each method name stands for.
+
+Every method is a scikit-learn estimator fitted on embeddings, with the
+hyper-parameters a selection rule may tune:
+
+=================  =============================================================  ====================
+method             estimator                                                      tuned
+=================  =============================================================  ====================
+``zero-shot``      ``ZeroShotInvariantClassifier(prompts)``: CLIP                 --
+``zero-shot-icm``  the same with ``projector=InvariantProjector``: CLIP-ICM       ``n_components, lam``
+``probe``          :func:`make_probe`, a logistic regression                      ``C``
+``probe-icm``      ``Pipeline([("proj", InvariantProjector), ("clf", probe)])``   ``n_components, lam, C``
+``front-door``     ``FrontDoorEnsembleClassifier`` on the columns layout: CDC      ``temperature``
+``front-door-icm`` the same with ``projector=InvariantProjector``                 ``n_components, lam,
+                                                                                  temperature``
+=================  =============================================================  ====================
+
+The baselines are tuned like the invariant methods: the probe's ``C`` grid is
+the same for ``probe`` and ``probe-icm`` (:func:`default_grids`).
+
+Text interventions come from the store; :func:`mentions_environment` tells
+which of them name an environment, so that the evaluation can drop those that
+name its held-out target (otherwise the target's own name is in the training
+interventions).
+"""
+
+import re
+from numbers import Integral
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.utils._param_validation import HasMethods
+from sklearn.utils.validation import check_is_fitted
+
+from .front_door import FrontDoorEnsembleClassifier
+from .projection import InvariantProjector
+from .views import first_views
+from .zero_shot import ZeroShotInvariantClassifier
+
+__all__ = [
+    "METHODS",
+    "ICM_METHODS",
+    "PROMPT_METHODS",
+    "HYPER_PARAMETERS",
+    "PROBE_C",
+    "make_probe",
+    "default_grids",
+    "make_method",
+    "mentions_environment",
+    "FirstViewsProjector",
+    "check_grid_values",
+]
+
+METHODS = ("zero-shot", "zero-shot-icm", "probe", "probe-icm", "front-door", "front-door-icm")
+ICM_METHODS = ("zero-shot-icm", "probe-icm", "front-door-icm")
+PROMPT_METHODS = ("zero-shot", "zero-shot-icm", "front-door", "front-door-icm")
+HYPER_PARAMETERS = ("n_components", "lam", "C", "temperature")
+
+# The reference implementation's linear probe: LogisticRegression(C=0.316).
+PROBE_C = 0.316
+
+# Where each hyper-parameter lives in each method's estimator.
+_PARAMETER_PATHS = {
+    "zero-shot": {},
+    "zero-shot-icm": {"n_components": "projector__n_components", "lam": "projector__lam"},
+    "probe": {"C": "C"},
+    "probe-icm": {"n_components": "proj__n_components", "lam": "proj__lam", "C": "clf__C"},
+    "front-door": {"temperature": "temperature"},
+    "front-door-icm": {
+        "n_components": "projector__n_components",
+        "lam": "projector__lam",
+        "temperature": "temperature",
+    },
+}
+
+
+def make_probe(C=PROBE_C):
+    """The papers' linear probe: ``LogisticRegression(C=0.316)``.
+
+    Parameters
+    ----------
+    C : float, default=PROBE_C
+        Inverse regularisation strength.
+
+    Returns
+    -------
+    probe : sklearn.linear_model.LogisticRegression
+        Unfitted.
+
+    Examples
+    --------
+    >>> from clip_invariance.methods import make_probe
+    >>> make_probe().C
+    0.316
+    """
+    return LogisticRegression(C=C, max_iter=2000)
+
+
+def default_grids(n_features):
+    """The hyper-parameter grids a selection rule chooses from, relative to the embedding size ``D``.
+
+    ``n_components`` (``K``) in ``{D/16, D/8, D/4, D/2}`` (the papers'
+    ablations span this range), ``lam`` in ``{1, 10, 100}`` (the projector's
+    ``lam`` is dimensionless, 10 its default), the probe's ``C`` in
+    ``{0.1, 0.316, 1, 3.16}`` (around the reference's 0.316, half a decade
+    apart) and the front door's ``temperature`` in ``{10, 30}``.
+
+    Parameters
+    ----------
+    n_features : int
+        The embedding size ``D``.
+
+    Returns
+    -------
+    grids : dict
+        Hyper-parameter name -> list of values.
+
+    Examples
+    --------
+    >>> from clip_invariance.methods import default_grids
+    >>> default_grids(512)["n_components"], default_grids(8)["n_components"]
+    ([32, 64, 128, 256], [1, 2, 4])
+    """
+    ks = sorted({max(1, n_features // d) for d in (16, 8, 4, 2)})
+    return {"n_components": ks, "lam": [1.0, 10.0, 100.0], "C": [0.1, 0.316, 1.0, 3.16],
+            "temperature": [10.0, 30.0]}
+
+
+def make_method(method, *, grids, prompts=None, classes=None, text_interventions=None,
+                text_view_groups=None, n_views=1, text_only=False, random_state=0,
+                front_door_params=None):
+    """One method's unfitted estimator and the grid to choose its parameters from.
+
+    Parameters
+    ----------
+    method : str
+        One of :data:`METHODS`.
+    grids : dict
+        Hyper-parameter name -> values (:func:`default_grids`); only the
+        method's own are used.
+    prompts : ndarray of shape (C, D) or (M, C, D), default=None
+        Class prompts (zero-shot and front-door methods).
+    classes : array-like of shape (C,), default=None
+        The label of each prompt's class.
+    text_interventions, text_view_groups : ndarray, default=None
+        Fixed text interventions for the projector of an ``-icm`` method.
+    n_views : int, default=1
+        Views side by side in a row of the front door's columns layout.
+    text_only : bool, default=False
+        The front door's projector learns from the text interventions alone
+        (:class:`FirstViewsProjector`), not from the image views.
+    random_state : int, default=0
+        Seed of the front door's training.
+    front_door_params : dict, default=None
+        Other parameters of :class:`~clip_invariance.FrontDoorEnsembleClassifier`
+        (e.g. ``max_iter``).
+
+    Returns
+    -------
+    estimator : estimator
+    param_grid : dict
+        Estimator parameter -> values, as :class:`~sklearn.model_selection.GridSearchCV` takes.
+    parameter_paths : dict
+        Hyper-parameter name -> estimator parameter, for the method's tuned ones.
+
+    Examples
+    --------
+    >>> from clip_invariance.methods import default_grids, make_method
+    >>> estimator, grid, paths = make_method("probe-icm", grids=default_grids(64))
+    >>> sorted(grid), paths["C"]
+    (['clf__C', 'proj__lam', 'proj__n_components'], 'clf__C')
+    """
+    if method not in METHODS:
+        raise ValueError(f"Unknown method {method!r}; choose from {list(METHODS)}.")
+    projector = None
+    if method in ICM_METHODS:
+        projector = InvariantProjector(interventions=text_interventions,
+                                       intervention_view_groups=text_view_groups)
+    if method in ("zero-shot", "zero-shot-icm"):
+        estimator = ZeroShotInvariantClassifier(prompts, classes=classes, projector=projector)
+    elif method == "probe":
+        estimator = make_probe()
+    elif method == "probe-icm":
+        estimator = Pipeline([("proj", projector), ("clf", make_probe())])
+    else:
+        if projector is not None and text_only and n_views > 1:
+            projector = FirstViewsProjector(projector)
+        params = {} if front_door_params is None else dict(front_door_params)
+        estimator = FrontDoorEnsembleClassifier(
+            prompts, classes=classes, n_views=n_views, projector=projector, random_state=random_state,
+            **params,
+        )
+        if isinstance(projector, FirstViewsProjector):
+            paths = {k: v.replace("projector__", "projector__projector__")
+                     for k, v in _PARAMETER_PATHS[method].items()}
+            return estimator, {paths[k]: list(grids[k]) for k in paths}, paths
+    paths = _PARAMETER_PATHS[method]
+    return estimator, {path: list(grids[name]) for name, path in paths.items()}, dict(paths)
+
+
+def mentions_environment(strings, environment):
+    """Which strings name an environment: its name or any of its words, case-insensitive.
+
+    ``"art_painting"`` is named by ``"art painting"``, ``"a painting of a
+    dog."`` and ``"Art"``; words of one or two letters are ignored (``"of"``
+    would match everything).
+
+    Parameters
+    ----------
+    strings : array-like of str
+        Text interventions, or their style words.
+    environment : str
+        The environment's name.
+
+    Returns
+    -------
+    mentioned : ndarray of bool, shape (len(strings),)
+
+    Examples
+    --------
+    >>> from clip_invariance.methods import mentions_environment
+    >>> mentions_environment(["painting", "sketch", "black and white photo"], "art_painting").tolist()
+    [True, False, False]
+    >>> mentions_environment(["a sketch of a dog.", "a photo of a sketchbook."], "sketch").tolist()
+    [True, False]
+    """
+    words = {w for w in _words(environment) if len(w) > 2}
+    return np.array([bool(words & set(_words(text))) for text in np.asarray(strings, dtype=str).ravel()],
+                    dtype=bool)
+
+
+def _words(text):
+    return re.split(r"[^0-9a-z]+", str(text).lower())
+
+
+class FirstViewsProjector(TransformerMixin, BaseEstimator):
+    """Fit a projector on the first view of every group only, without the view groups.
+
+    :class:`~clip_invariance.FrontDoorEnsembleClassifier` fits its projector
+    on every view with their view groups (image interventions). Wrapped in
+    this, the projector sees the originals alone, so an ``InvariantProjector``
+    with fixed ``interventions`` learns from them only (text interventions).
+
+    Parameters
+    ----------
+    projector : estimator with ``fit`` and ``transform``
+        Cloned at fit.
+
+    Attributes
+    ----------
+    projector_ : estimator
+        The fitted clone.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.decomposition import PCA
+    >>> from clip_invariance.methods import FirstViewsProjector
+    >>> X = np.random.default_rng(0).normal(size=(6, 3))
+    >>> proj = FirstViewsProjector(PCA(2)).fit(X, view_groups=[0, 1, 2, 0, 1, 2])
+    >>> proj.projector_.n_samples_, proj.transform(X).shape
+    (3, (6, 2))
+    """
+
+    _parameter_constraints: dict = {"projector": [HasMethods(["fit", "transform"])]}
+
+    def __init__(self, projector):
+        self.projector = projector
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y=None, *, view_groups=None):
+        X = np.asarray(X)
+        if view_groups is not None:
+            X = X[first_views(view_groups)]
+        self.projector_ = clone(self.projector).fit(X)
+        self.n_features_in_ = X.shape[1]
+        return self
+
+    def transform(self, X):
+        check_is_fitted(self)
+        return self.projector_.transform(X)
+
+
+def check_grid_values(name, values, n_features):
+    """A hyper-parameter grid as a list, checked; raise a ValueError naming it."""
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__"):
+        raise ValueError(f"grids[{name!r}] must be a list of values, got {values!r}.")
+    values = list(values)
+    if not values:
+        raise ValueError(f"grids[{name!r}] is empty.")
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (Integral, float, np.floating)):
+            raise ValueError(f"grids[{name!r}] holds {value!r}, which is not a number.")
+        if name == "n_components" and not (isinstance(value, Integral) and 1 <= value <= n_features):
+            raise ValueError(f"grids['n_components'] holds {value!r}: every K must be an integer "
+                             f"between 1 and the embedding size, {n_features}.")
+        if name == "lam" and not (np.isfinite(value) and value >= 0):
+            raise ValueError(f"grids['lam'] holds {value!r}: lam must be finite and >= 0.")
+        if name in ("C", "temperature") and not (np.isfinite(value) and value > 0):
+            raise ValueError(f"grids[{name!r}] holds {value!r}: {name} must be finite and > 0.")
+    return [int(v) if name == "n_components" else float(v) for v in values]

@@ -1,0 +1,328 @@
+"""evaluate_store: protocols, methods and selection rules on stores whose answer is known."""
+
+import re
+import warnings
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+import clip_invariance.evaluation as evaluation
+import clip_invariance.methods as methods
+from clip_invariance import InvariantProjector
+from clip_invariance.datasets import load_embeddings, make_invariant_embeddings, save_embeddings
+from clip_invariance.evaluation import COLUMNS, DEFAULT_SELECTION, evaluate_ablation, evaluate_store
+from clip_invariance.methods import FirstViewsProjector, default_grids, make_method, mentions_environment
+
+pd = pytest.importorskip("pandas")
+
+ENVIRONMENTS = ["photo", "art_painting", "cartoon", "sketch"]  # the last one is shifted
+STYLES = ["photo", "painting", "cartoon", "sketch", "art", "drawing", "render", "origami"]
+GRIDS = {"n_components": [4, 8], "lam": [10.0, 100.0], "C": [0.316, 3.16], "temperature": [10.0]}
+FAST_FRONT_DOOR = {"max_iter": 3}
+
+
+def write_store(path, *, n_samples=800, seed=0, views=True, prompts=True, texts=True, scramble=None):
+    """The causal generator's embeddings saved as a store; text styles invented per text row."""
+    data = make_invariant_embeddings(n_samples=n_samples, n_features=32, n_text_styles=len(STYLES),
+                                     normalize=True, random_state=seed)
+    y = data.y.copy()
+    environments = np.array(ENVIRONMENTS)[data.environments]
+    if scramble is not None:  # the target's labels shuffled: what a rule that peeks would see
+        rows = np.flatnonzero(environments == scramble)
+        y[rows] = np.random.default_rng(1).permutation(y[rows])
+    fields = {"views": data.X_views.transpose(1, 0, 2) if views else None,
+              "prompt_embeddings": data.prompt_embeddings if prompts else None}
+    if texts:
+        fields.update(text_interventions=data.text_interventions, text_view_groups=data.text_view_groups,
+                      text_intervention_styles=np.tile(STYLES, len(data.prompt_embeddings)))
+    save_embeddings(path, X=data.X, y=y, environments=environments, environment_names=ENVIRONMENTS,
+                    class_names=[f"c{c}" for c in range(10)], **fields)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return write_store(tmp_path_factory.mktemp("stores") / "synthetic")
+
+
+def accuracy(results, method, target=None):
+    rows = results[results["method"] == method]
+    if target is not None:
+        rows = rows[rows["target"] == target]
+    return rows["accuracy"].mean()
+
+
+def test_invariant_methods_win_on_the_shifted_environment_with_the_default_rule(store):
+    results = evaluate_store(store, methods=["zero-shot", "zero-shot-icm", "probe", "probe-icm"],
+                             grids=GRIDS)
+    assert results["selection"].eq(DEFAULT_SELECTION).all()
+    assert list(results.columns) == COLUMNS
+    assert len(results) == 4 * 4  # methods x targets, one seed, one split
+    # The last environment has a new style and a permuted spurious correlation.
+    assert accuracy(results, "probe-icm", "sketch") > accuracy(results, "probe", "sketch") + 0.10
+    assert accuracy(results, "zero-shot-icm") > accuracy(results, "zero-shot") + 0.30
+    icm = results[results["method"] == "probe-icm"]
+    assert icm["n_components"].isin([4, 8]).all() and icm["C"].isin([0.316, 3.16]).all()
+    assert results.loc[results["method"] == "zero-shot", ["n_components", "lam", "C"]].isna().all().all()
+    assert results["validation_accuracy"].between(0, 1).all()
+    assert (results["n_train"] == 480).all() and (results["n_test"] == 200).all()  # 80% of 3 x 200
+
+
+@pytest.mark.parametrize("rule", ["source-val", "lodo-cv", "views-val"])
+def test_rules_that_do_not_peek_choose_the_same_with_scrambled_target_labels(rule, store, tmp_path):
+    scrambled = write_store(tmp_path / "scrambled", scramble="sketch")
+    kwargs = {"methods": ["zero-shot-icm", "probe-icm"], "interventions": "image", "selection": rule,
+              "grids": GRIDS}
+    chosen = ["n_components", "lam", "C", "validation_accuracy"]
+    clean = evaluate_store(store, **kwargs).query("target == 'sketch'")
+    shuffled = evaluate_store(scrambled, **kwargs).query("target == 'sketch'")
+    pd.testing.assert_frame_equal(clean[chosen].reset_index(drop=True),
+                                  shuffled[chosen].reset_index(drop=True))
+    assert (shuffled["accuracy"].to_numpy() < clean["accuracy"].to_numpy() - 0.3).all()
+
+
+def test_the_oracle_peeks_and_says_so(store, tmp_path):
+    scrambled = write_store(tmp_path / "scrambled", scramble="sketch")
+    kwargs = {"methods": ["probe-icm"], "interventions": "image", "selection": "oracle", "grids": GRIDS}
+    clean = evaluate_store(store, **kwargs).query("target == 'sketch'")
+    shuffled = evaluate_store(scrambled, **kwargs).query("target == 'sketch'")
+    assert clean["selection"].eq("oracle").all()
+    # It validates on the target: the scrambled labels show in its validation accuracy.
+    assert shuffled["validation_accuracy"].iloc[0] < clean["validation_accuracy"].iloc[0] - 0.3
+
+
+class SpyProjector(InvariantProjector):
+    """Records what every fit saw."""
+
+    fits = []
+
+    def fit(self, X, y=None, *, view_groups=None, environments=None):
+        SpyProjector.fits.append({"X": np.array(X), "view_groups": view_groups,
+                                  "interventions": self.interventions,
+                                  "intervention_view_groups": self.intervention_view_groups})
+        return super().fit(X, y, view_groups=view_groups, environments=environments)
+
+
+class SpyProbe(LogisticRegression):
+    fits = []
+
+    def fit(self, X, y, sample_weight=None):
+        SpyProbe.fits.append({"X": np.array(X), "sample_weight": sample_weight})
+        return super().fit(X, y, sample_weight=sample_weight)
+
+
+@pytest.fixture
+def spies(monkeypatch):
+    SpyProjector.fits, SpyProbe.fits = [], []
+    monkeypatch.setattr(methods, "InvariantProjector", SpyProjector)
+    monkeypatch.setattr(methods, "make_probe", lambda C=0.316: SpyProbe(C=C, max_iter=2000))
+    return SpyProjector.fits, SpyProbe.fits
+
+
+def row_set(X):
+    return {row.tobytes() for row in np.asarray(X, dtype=np.float32)}
+
+
+def test_text_interventions_naming_the_target_are_dropped(store, spies):
+    projector_fits, _ = spies
+    data = load_embeddings(store)
+    grids = {"n_components": [8], "lam": [10.0]}
+    results = evaluate_store(store, methods=["zero-shot-icm"], interventions="text", grids=grids,
+                             selection="source-val")
+    assert results["interventions"].eq("text").all()
+    assert len(projector_fits) == 2 * len(ENVIRONMENTS)  # per target: the search's one split, the refit
+    for target, fit in zip(np.repeat(ENVIRONMENTS, 2), projector_fits):
+        named = {"art_painting": {"painting", "art"}}.get(target, {target})
+        keep = ~np.isin(data.text_intervention_styles, list(named))
+        assert row_set(fit["interventions"]) == row_set(data.text_interventions[keep])
+        assert len(fit["interventions"]) == keep.sum() == 10 * (len(STYLES) - len(named))
+        assert fit["view_groups"] is None and len(fit["X"]) == 480  # text: fitted on the originals
+
+    projector_fits.clear()
+    leaky = evaluate_store(store, methods=["zero-shot-icm"], interventions="text", grids=grids,
+                           selection="source-val", include_target_name=True)
+    assert leaky["interventions"].eq("text+target-name").all()
+    assert all(len(fit["interventions"]) == len(data.text_interventions) for fit in projector_fits)
+
+
+def test_probes_learn_from_the_originals_and_the_projector_from_the_views(store, spies):
+    projector_fits, probe_fits = spies
+    data = load_embeddings(store)
+    originals, views = row_set(data.X), row_set(data.views[:, 0])
+    grids = {"n_components": [8], "lam": [10.0], "C": [0.316]}
+    results = evaluate_store(store, methods=["probe", "probe-icm"], interventions="image", grids=grids,
+                             selection="source-val")
+    assert not results["train_views"].any()
+    final_fits = probe_fits[1::2]  # each search (one split) fits once, then the chosen model is refitted
+    plain, piped = final_fits[0::2], final_fits[1::2]
+    for fit in plain:
+        assert row_set(fit["X"]) <= originals and len(fit["X"]) == 480
+    for fit, projector in zip(piped, projector_fits[1::2]):
+        weights = fit["sample_weight"]
+        assert len(weights) == 960 and set(np.unique(weights)) == {0.0, 1.0}
+        assert row_set(projector["X"][weights > 0]) <= originals
+        assert row_set(projector["X"][weights == 0]) <= views
+        assert projector["view_groups"] is not None
+
+    probe_fits.clear()
+    with_views = evaluate_store(store, methods=["probe"], grids=grids, selection="source-val",
+                                probe_views=True)
+    assert with_views["train_views"].all()
+    assert all(len(fit["X"]) == 960 and fit["sample_weight"] is None for fit in probe_fits)
+
+
+def test_open_class_learns_from_base_classes_and_predicts_new_ones(store, spies):
+    projector_fits, _ = spies
+    data = load_embeddings(store)
+    new = data.y >= 5  # 10 classes: base = 0..4
+    new_rows = row_set(data.X[new]) | row_set(data.views[new, 0])
+    results = evaluate_store(store, protocol="open-class", methods=["zero-shot", "zero-shot-icm", "probe"],
+                             interventions="both", grids={"n_components": [8], "lam": [10.0], "C": [0.316]})
+    splits = results.groupby("method")["split"].agg(lambda s: sorted(set(s))).to_dict()
+    assert splits == {"probe": ["base"], "zero-shot": ["base", "new", "total"],
+                      "zero-shot-icm": ["base", "new", "total"]}
+    icm = results.query("method == 'zero-shot-icm'").set_index(["target", "split"])["accuracy"]
+    zero_shot = results.query("method == 'zero-shot'").set_index(["target", "split"])["accuracy"]
+    # Classes the projector never saw, predicted from their prompts alone, still gain on average.
+    assert icm.xs("new", level="split").mean() > zero_shot.xs("new", level="split").mean() + 0.15
+    assert set(results.query("split == 'new'")["n_test"]) == {int((new & (data.environments == e)).sum())
+                                                              for e in ENVIRONMENTS}
+    assert projector_fits
+    for fit in projector_fits:
+        assert not row_set(fit["X"]) & new_rows
+        assert set(np.unique(fit["intervention_view_groups"])) <= set(range(5))
+
+
+def test_front_door_rows_on_both_protocols(store):
+    results = evaluate_store(store, protocol="all", methods=["front-door", "front-door-icm"],
+                             interventions=["image", "text"], selection="views-val", grids=GRIDS,
+                             front_door_params=FAST_FRONT_DOOR, seeds=[0, 1])
+    assert set(results["interventions"]) == {"none", "image", "text"}
+    assert set(results["split"]) == {"all", "base", "new", "total"}
+    assert results["temperature"].eq(10.0).all() and results["accuracy"].between(0, 1).all()
+    icm = results.query("method == 'front-door-icm' and protocol == 'dg'")
+    assert icm["n_components"].isin([4, 8]).all()
+    assert len(results) == 2 * 4 * 3 * (1 + 3)  # seeds x targets x variants x (dg + open-class splits)
+
+
+def test_a_store_without_prompts_skips_the_prompt_methods(tmp_path):
+    store = write_store(tmp_path / "no-prompts", n_samples=400, prompts=False, texts=False)
+    with pytest.warns(UserWarning, match=re.escape("no prompt embeddings: skipping ['zero-shot'")):
+        results = evaluate_store(store, grids=GRIDS)
+    assert set(results["method"]) == {"probe", "probe-icm"}
+    assert set(results["interventions"]) == {"none", "image"}  # no text interventions either
+    assert "no prompt embeddings" in results.attrs["config"]["skipped"][0]
+    with pytest.raises(ValueError, match="need class prompts"):
+        evaluate_store(store, methods=["zero-shot"])
+
+
+@pytest.fixture
+def no_fitting(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("something was fitted before the arguments were checked")
+
+    monkeypatch.setattr(evaluation, "select_and_fit", refuse)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"methods": ["probe", "nope"]}, "Unknown method 'nope'"),
+        ({"methods": []}, "methods is empty"),
+        ({"protocol": "domainbed"}, "Unknown protocol 'domainbed'"),
+        ({"selection": "test-set"}, "Unknown selection 'test-set'"),
+        ({"seeds": []}, "seeds is empty"),
+        ({"seeds": [0, -1]}, "non-negative integers"),
+        ({"seeds": [1, 1]}, "distinct"),
+        ({"interventions": "images"}, "Unknown interventions 'images'"),
+        ({"templates": "ensemble"}, "needs prompt_ensemble_embeddings"),
+        ({"grids": {"K": [4]}}, r"Unknown hyper-parameter\(s\) \['K'\]"),
+        ({"grids": {"n_components": [64]}}, "between 1 and the embedding size, 32"),
+        ({"grids": {"C": []}}, r"grids\['C'\] is empty"),
+        ({"grids": {"lam": [-1]}}, "lam must be finite and >= 0"),
+        ({"holdout": 1.0}, r"holdout must be a number in \(0, 1\)"),
+        ({"probe_views": "yes"}, "probe_views must be True or False"),
+        ({"front_door_params": {"n_views": 3}}, r"cannot set \['n_views'\]"),
+        ({"front_door_params": {"speed": 3}}, r"cannot set \['speed'\]"),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_fit(kwargs, message, store, no_fitting):
+    with pytest.raises(ValueError, match=message):
+        evaluate_store(store, **kwargs)
+
+
+def test_what_the_store_cannot_serve_is_refused_before_any_fit(tmp_path, no_fitting):
+    bare = write_store(tmp_path / "bare", n_samples=400, views=False, texts=False)
+    with pytest.raises(ValueError, match="interventions='image' needs augmented views"):
+        evaluate_store(bare, methods=["probe-icm"], interventions="image")
+    with pytest.raises(ValueError, match="selection='views-val' validates on augmented views"):
+        evaluate_store(bare, methods=["probe"], selection="views-val")
+    with pytest.raises(ValueError, match="need augmented views or text interventions"):
+        evaluate_store(bare, methods=["probe-icm"])
+    two = tmp_path / "two"
+    data = load_embeddings(bare)
+    keep = np.isin(data.environments, ["photo", "sketch"])
+    save_embeddings(two, X=data.X[keep], y=data.y[keep], environments=data.environments[keep])
+    with pytest.raises(ValueError, match="lodo-cv' needs at least three environments"):
+        evaluate_store(two, selection="lodo-cv")
+
+
+def test_default_interventions_fall_back_with_a_warning(tmp_path):
+    text_only = write_store(tmp_path / "text-only", n_samples=400, views=False)
+    with pytest.warns(UserWarning, match="no augmented views: the invariant methods use text"):
+        results = evaluate_store(text_only, methods=["probe-icm"], selection="source-val", grids=GRIDS)
+    assert results["interventions"].eq("text").all()
+
+
+def test_progress_bar_reaches_its_end_and_is_silent_when_off(store, capsys):
+    grids = {"C": [0.316]}
+    evaluate_store(store, methods=["probe"], seeds=[0, 1], grids=grids, progress=True)
+    assert "8/8" in capsys.readouterr().err
+    evaluate_store(store, methods=["probe"], grids=grids)
+    assert capsys.readouterr().err == ""
+
+
+def test_ablation_sweeps_one_parameter_at_a_time(store):
+    ablation = evaluate_ablation(store, method="probe-icm", n_components=[4, 8], lam=[1.0, 100.0],
+                                 fixed_n_components=8, fixed_lam=10.0, interventions="image",
+                                 grids={"C": [0.316]})
+    k_sweep = ablation.query("parameter == 'n_components'")
+    assert sorted(set(k_sweep["n_components"])) == [4, 8] and set(k_sweep["lam"]) == {10.0}
+    lam_sweep = ablation.query("parameter == 'lam'")
+    assert sorted(set(lam_sweep["lam"])) == [1.0, 100.0] and set(lam_sweep["n_components"]) == {8}
+    assert set(ablation.query("parameter == 'reference'")["method"]) == {"probe"}
+    with pytest.raises(ValueError, match="between 1 and the embedding size"):
+        evaluate_ablation(store, n_components=[1000])
+
+
+def test_method_catalogue():
+    estimator, grid, paths = make_method("front-door-icm", grids=default_grids(32), prompts=np.eye(2, 32),
+                                         n_views=2, text_only=True)
+    assert isinstance(estimator.projector, FirstViewsProjector)
+    assert paths["lam"] == "projector__projector__lam" and grid["temperature"] == [10.0, 30.0]
+    assert estimator.get_params()["projector__projector__lam"] == 10.0
+    assert default_grids(32)["n_components"] == [2, 4, 8, 16]
+    with pytest.raises(ValueError, match="Unknown method 'clip'"):
+        make_method("clip", grids={})
+    assert mentions_environment(["Art", "a PAINTING of a dog.", "an artist"], "art_painting").tolist() == [
+        True, True, False]
+
+
+def test_pacs_mini_end_to_end(tiny_model, pacs_mini, tmp_path):
+    """Plumbing only: random weights give chance-level accuracies."""
+    from clip_invariance.datasets import embed_image_folder
+
+    store = tmp_path / "pacs-store"
+    embed_image_folder(pacs_mini, store, model_name=tiny_model, pretrained=None, device="cpu", n_views=1,
+                       progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the store has everything: nothing is skipped
+        results = evaluate_store(store, protocol="all", grids={"n_components": [8], "lam": [10.0],
+                                                               "C": [0.316], "temperature": [10.0]},
+                                 front_door_params=FAST_FRONT_DOOR)
+    assert set(results["target"]) == {"art_painting", "cartoon", "photo", "sketch"}
+    assert set(results["method"]) == set(methods.METHODS)
+    assert results["accuracy"].between(0, 1).all()
+    assert set(results.query("protocol == 'open-class'")["split"]) == {"base", "new", "total"}
+    assert set(results["templates"].dropna()) == {"single", "ensemble"}  # zero-shot / front door
