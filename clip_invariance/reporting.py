@@ -96,8 +96,7 @@ def markdown_tables(df):
     >>> print(markdown_tables(df))
     ## dg, split all, selection lodo-cv
     <BLANKLINE>
-    Selection: lodo-cv -- hyper-parameters chosen by leave-one-source-domain-out cross-validation; the
-    target is never seen.
+    Selection: lodo-cv -- hyper-parameters chosen by ... cross-validation; the target is never seen.
     <BLANKLINE>
     | method | a | b | avg |
     |---|---|---|---|
@@ -110,7 +109,7 @@ def markdown_tables(df):
     for (protocol, split, selection), (mean, std, count) in _summary(df).items():
         columns = list(mean.columns)
         lines = [f"## {protocol}, split {split}, selection {selection}", "",
-                 *_wrap(SELECTION_LINES.get(selection, f"Selection: {selection}.")), "",
+                 SELECTION_LINES.get(selection, f"Selection: {selection}."), "",
                  "| method | " + " | ".join(map(str, columns)) + " |",
                  "|" + "---|" * (len(columns) + 1)]
         for label in mean.index:
@@ -127,17 +126,6 @@ def _cell(mean, std):
     if not np.isfinite(mean):
         return "--"
     return f"{mean:.1f}" if not np.isfinite(std) else f"{mean:.1f} ± {std:.1f}"
-
-
-def _wrap(text, width=100):
-    lines, line = [], ""
-    for word in text.split():
-        if line and len(line) + 1 + len(word) > width:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}".strip()
-    return lines + [line]
 
 
 def write_results(df, output_dir, config=None):
