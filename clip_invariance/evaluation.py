@@ -24,7 +24,7 @@ import numpy as np
 from sklearn.utils import Bunch
 
 from . import __version__
-from ._evaluation_plan import INTERVENTIONS, PROTOCOLS, TEMPLATES, plan_evaluation
+from ._evaluation_plan import DEFAULT_SELECTION, INTERVENTIONS, PROTOCOLS, TEMPLATES, plan_evaluation
 from .datasets import load_embeddings
 from .demo import evaluate_image_folder, evaluate_synthetic
 from .methods import (
@@ -57,13 +57,10 @@ COLUMNS = ["protocol", "method", "interventions", "target", "seed", "split", "ac
            "validation_accuracy", "selection", *HYPER_PARAMETERS, "n_train", "n_test", "templates",
            "train_views"]
 
-# Chosen by measurement (docs/evaluation.rst): on synthetic stores with a known
-# answer, DEFAULT_SELECTION_EVIDENCE.
-DEFAULT_SELECTION = "lodo-cv"
 
 
 def evaluate_store(store, *, protocol="dg", methods=None, interventions=None, seeds=(0,),
-                   selection=DEFAULT_SELECTION, templates="single", probe_views=False,
+                   selection=None, templates="single", probe_views=False,
                    include_target_name=False, grids=None, holdout=0.2, front_door_params=None,
                    progress=False):
     """Evaluate methods on an embedding store, with hyper-parameters chosen without the target.
@@ -95,9 +92,13 @@ def evaluate_store(store, *, protocol="dg", methods=None, interventions=None, se
     seeds : sequence of int, default=(0,)
         One round per seed: the seed draws the sources' 80/20 split (and the
         front door's training).
-    selection : {"source-val", "lodo-cv", "views-val", "oracle"}, default=DEFAULT_SELECTION
-        How hyper-parameters are chosen; ``"oracle"`` peeks at the target and
-        every row says so in its ``selection`` column.
+    selection : {"source-val", "lodo-cv", "views-val", "oracle"} or None, default=None
+        How hyper-parameters are chosen (:mod:`clip_invariance.protocols`);
+        ``"oracle"`` peeks at the target and every row says so in its
+        ``selection`` column. ``None``: :data:`DEFAULT_SELECTION`,
+        ``"views-val"``, which picked closest to the oracle on synthetic
+        stores with a known answer (docs/evaluation.rst); ``"lodo-cv"``, with
+        a warning, for a store without augmented views.
     templates : {"single", "ensemble"}, default="single"
         The zero-shot prompts: the paper's single template ("a photo of a
         {}.", ``prompt_embeddings``) or the ensemble

@@ -1,6 +1,5 @@
 """evaluate_store: protocols, methods and selection rules on stores whose answer is known."""
 
-import re
 import warnings
 
 import numpy as np
@@ -208,8 +207,13 @@ def test_front_door_rows_on_both_protocols(store):
 
 def test_a_store_without_prompts_skips_the_prompt_methods(tmp_path):
     store = write_store(tmp_path / "no-prompts", n_samples=400, prompts=False, texts=False)
-    with pytest.warns(UserWarning, match=re.escape("no prompt embeddings: skipping ['zero-shot'")):
+    with pytest.warns(UserWarning) as caught:
         results = evaluate_store(store, grids=GRIDS)
+    assert [str(w.message) for w in caught] == [
+        "The store has no prompt embeddings: skipping ['zero-shot', 'zero-shot-icm', 'front-door', "
+        "'front-door-icm'].",
+        "The store has no text interventions: the invariant methods use image interventions only.",
+    ]
     assert set(results["method"]) == {"probe", "probe-icm"}
     assert set(results["interventions"]) == {"none", "image"}  # no text interventions either
     assert "no prompt embeddings" in results.attrs["config"]["skipped"][0]
@@ -255,11 +259,11 @@ def test_bad_arguments_are_refused_before_any_fit(kwargs, message, store, no_fit
 def test_what_the_store_cannot_serve_is_refused_before_any_fit(tmp_path, no_fitting):
     bare = write_store(tmp_path / "bare", n_samples=400, views=False, texts=False)
     with pytest.raises(ValueError, match="interventions='image' needs augmented views"):
-        evaluate_store(bare, methods=["probe-icm"], interventions="image")
+        evaluate_store(bare, methods=["probe-icm"], interventions="image", selection="lodo-cv")
     with pytest.raises(ValueError, match="selection='views-val' validates on augmented views"):
         evaluate_store(bare, methods=["probe"], selection="views-val")
     with pytest.raises(ValueError, match="need augmented views or text interventions"):
-        evaluate_store(bare, methods=["probe-icm"])
+        evaluate_store(bare, methods=["probe-icm"], selection="lodo-cv")
     two = tmp_path / "two"
     data = load_embeddings(bare)
     keep = np.isin(data.environments, ["photo", "sketch"])
@@ -270,9 +274,15 @@ def test_what_the_store_cannot_serve_is_refused_before_any_fit(tmp_path, no_fitt
 
 def test_default_interventions_fall_back_with_a_warning(tmp_path):
     text_only = write_store(tmp_path / "text-only", n_samples=400, views=False)
-    with pytest.warns(UserWarning, match="no augmented views: the invariant methods use text"):
-        results = evaluate_store(text_only, methods=["probe-icm"], selection="source-val", grids=GRIDS)
-    assert results["interventions"].eq("text").all()
+    with pytest.warns(UserWarning) as caught:
+        results = evaluate_store(text_only, methods=["probe-icm"], grids=GRIDS)
+    assert [str(w.message) for w in caught] == [
+        "The store has no augmented views to validate on: hyper-parameters chosen by selection='lodo-cv' "
+        "instead of the default 'views-val'.",
+        "The store has no augmented views: the invariant methods use text interventions only.",
+    ]
+    assert results["interventions"].eq("text").all() and results["selection"].eq("lodo-cv").all()
+    assert results.attrs["config"]["arguments"]["selection"] == "lodo-cv"  # a rerun does the same
 
 
 def test_progress_bar_reaches_its_end_and_is_silent_when_off(store, capsys):

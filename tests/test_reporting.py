@@ -63,7 +63,7 @@ def test_markdown_is_shaped_like_the_papers_tables(results, tmp_path):
     text = write_results(results, tmp_path)["markdown"].read_text()
     headings = [line for line in text.splitlines() if line.startswith("## ")]
     tables = [("dg", "all"), ("open-class", "base"), ("open-class", "new"), ("open-class", "total")]
-    assert headings == [f"## {p}, split {s}, selection lodo-cv" for p, s in tables]
+    assert headings == [f"## {p}, split {s}, selection views-val" for p, s in tables]
     rows = table(text, headings[0])
     assert rows[0] == ["method", *ENVIRONMENTS, "avg"]
     labels = ["zero-shot", "zero-shot-icm [image]", "probe", "probe-icm [image]"]
@@ -76,6 +76,7 @@ def test_markdown_is_shaped_like_the_papers_tables(results, tmp_path):
     mean, std = per_target.loc["sketch"]
     assert cells["sketch"] == f"{mean:.1f} ± {std:.1f}"
     assert cells["avg"] == f"{per_seed.mean():.1f} ± {per_seed.std():.1f}"
+    assert "Selection: views-val -- hyper-parameters chosen on the augmented views" in text
     assert "the target is never seen" in text and "ORACLE" not in text
     assert [row[0] for row in table(text, headings[2])[2:]] == ["zero-shot", "zero-shot-icm [image]"]
 
@@ -122,8 +123,8 @@ def png_ok(path):
 def test_plots_are_written(results, store, tmp_path):
     paths = plot_results(results, tmp_path)
     assert [p.name for p in paths] == [
-        "accuracy_dg_all_lodo-cv.png", "accuracy_open-class_base_lodo-cv.png",
-        "accuracy_open-class_new_lodo-cv.png", "accuracy_open-class_total_lodo-cv.png"]
+        "accuracy_dg_all_views-val.png", "accuracy_open-class_base_views-val.png",
+        "accuracy_open-class_new_views-val.png", "accuracy_open-class_total_views-val.png"]
     assert all(png_ok(p) for p in paths)
     ablation = evaluate_ablation(store, method="probe-icm", n_components=[4, 8], lam=[1.0, 10.0],
                                  interventions="image", grids={"C": [0.316]}, seeds=[0, 1],
