@@ -275,7 +275,9 @@ def _evaluate_round(plan, protocol, target, seed, method, source):
     text = text_groups = None
     if source in ("text", "both"):
         text, text_groups = plan.texts[target]
-        base = np.isin(text_groups, classes)  # open-class: no description of a new class either
+        # Open-class: no description of a new class either. Text view groups are class indices, as
+        # make_invariant_embeddings and embed_image_folder write them.
+        base = np.isin(text_groups, classes)
         text, text_groups = text[base], text_groups[base]
     estimator, grid, paths = make_method(
         method, grids=plan.grids, prompts=None if prompts is None else prompts[..., classes, :],

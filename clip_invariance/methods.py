@@ -3,17 +3,16 @@
 Every method is a scikit-learn estimator fitted on embeddings, with the
 hyper-parameters a selection rule may tune:
 
-=================  =============================================================  ====================
-method             estimator                                                      tuned
-=================  =============================================================  ====================
-``zero-shot``      ``ZeroShotInvariantClassifier(prompts)``: CLIP                 --
-``zero-shot-icm``  the same with ``projector=InvariantProjector``: CLIP-ICM       ``n_components, lam``
-``probe``          :func:`make_probe`, a logistic regression                      ``C``
-``probe-icm``      ``Pipeline([("proj", InvariantProjector), ("clf", probe)])``   ``n_components, lam, C``
-``front-door``     ``FrontDoorEnsembleClassifier`` on the columns layout: CDC      ``temperature``
-``front-door-icm`` the same with ``projector=InvariantProjector``                 ``n_components, lam,
-                                                                                  temperature``
-=================  =============================================================  ====================
+- ``zero-shot``: ``ZeroShotInvariantClassifier(prompts)``, CLIP; nothing tuned;
+- ``zero-shot-icm``: the same with ``projector=InvariantProjector``, CLIP-ICM;
+  ``n_components``, ``lam``;
+- ``probe``: :func:`make_probe`, a logistic regression; ``C``;
+- ``probe-icm``: ``Pipeline([("proj", InvariantProjector), ("clf", probe)])``;
+  ``n_components``, ``lam``, ``C``;
+- ``front-door``: ``FrontDoorEnsembleClassifier`` on the columns layout, CDC;
+  ``temperature``;
+- ``front-door-icm``: the same with ``projector=InvariantProjector``;
+  ``n_components``, ``lam``, ``temperature``.
 
 The baselines are tuned like the invariant methods: the probe's ``C`` grid is
 the same for ``probe`` and ``probe-icm`` (:func:`default_grids`).
