@@ -125,7 +125,7 @@ def train_adapters(
 
     Parameters
     ----------
-    views : ndarray of shape (n_views, n_samples, n_features)
+    views : sequence of n_views ndarrays of shape (n_samples, n_features)
         Normalised view embeddings.
     y_idx : ndarray of int, shape (n_samples,)
         Class index of each sample.
@@ -153,14 +153,14 @@ max_iter, tol, n_iter_no_change
 
     generator = torch.Generator().manual_seed(int(seed))
     dtype = torch.float32
-    views_t = torch.as_tensor(views, dtype=dtype)
+    views_t = torch.stack([torch.as_tensor(view, dtype=dtype) for view in views])
     prompts_t = torch.as_tensor(prompts, dtype=dtype)
     anchors_t = torch.as_tensor(anchors, dtype=dtype)
     y_t = torch.as_tensor(y_idx, dtype=torch.long)
     pair_m = torch.as_tensor(pairs[:, 0], dtype=torch.long)
     pair_v = torch.as_tensor(pairs[:, 1], dtype=torch.long)
     n_templates, _, dim = prompts.shape
-    n = views.shape[1]
+    n = views_t.shape[1]
 
     # Updates start at zero, so every adapter starts at the identity.
     if rank is None:

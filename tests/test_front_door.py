@@ -497,11 +497,14 @@ def test_bad_input_raises_a_clear_error(small, case):
 def test_all_zero_views_warn_and_get_uniform_probabilities(small):
     # A zero view embedding has no direction: never a silent first class.
     clf = FrontDoorEnsembleClassifier(small.prompt_embeddings, n_views=4, max_iter=0)
-    with pytest.warns(UserWarning, match=r"view 2 of X has 1 all-zero row\(s\) \(row 5\)"):
+    with pytest.warns(UserWarning, match=r"X \(view, row\) has 1 all-zero row\(s\) \(row \(2, 5\)\)"):
         clf.fit(_with(small.X, (5, slice(128, 192)), 0.0), small.y)
     X = small.X[:3].copy()
     X[1] = 0.0  # every view of image 1
-    message = r"view [0-3] of X has 1 all-zero row\(s\) \(row 1\): .* favours no class"
+    message = (
+        r"X \(view, row\) has 4 all-zero row\(s\) \(row \(0, 1\), \(1, 1\), \(2, 1\), \(3, 1\)\)"
+        r": .* favours no class"
+    )
     with pytest.warns(UserWarning, match=message):
         proba = clf.predict_proba(X)
     np.testing.assert_allclose(proba[1], 0.1)
