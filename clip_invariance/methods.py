@@ -31,7 +31,7 @@ from sklearn.base import BaseEstimator, TransformerMixin, _fit_context, clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import HasMethods
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
 
 from .front_door import FrontDoorEnsembleClassifier
 from .projection import InvariantProjector
@@ -270,15 +270,29 @@ class FirstViewsProjector(TransformerMixin, BaseEstimator):
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y=None, *, view_groups=None):
-        X = np.asarray(X)
+        """Fit a clone of ``projector`` on the first view of every group (all rows without groups).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_rows, n_features)
+        y : ignored
+        view_groups : array-like of shape (n_rows,), default=None
+
+        Returns
+        -------
+        self : object
+        """
+        X = validate_data(self, X, dtype=[np.float64, np.float32])
         if view_groups is not None:
+            check_consistent_length(X, view_groups)
             X = X[first_views(view_groups)]
         self.projector_ = clone(self.projector).fit(X)
-        self.n_features_in_ = X.shape[1]
         return self
 
     def transform(self, X):
+        """Project ``X`` with the fitted projector."""
         check_is_fitted(self)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         return self.projector_.transform(X)
 
 
