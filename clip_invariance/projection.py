@@ -77,20 +77,16 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     ----------
     n_components : int or None, default=None
         Dimension ``K`` of the invariant subspace. ``None`` keeps the
-        components whose variance gain beats their nuisance penalty by more
-        than round-off (relative to the largest eigenvalue): positive
-        eigenvalues for the difference form, eigenvalues above that of an
-        isotropic direction, :math:`1/(1+\lambda)`, for the ratio form; at
-        least one.
+        components whose eigenvalue beats that of an isotropic direction (0 for
+        the difference form, :math:`1/(1+\lambda)` for the ratio form) by more
+        than round-off, relative to the largest eigenvalue; at least one.
     lam : float, default=10.0
         Trade-off between keeping variance (``lam = 0``: uncentred PCA) and
-        invariance, in units of the trace-normalised statistics, so it is
-        dimensionless and the same value works for raw and L2-normalised
-        embeddings. The default 10 recovered the invariant subspace of the
-        synthetic benchmark (overlap > 0.98) for raw and normalised inputs
-        with the ratio solver; see ``benchmarks/bench_projector.py``. To
-        translate a ``lam`` of the paper's raw formula, divide it by
-        ``lam_scale_`` (:math:`\operatorname{tr} S_Z / \operatorname{tr} S_\Delta`).
+        invariance, in units of the trace-normalised statistics: dimensionless,
+        the same value works for raw and L2-normalised embeddings. The default
+        10 recovered the synthetic benchmark's invariant subspace (overlap
+        > 0.98) for both with the ratio solver. A ``lam`` of the paper's raw
+        formula is divided by ``lam_scale_`` to give this one.
     solver : {"ratio", "difference"}, default="ratio"
         Which objective to solve, see above.
     interventions : array-like of shape (n_interventions, n_features), default=None
@@ -233,10 +229,8 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         with _unchanged_on_error(self):
             X, source, labels = self._validate_batch(X, y, view_groups, environments, reset=first)
             if not first and source != self.intervention_source_:
-                raise ValueError(
-                    f"partial_fit was started with intervention source "
-                    f"{self.intervention_source_!r}; this batch provides {source!r}."
-                )
+                raise ValueError(f"partial_fit was started with intervention source "
+                                 f"{self.intervention_source_!r}; this batch provides {source!r}.")
             statistics = InterventionStatistics.from_block(X, **labels)
             if not first:
                 statistics = self.statistics_ + statistics
@@ -247,26 +241,20 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=reset, ensure_min_samples=1)
         n, d = X.shape
         if self.n_components is not None and self.n_components > d:
-            raise ValueError(
-                f"n_components={self.n_components} must be at most the number of "
-                f"features, n_features={d}."
-            )
+            raise ValueError(f"n_components={self.n_components} must be at most the number of "
+                             f"features, n_features={d}.")
         y = check_labels(y, n, "y")
         view_groups = check_labels(view_groups, n, "view_groups")
         environments = check_labels(environments, n, "environments")
         if environments is not None and y is None:
-            raise ValueError(
-                "environments were given without y: class-conditional environment "
-                "means need the class labels."
-            )
+            raise ValueError("environments were given without y: class-conditional environment "
+                             "means need the class labels.")
         source = _choose_source(view_groups, self.interventions is not None, environments, y)
         if source in ("environments", "labels"):
             target = type_of_target(y, input_name="y", raise_unknown=True)
             if target.startswith("continuous"):
-                raise ValueError(
-                    "y looks continuous (float values that are not whole numbers): the projector "
-                    "needs class labels, whose within-class or across-environment variation it removes."
-                )
+                raise ValueError("y looks continuous (floats that are not whole numbers): the projector "
+                                 "needs class labels, whose variation it treats as nuisance.")
             return X, source, {"y": y, "environments": environments}
         return X, source, {"view_groups": view_groups}
 
@@ -301,10 +289,8 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     def _fixed_intervention_scatter(self, d):
         """Nuisance scatter of the constructor's interventions and its exponent."""
         if self.intervention_view_groups is None:
-            raise ValueError(
-                "interventions were given without intervention_view_groups: say which rows "
-                "describe the same content."
-            )
+            raise ValueError("interventions were given without intervention_view_groups: say which rows "
+                             "describe the same content.")
         extra = check_array(self.interventions, dtype=[np.float64, np.float32], input_name="interventions")
         if extra.shape[1] != d:
             raise ValueError(f"interventions have {extra.shape[1]} features but X has {d}.")
@@ -341,17 +327,14 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         """
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False, ensure_all_finite=False)
-        # NaN/inf in X always reaches the output, which is D/K times smaller than X:
-        # checking it there keeps transform at the speed of the bare product. A
-        # non-finite result raises below, so numpy's warnings would only be noise.
+        # NaN/inf in X always reaches the output, D/K times smaller than X: checking it there
+        # keeps transform at the speed of the bare product (numpy's warnings would be noise).
         with np.errstate(over="ignore", invalid="ignore"):
             X_new = X @ self.components_.T.astype(X.dtype, copy=False)
             finite = np.isfinite(X_new.sum())
         if not finite:
             check_array(X, dtype=None, input_name="X")  # names NaN or infinity in X
-            raise ValueError(
-                f"The projection of X overflowed: X has values too large for {X.dtype.name}."
-            )
+            raise ValueError(f"The projection of X overflowed: X has values too large for {X.dtype.name}.")
         return X_new
 
     def inverse_transform(self, X):
@@ -373,10 +356,8 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         check_is_fitted(self)
         X = check_array(X, dtype=[np.float64, np.float32])
         if X.shape[1] != self.n_components_:
-            raise ValueError(
-                f"X has {X.shape[1]} features, but inverse_transform expects "
-                f"{self.n_components_} (n_components_)."
-            )
+            raise ValueError(f"X has {X.shape[1]} features, but inverse_transform expects "
+                             f"{self.n_components_} (n_components_).")
         return X @ self.components_.astype(X.dtype, copy=False)
 
     @property
@@ -423,18 +404,13 @@ def _unchanged_on_error(estimator):
 def _nuisance_scatter(statistics, source, fixed_scatter):
     """:math:`S_\\Delta` of ``source`` in the statistics' units; two sources weigh equally.
 
-    ``fixed_scatter`` is ``(scatter, exponent)`` of the constructor's interventions.
+    ``fixed_scatter``: ``(scatter, exponent)`` of the constructor's interventions, or None.
     """
-    scatters = []  # per-source nuisance scatter, in the paper's Delta scale
-    if source.startswith("view_groups"):
-        scatters.append(statistics.group_nuisance())
+    derived = {"view_groups": statistics.group_nuisance, "environments": statistics.environment_nuisance,
+               "labels": statistics.label_nuisance}
+    scatters = [derived[part]() for part in source.split("+") if part in derived]
     if fixed_scatter is not None:
-        scatter, exponent = fixed_scatter
-        scatters.append(np.ldexp(scatter, 2 * (exponent - statistics.exponent)))
-    if source == "environments":
-        scatters.append(statistics.environment_nuisance())
-    if source == "labels":
-        scatters.append(statistics.label_nuisance())
+        scatters.append(np.ldexp(fixed_scatter[0], 2 * (fixed_scatter[1] - statistics.exponent)))
     return sum(scatters) / len(scatters)
 
 
@@ -443,17 +419,12 @@ def _unit_average_eigenvalue(gram, nuisance, dtype):
     d = gram.shape[0]
     trace_z, trace_d = np.trace(gram), np.trace(nuisance)
     if not (np.isfinite(trace_z) and np.isfinite(trace_d)):
-        raise ValueError(
-            "The second moments overflowed: the interventions and X differ in "
-            "scale by more than float64 can hold."
-        )
+        raise ValueError("The second moments overflowed: interventions and X differ too much in scale.")
     if not trace_z > 0:
         raise ValueError("X is all zeros: there is no variance to keep.")
     if not trace_d > 0:
-        raise ValueError(
-            "The interventional data shows no variation at all (identical views): "
-            "the nuisance scatter is zero."
-        )
+        raise ValueError("The interventional data shows no variation at all (identical views): "
+                         "the nuisance scatter is zero.")
     # Solved in the input's precision, as PCA does: float32 inputs give float32
     # components, and LAPACK runs about twice as fast on them.
     return (gram / (trace_z / d)).astype(dtype), (nuisance / (trace_d / d)).astype(dtype)
@@ -481,12 +452,41 @@ _SOLVERS = {"ratio": _solve_ratio, "difference": _solve_difference}
 
 def _top_eigh(a, b, n_components):
     """Eigenpairs of ``a v = w b v`` (``b=None``: ``I``), largest first; all when ``n_components`` is None."""
-    subset = None if n_components is None else [len(a) - n_components, len(a) - 1]
-    # The top K alone (syevr / sygvx) is 1.3-3x faster than the whole spectrum
-    # (syevd / sygvd) at K=64, D=512-768: see bench_projector.py --solvers.
-    driver = None if subset else ("evd" if b is None else "gvd")
-    values, vectors = linalg.eigh(a, b, subset_by_index=subset, driver=driver, overwrite_a=True)
+    if n_components is not None:
+        # Top K alone (sygvx / syevr) vs whole spectrum (sygvd / syevd), K=64, D=512/768 float32:
+        # ratio 28/52 vs 46/86 ms, difference 18/32 vs 33/62 ms (bench_projector.py --solvers).
+        subset = [len(a) - n_components, len(a) - 1]
+        values, vectors = linalg.eigh(a, b, subset_by_index=subset, overwrite_a=True)
+    elif b is None:
+        values, vectors = linalg.eigh(a, driver="evd", overwrite_a=True)
+    else:
+        values, vectors = _generalized_eigh(a, b)
     return values[::-1], vectors[:, ::-1]
+
+
+def _generalized_eigh(a, b):
+    """Eigenpairs of ``a v = w b v``, ascending, for ``b >= I``: ``L^-1 a L^-T y = w y``, ``v = L^-T y``."""
+    # Not scipy.linalg.eigh(a, b): numpy's LAPACK avoids a hand-over to scipy's BLAS pool. Fit, K=None,
+    # N=1e4, D=512/768: float32 108/234 ms vs 119/269, float64 132/259 ms vs 158/349 (2 threads).
+    inv_lower = _invert_lower(np.linalg.cholesky(b))  # b = L L^T; b >= I keeps L^-1 well conditioned
+    reduced = inv_lower @ a @ inv_lower.T
+    values, vectors = np.linalg.eigh((reduced + reduced.T) / 2)
+    return values, inv_lower.T @ vectors
+
+
+def _invert_lower(lower):
+    """Lower-triangular inverse in matmuls: ``[[A, 0], [C, D]]^-1 = [[A^-1, 0], [-D^-1 C A^-1, D^-1]]``."""
+    # numpy has no triangular inverse; scipy's lapack.strtri/dtrtri in the same fit: 136/281 ms
+    # float32, 166/350 ms float64 (against 108/234 and 132/259 ms above).
+    n = lower.shape[0]
+    if n <= 64:
+        return np.tril(np.linalg.inv(lower))
+    h = n // 2
+    top, bottom = _invert_lower(lower[:h, :h]), _invert_lower(lower[h:, h:])
+    inverse = np.zeros_like(lower)
+    inverse[:h, :h], inverse[h:, h:] = top, bottom
+    inverse[h:, :h] = -(bottom @ lower[h:, :h]) @ top
+    return inverse
 
 
 def _n_kept(values, n_components, baseline):

@@ -435,6 +435,18 @@ def test_auto_n_components_agrees_with_a_fixed_k():
         assert_allclose(fixed.components_, auto.components_, atol=1e-8)
 
 
+@pytest.mark.parametrize("n", [1, 64, 65, 200])
+def test_block_triangular_inverse_matches_scipy(n):
+    from clip_invariance.projection import _invert_lower
+
+    A = np.random.RandomState(n).standard_normal((n, n))
+    lower = np.linalg.cholesky(np.eye(n) + A @ A.T / n)  # as in the ratio solver: b >= I
+    inverse = _invert_lower(lower)
+    assert_allclose(inverse, linalg.solve_triangular(lower, np.eye(n), lower=True), atol=1e-12)
+    assert_allclose(inverse @ lower, np.eye(n), atol=1e-12)
+    assert not np.any(np.triu(inverse, 1))
+
+
 def test_pickle_holds_the_statistics_once():
     # D=512, K=64: 8.1 MiB before the statistics were stored once, 4.1 MiB after
     # (gram and within-group scatter, 2 MiB each, which partial_fit needs).
