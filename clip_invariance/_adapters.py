@@ -125,7 +125,7 @@ def train_adapters(
 
     Parameters
     ----------
-    views : sequence of n_views ndarrays of shape (n_samples, n_features)
+    views : ndarray of shape (n_views, n_samples, n_features)
         Normalised view embeddings.
     y_idx : ndarray of int, shape (n_samples,)
         Class index of each sample.
@@ -153,7 +153,7 @@ max_iter, tol, n_iter_no_change
 
     generator = torch.Generator().manual_seed(int(seed))
     dtype = torch.float32
-    views_t = torch.stack([torch.as_tensor(view, dtype=dtype) for view in views])
+    views_t = torch.as_tensor(views, dtype=dtype)
     prompts_t = torch.as_tensor(prompts, dtype=dtype)
     anchors_t = torch.as_tensor(anchors, dtype=dtype)
     y_t = torch.as_tensor(y_idx, dtype=torch.long)
