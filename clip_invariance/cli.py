@@ -12,6 +12,11 @@ import argparse
 import os
 import sys
 import time
+import warnings
+from pathlib import Path
+
+from .methods import METHODS
+from .protocols import SELECTION_RULES
 
 __all__ = ["main"]
 
@@ -40,6 +45,37 @@ def _non_negative_float(text):
     if not value >= 0 or value == float("inf"):  # also rejects NaN
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
+
+
+def _int_list(text):
+    values = [_non_negative_int(part) for part in _parts(text)]
+    return values
+
+
+def _positive_int_list(text):
+    return [_positive_int(part) for part in _parts(text)]
+
+
+def _float_list(text):
+    return [_non_negative_float(part) for part in _parts(text)]
+
+
+def _choices_list(choices):
+    def parse(text):
+        values = _parts(text)
+        unknown = [v for v in values if v not in choices]
+        if unknown:
+            raise argparse.ArgumentTypeError(f"unknown {unknown}; choose from {', '.join(choices)}")
+        return values
+
+    return parse
+
+
+def _parts(text):
+    parts = [part.strip() for part in text.split(",")]
+    if not all(parts):
+        raise argparse.ArgumentTypeError(f"expected a comma list without empty items, got {text!r}")
+    return parts
 
 
 def _parse(kind, text, what):
@@ -78,7 +114,7 @@ HEADER = (
 
 
 def _demo(args):
-    from .evaluation import evaluate_synthetic
+    from .demo import evaluate_synthetic
 
     start = time.perf_counter()
     settings = [False, True] if args.normalize == "both" else [args.normalize == "yes"]
@@ -128,27 +164,65 @@ def _pretrained(text):
 
 
 def _evaluate(args):
-    from .evaluation import evaluate_image_folder
+    from .datasets._store import METADATA_FILE, check_store_path
+    from .evaluation import evaluate_ablation, evaluate_image_folder, evaluate_store
+    from .reporting import markdown_tables, plot_ablation, plot_results, write_results
 
-    pretrained = _pretrained(args.pretrained)
-    rows = evaluate_image_folder(
-        args.root,
-        model_name=args.model_name,
-        pretrained=pretrained,
-        device=args.device,
-        batch_size=args.batch_size,
-        n_views=args.n_views,
-        n_components=args.n_components,
-        lam=args.lam,
-        templates=args.templates,
-        memory=args.cache,
-        random_state=args.seed,
-    )
-    print(
-        f"{args.root}: leave-one-domain-out accuracy (%), {args.model_name} / {pretrained}\n"
-        "ZS = zero-shot; ICM = in the invariant subspace (image + text interventions)\n"
-    )
-    _print_table(rows, sys.stdout)
+    if args.plot and args.output is None:
+        raise ValueError("--plot writes its figures into --output DIR: give an output folder.")
+    if args.output is not None:
+        _check_output(args.output)
+    options = {
+        "protocol": args.protocol,
+        "methods": args.methods,
+        "interventions": args.interventions,
+        "seeds": args.seeds,
+        "selection": args.selection,
+        "templates": args.templates,
+        "probe_views": args.probe_views,
+        "include_target_name": args.include_target_name,
+        "grids": {k: v for k, v in (("n_components", args.n_components), ("lam", args.lam),
+                                    ("C", args.C), ("temperature", args.temperature)) if v is not None},
+        "progress": not args.quiet,
+    }
+    source = Path(args.source)
+    if (source / METADATA_FILE).is_file():
+        store = source
+        results = evaluate_store(store, **options)
+    else:
+        store = Path(args.store) if args.store is not None else _default_store(source)
+        check_store_path(store)
+        results = evaluate_image_folder(
+            source, store, model_name=args.model_name, pretrained=_pretrained(args.pretrained),
+            device=args.device, batch_size=args.batch_size, n_views=args.n_views,
+            random_state=args.embed_seed, **options,
+        )
+    print(f"{source}: store {store}")
+    print(markdown_tables(results))
+    if args.output is not None:
+        written = write_results(results, args.output)
+        figures = []
+        if args.plot:
+            figures += plot_results(results, args.output)
+            ablation = evaluate_ablation(store, seeds=args.seeds[:1], interventions=args.interventions,
+                                         templates=args.templates, progress=not args.quiet)
+            figures.append(plot_ablation(ablation, args.output))
+        print("wrote " + ", ".join(str(p) for p in [*written.values(), *figures]))
+
+
+def _default_store(root):
+    """Embeddings of an image folder kept in the user's cache, one store per folder."""
+    import hashlib
+
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "clip-invariance" / "stores"
+    digest = hashlib.sha256(os.fsencode(os.path.abspath(root))).hexdigest()[:12]
+    return base / f"{Path(os.path.abspath(root)).name}-{digest}"
+
+
+def _check_output(folder):
+    path = Path(folder)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--output {folder!r} is a file, not a folder.")
 
 
 def _parser():
@@ -189,21 +263,42 @@ def _parser():
 
     evaluate = sub.add_parser(
         "evaluate",
-        help="leave-one-domain-out evaluation on a DomainBed-style image folder "
-        "(<root>/<environment>/<class>/<image>)",
+        help="evaluate every method on an embedding store (or an image folder, embedded first), "
+        "hyper-parameters chosen without the target",
     )
-    evaluate.add_argument("root", help="the image folder")
-    _add_model_arguments(evaluate)
+    evaluate.add_argument("source", metavar="STORE_OR_ROOT",
+                          help="a store made by 'clip-invariance embed', or an image folder")
+    evaluate.add_argument("--protocol", choices=["dg", "open-class", "all"], default="dg")
+    evaluate.add_argument("--methods", type=_choices_list(METHODS), default=None,
+                          help="comma list of " + ", ".join(METHODS) + " (default: all the store supports)")
     evaluate.add_argument(
-        "--n-views", type=_positive_int, default=1, help="augmented views per image (image interventions)"
+        "--interventions", choices=["image", "text", "both"], default=None,
+        help="where the invariant methods learn from (default: both, or what the store has)",
     )
-    evaluate.add_argument(
-        "--n-components", type=_positive_int, default=None, help="subspace dimension K (default: min(64, D))"
+    evaluate.add_argument("--seeds", type=_int_list, default=[0], help="comma list, e.g. 0,1,2")
+    evaluate.add_argument("--selection", choices=list(SELECTION_RULES), default=None,
+                          help="how hyper-parameters are chosen (default: views-val; oracle peeks at the "
+                          "target and is labelled so)")
+    evaluate.add_argument("--templates", choices=["single", "ensemble"], default="single")
+    evaluate.add_argument("--probe-views", action="store_true", help="train the probes on the views too")
+    evaluate.add_argument("--include-target-name", action="store_true",
+                          help="keep text interventions that name the target (a leak, labelled)")
+    evaluate.add_argument("--n-components", type=_positive_int_list, default=None, help="grid of K, comma")
+    evaluate.add_argument("--lam", type=_float_list, default=None, help="grid of lam, comma list")
+    evaluate.add_argument("--C", type=_float_list, default=None, help="grid of the probes' C, comma list")
+    evaluate.add_argument("--temperature", type=_float_list, default=None,
+                          help="grid of the front door's temperature, comma list")
+    evaluate.add_argument("--output", default=None, help="folder for results.csv, results.md, config.json")
+    evaluate.add_argument("--plot", action="store_true", help="also write PNG figures into --output")
+    evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
+    folder = evaluate.add_argument_group("when STORE_OR_ROOT is an image folder")
+    folder.add_argument(
+        "--store", default=None,
+        help="where to keep its embeddings (default: a folder under ~/.cache/clip-invariance)",
     )
-    evaluate.add_argument("--lam", type=_non_negative_float, default=10.0)
-    evaluate.add_argument("--templates", choices=["simple", "openai"], default="simple")
-    evaluate.add_argument("--cache", default=None, help="folder to cache embeddings in")
-    evaluate.add_argument("--seed", type=_non_negative_int, default=0)
+    _add_model_arguments(folder)
+    folder.add_argument("--n-views", type=_non_negative_int, default=1, help="augmented views per image")
+    folder.add_argument("--embed-seed", type=_non_negative_int, default=0, help="seed of the augmentations")
     evaluate.set_defaults(handler=_evaluate)
     return parser
 
@@ -236,6 +331,13 @@ def main(argv=None):
     """
     parser = _parser()
     args = parser.parse_args(argv)
+    show = warnings.showwarning
+
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        text = " ".join(str(message).split())
+        print(f"clip-invariance {args.command}: warning: {text}", file=sys.stderr if file is None else file)
+
+    warnings.showwarning = one_line  # a user reads messages, not source locations
     try:
         args.handler(args)
     except _USER_ERRORS as exc:
@@ -247,6 +349,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"clip-invariance {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = show
     return 0
 
 

@@ -25,16 +25,13 @@ from sklearn.utils import Bunch
 
 from . import __version__
 from ._evaluation_plan import DEFAULT_SELECTION, INTERVENTIONS, PROTOCOLS, TEMPLATES, plan_evaluation
-from .datasets import load_embeddings
-from .demo import evaluate_image_folder, evaluate_synthetic
+from .datasets import load_embeddings, load_image_folder
 from .methods import (
     HYPER_PARAMETERS,
     ICM_METHODS,
-    PROBE_C,
     check_grid_values,
     default_grids,
     make_method,
-    make_probe,
 )
 from .protocols import select_and_fit, selection_splits
 
@@ -45,12 +42,8 @@ __all__ = [
     "COLUMNS",
     "DEFAULT_SELECTION",
     "evaluate_store",
-    "evaluate_ablation",
-    # Kept here for the command line's imports:
-    "PROBE_C",
-    "make_probe",
-    "evaluate_synthetic",
     "evaluate_image_folder",
+    "evaluate_ablation",
 ]
 
 COLUMNS = ["protocol", "method", "interventions", "target", "seed", "split", "accuracy",
@@ -186,6 +179,80 @@ def evaluate_store(store, *, protocol="dg", methods=None, interventions=None, se
         "skipped": plan.skipped,
     }
     return results
+
+
+def evaluate_image_folder(root, store, *, model_name="ViT-B-32", pretrained="openai", device="auto",
+                          batch_size=64, n_views=1, random_state=0, progress=False, **evaluate_kwargs):
+    """Embed an image folder into a store (resumably), then :func:`evaluate_store` on it.
+
+    Every argument, the evaluation's included, is checked before the first
+    image is embedded: the folder and its layout, the weights (loaded once,
+    which gives the embedding size), then the evaluation's arguments against
+    a placeholder of the store the folder will make (same rows, views,
+    classes, environments and text interventions, no embeddings). An
+    interrupted run resumes where it stopped; a second run embeds nothing.
+
+    Parameters
+    ----------
+    root : str or path
+        Folder laid out as ``<environment>/<class>/<image>``.
+    store : str or path
+        Where the embeddings are kept (created, or resumed).
+    model_name, pretrained, device, batch_size, n_views, random_state
+        As in :func:`~clip_invariance.datasets.embed_image_folder`.
+    progress : bool, default=False
+        Progress bars while embedding and evaluating.
+    **evaluate_kwargs
+        The keyword arguments of :func:`evaluate_store`.
+
+    Returns
+    -------
+    results : pandas.DataFrame
+        As :func:`evaluate_store` returns.
+    """
+    import inspect
+
+    from .datasets import embed_image_folder
+    from .embedding import CLIPEmbedder
+
+    arguments = inspect.signature(evaluate_store).bind(None, progress=progress, **evaluate_kwargs)
+    arguments.apply_defaults()
+    plan_arguments = {k: v for k, v in arguments.arguments.items() if k != "store"}
+    data = load_image_folder(root)
+    if len(data.environment_names) < 2:
+        raise ValueError(f"{root}: leave-one-domain-out needs at least two environment folders, found "
+                         f"{data.environment_names}.")
+    embedder = CLIPEmbedder(model_name, pretrained, device=device, batch_size=batch_size, progress=False)
+    dim = embedder.fit().embedding_dim_  # loads the weights once: the store's embedder reuses them
+    plan_evaluation(_placeholder_store(data, dim, n_views), **plan_arguments)
+    embedded = embed_image_folder(root, store, model_name=model_name, pretrained=pretrained, device=device,
+                                  batch_size=batch_size, n_views=n_views, random_state=random_state,
+                                  progress=progress)
+    return evaluate_store(embedded, **plan_arguments)
+
+
+def _placeholder_store(data, dim, n_views):
+    """What embed_image_folder will store, with zero-cost zero arrays in place of embeddings."""
+    from .datasets import text_interventions_with_styles
+    from .prompts import DEFAULT_SETTINGS, DEFAULT_STYLES, get_templates
+
+    def zeros(*shape):
+        return np.broadcast_to(np.float32(0), shape)
+
+    n, n_classes = len(data.y), len(data.class_names)
+    texts, text_view_groups, styles = text_interventions_with_styles(
+        data.class_names, DEFAULT_STYLES, DEFAULT_SETTINGS
+    )
+    return Bunch(
+        X=zeros(n, dim), y=data.y, environments=data.environments,
+        views=zeros(n, n_views, dim) if n_views else None,
+        class_names=data.class_names, environment_names=data.environment_names,
+        prompt_embeddings=zeros(n_classes, dim),
+        prompt_ensemble_embeddings=zeros(len(get_templates("simple")), n_classes, dim),
+        text_interventions=zeros(len(texts), dim), text_view_groups=text_view_groups,
+        text_intervention_texts=np.asarray(texts), text_intervention_styles=np.asarray(styles),
+        settings={},
+    )
 
 
 def evaluate_ablation(store, *, method="zero-shot-icm", n_components=None, lam=None,

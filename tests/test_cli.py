@@ -9,8 +9,8 @@ import pytest
 from clip_invariance import __version__
 from clip_invariance.cli import main
 from clip_invariance.datasets import load_embeddings
+from clip_invariance.demo import evaluate_synthetic
 from clip_invariance.embedding import CLIPEmbedder
-from clip_invariance.evaluation import evaluate_synthetic
 
 
 def run(argv, capsys):
@@ -66,9 +66,13 @@ def test_version(capsys):
         (["demo", "--lam", "inf"], r"must be a finite number >= 0, got inf"),
         (["demo", "--seed", "-1"], "must be a non-negative integer"),
         (["evaluate", ".", "--batch-size", "0"], "must be a positive integer"),
-        (["evaluate", ".", "--n-views", "0"], "must be a positive integer"),
+        (["evaluate", ".", "--n-views", "-1"], "must be a non-negative integer"),
+        (["evaluate", ".", "--methods", "probe,magic"], r"unknown \['magic'\]"),
+        (["evaluate", ".", "--seeds", "0,,1"], "comma list without empty items"),
+        (["evaluate", ".", "--n-components", "8,0"], "must be a positive integer, got 0"),
+        (["evaluate", ".", "--selection", "best"], "invalid choice"),
         (["evaluate", ".", "--templates", "fancy"], "invalid choice"),
-        (["evaluate"], "the following arguments are required: root"),
+        (["evaluate"], "the following arguments are required: STORE_OR_ROOT"),
         (["embed", "."], "the following arguments are required: -o/--output"),
         (["embed", ".", "-o", "store", "--n-views", "-1"], "must be a non-negative integer"),
     ],
@@ -94,7 +98,9 @@ def _one_environment(tmp_path):
         (["evaluate", "{tmp}/missing"], "Image folder not found"),
         (["evaluate", "{one_environment}"], "at least two environment folders"),
         (["evaluate", "{pacs}", "--pretrained", "{tmp}/no-such.safetensors"], "Checkpoint file not found"),
-        (["evaluate", "{pacs}", "--n-components", "1000"], "n_components=1000 must be at most the embedding"),
+        (["evaluate", "{pacs}", "--n-components", "1000"], "n_components"),
+        (["evaluate", "{pacs}", "--plot"], "--plot writes its figures into --output"),
+        (["evaluate", "{pacs}", "--selection", "views-val", "--n-views", "0"], "views"),
         (["evaluate", "{pacs}", "--model-name", "no-such-model"], "no-such-model"),
         (["embed", "{tmp}/missing", "-o", "{tmp}/store"], "Image folder not found"),
         (["embed", "{pacs}", "-o", "{pacs}/store"], "inside"),
@@ -141,22 +147,28 @@ def test_console_script_reports_without_traceback(tmp_path):
     ]
 
 
-def test_evaluate_on_pacs_mini(tiny_model, pacs_mini, capsys):
+def test_embed_then_evaluate_the_store(tiny_model, pacs_mini, tmp_path, capsys):
     """End to end on real images with a tiny random-weight model (accuracy is meaningless)."""
+    store, output = tmp_path / "store", tmp_path / "results"
+    model = ["--model-name", tiny_model, "--pretrained", "none", "--device", "cpu"]
+    assert run(["embed", str(pacs_mini), "-o", str(store), *model, "--quiet"], capsys)[0] == 0
     status, out, _ = run(
         [
-            "evaluate", str(pacs_mini), "--model-name", tiny_model, "--pretrained", "none",
-            "--device", "cpu", "--n-components", "8", "--batch-size", "64",
+            "evaluate", str(store), "--methods", "zero-shot,probe,probe-icm", "--n-components", "8",
+            "--lam", "10", "--C", "0.316", "--output", str(output), "--plot", "--quiet",
         ],
         capsys,
     )
     assert status == 0
-    for environment in ("art_painting", "cartoon", "photo", "sketch", "average"):
-        assert environment in out
-    header = next(line for line in out.splitlines() if line.split()[:1] == ["target"])
-    assert header.split() == ["target", "zero-shot", "ZS", "ICM", "probe", "probe", "ICM"]
-
-
+    header = next(line for line in out.splitlines() if line.startswith("| method"))
+    assert header.split("|")[2:-1] == [" art_painting ", " cartoon ", " photo ", " sketch ", " avg "]
+    assert "selection views-val" in out
+    written = sorted(p.name for p in output.iterdir())
+    assert {"results.csv", "results.md", "config.json"} <= set(written)
+    assert any(name.startswith("accuracy_") and name.endswith(".png") for name in written)
+    assert any(name.startswith("ablation_") and name.endswith(".png") for name in written)
+    results = (output / "results.csv").read_text().splitlines()
+    assert len(results) == 1 + 3 * 4  # 3 methods x 4 targets, one seed
 def test_embed_then_embed_again_on_pacs_mini(tiny_model, pacs_mini, tmp_path, capsys):
     argv = [
         "embed", str(pacs_mini), "-o", str(tmp_path / "store"), "--model-name", tiny_model,
