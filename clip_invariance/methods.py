@@ -275,18 +275,25 @@ class FirstViewsProjector(TransformerMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_rows, n_features)
-        y : ignored
+        y : array-like of shape (n_rows,), default=None
+            Passed on (for the first views) to the projector, which may use
+            labels when it has no other interventional data.
         view_groups : array-like of shape (n_rows,), default=None
 
         Returns
         -------
         self : object
         """
-        X = validate_data(self, X, dtype=[np.float64, np.float32])
+        if y is None:
+            X = validate_data(self, X, dtype=[np.float64, np.float32])
+        else:
+            X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
         if view_groups is not None:
             check_consistent_length(X, view_groups)
-            X = X[first_views(view_groups)]
-        self.projector_ = clone(self.projector).fit(X)
+            first = first_views(view_groups)
+            X, y = X[first], None if y is None else y[first]
+        projector = clone(self.projector)
+        self.projector_ = projector.fit(X) if y is None else projector.fit(X, y)
         return self
 
     def transform(self, X):

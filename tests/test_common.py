@@ -13,6 +13,7 @@ from clip_invariance import (
     InvariantProjector,
     ZeroShotInvariantClassifier,
 )
+from clip_invariance.methods import FirstViewsProjector
 
 ESTIMATORS = [
     InvariantProjector(n_components=1),
@@ -22,6 +23,8 @@ ESTIMATORS = [
     ZeroShotInvariantClassifier(projector=InvariantProjector(n_components=2)),
     FrontDoorEnsembleClassifier(max_iter=0),
     FrontDoorEnsembleClassifier(max_iter=3, random_state=0),
+    # The evaluation's wrapper that fits a projector on the originals only.
+    FirstViewsProjector(InvariantProjector(n_components=1)),
     # Random weights of a tiny architecture registered by conftest: no network.
     CLIPEmbedder(TINY_MODEL, pretrained=None, device="cpu", batch_size=8, num_workers=0),
 ]
