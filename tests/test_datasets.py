@@ -54,3 +54,12 @@ def test_errors():
         make_invariant_embeddings(n_features=10)
     with pytest.raises(ValueError, match="spurious_correlation"):
         make_invariant_embeddings(spurious_correlation=1.5)
+
+
+@pytest.mark.parametrize("n_samples", [1, 2, 3])
+def test_too_few_samples_for_the_environments_is_an_error(n_samples):
+    # Every environment, the shifted test environment included, must get a sample.
+    with pytest.raises(ValueError, match=f"n_samples={n_samples} is smaller than n_environments=4"):
+        make_invariant_embeddings(n_samples=n_samples)
+    data = make_invariant_embeddings(n_samples=4, random_state=0)
+    assert np.unique(data.environments).tolist() == [0, 1, 2, 3]
