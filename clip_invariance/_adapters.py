@@ -120,6 +120,7 @@ def train_adapters(
     max_iter,
     tol,
     n_iter_no_change,
+    verbose=False,
 ):
     """Adam on ``L_tce + beta L_de + gamma L_con``; returns (adapters, loss curve).
 
@@ -139,7 +140,7 @@ def train_adapters(
         Seeds a local torch generator (adapter initialisation, minibatch
         order); torch's global generator is not touched.
     evidence, temperature, beta, gamma, rank, learning_rate, batch_size, \
-max_iter, tol, n_iter_no_change
+max_iter, tol, n_iter_no_change, verbose
         The estimator's parameters of the same names.
 
     Returns
@@ -186,6 +187,10 @@ max_iter, tol, n_iter_no_change
     batch_size = min(batch_size, n)
     t = temperature
     loss_curve, best, stall = [], np.inf, 0
+    from tqdm.auto import tqdm
+
+    # The bar closes at the last epoch run, early stopping included.
+    bar = tqdm(total=max_iter, desc="Front-door training", unit="epoch", disable=not verbose, leave=False)
     for _ in range(max_iter):
         order = torch.randperm(n, generator=generator)
         epoch_loss = 0.0
@@ -203,6 +208,8 @@ max_iter, tol, n_iter_no_change
             optimizer.step()
             epoch_loss += loss.item() * len(idx)
         loss_curve.append(epoch_loss / n)
+        bar.update()
+        bar.set_postfix_str(f"loss {loss_curve[-1]:.4g}", refresh=False)
         if tol is not None:
             if loss_curve[-1] < best - tol:
                 best, stall = loss_curve[-1], 0
@@ -211,6 +218,7 @@ max_iter, tol, n_iter_no_change
                 if stall >= n_iter_no_change:
                     break
 
+    bar.close()
     eye = torch.eye(dim, dtype=dtype)
     with torch.no_grad():
         adapters = (eye + update()).double().numpy()

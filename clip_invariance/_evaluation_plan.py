@@ -141,7 +141,7 @@ def plan_evaluation(store, *, protocol, methods, interventions, seeds, selection
         front_door_prompts=ensemble if ensemble is not None else store.prompt_embeddings,
         probe_views=bool(probe_views), include_target_name=bool(include_target_name), texts=texts,
         front_door_params=front_door_params, layout=StoreLayout(store), n_classes=n_classes,
-        skipped=skipped,
+        skipped=skipped, progress=bool(progress),
         arguments={
             "protocol": protocol, "methods": list(methods), "interventions": list(sources) if icm else None,
             "seeds": seeds, "selection": selection, "templates": templates,

@@ -350,7 +350,7 @@ def _evaluate_round(plan, protocol, target, seed, method, source):
         method, grids=plan.grids, prompts=None if prompts is None else prompts[..., classes, :],
         classes=classes, text_interventions=text, text_view_groups=text_groups,
         n_views=layout.n_views, text_only=source == "text", random_state=seed,
-        front_door_params=plan.front_door_params,
+        front_door_params={"verbose": plan.progress, **plan.front_door_params},  # a bar per training
     )
     if not grid:  # nothing to choose, but the validation accuracy is still measured
         grid = {"temperature": [estimator.temperature]}

@@ -575,3 +575,16 @@ def test_multi_template_generator_structure(data):
 def test_multi_template_generator_rejects_bad_rank():
     with pytest.raises(ValueError, match="template_rank=9 must be at most n_variant=8"):
         make_multi_template_embeddings(n_samples=50, template_rank=9)
+
+
+def test_verbose_shows_a_training_bar_that_reaches_the_epochs_run(capsys):
+    data = make_multi_template_embeddings(n_samples=200, random_state=0)
+    clf = FrontDoorEnsembleClassifier(
+        data.prompt_embeddings, n_views=4, max_iter=3, tol=None, random_state=0, verbose=True
+    ).fit(data.X, data.y)
+    err = capsys.readouterr().err
+    assert clf.n_iter_ == 3 and "Front-door training" in err and "3/3" in err
+    FrontDoorEnsembleClassifier(data.prompt_embeddings, n_views=4, max_iter=2, random_state=0).fit(
+        data.X, data.y
+    )
+    assert "Front-door training" not in capsys.readouterr().err
