@@ -189,8 +189,9 @@ max_iter, tol, n_iter_no_change, verbose
     loss_curve, best, stall = [], np.inf, 0
     from tqdm.auto import tqdm
 
-    # The bar closes at the last epoch run, early stopping included.
-    bar = tqdm(total=max_iter, desc="Front-door training", unit="epoch", disable=not verbose, leave=False)
+    # Redrawn at every epoch (an epoch is long enough), so the bar always shows the epochs run.
+    bar = tqdm(total=max_iter, desc="Front-door training", unit="epoch", disable=not verbose, leave=False,
+               mininterval=0, miniters=1)
     for _ in range(max_iter):
         order = torch.randperm(n, generator=generator)
         epoch_loss = 0.0
