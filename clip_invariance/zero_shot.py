@@ -64,9 +64,9 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
 
     Parameters
     ----------
-    prompt_embeddings : array-like of shape (n_classes, n_features) or \
-            (n_templates, n_classes, n_features), default=None
-        Text embeddings of the class prompts, or of a prompt ensemble (see
+    prompt_embeddings : array-like of shape (C, D) or (M, C, D), default=None
+        Text embeddings of the ``C`` class prompts, or of a prompt ensemble of
+        ``M`` templates (see
         :func:`clip_invariance.prompts.build_prompts` and
         :func:`clip_invariance.prompts.encode_prompts`). ``None`` learns one
         prototype per class instead: the normalised mean of the projected,
