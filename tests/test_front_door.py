@@ -590,3 +590,48 @@ def test_verbose_shows_a_training_bar_that_reaches_the_epochs_run(capsys):
         data.X, data.y
     )
     assert "Front-door training" not in capsys.readouterr().err
+
+
+# ------------------------------------------- distribution shift (issue 10)
+@pytest.fixture(scope="module")
+def shifted():
+    return make_multi_template_embeddings(
+        n_samples=1000, style_shift=True, spurious_correlation=1.0, template_nuisance=1.0,
+        normalize=True, random_state=0,
+    )
+
+
+def shift_scores(data, **params):
+    """(in-domain accuracy on held-out training-environment rows, test-environment accuracy)."""
+    train, test = split(data)
+    rows = np.flatnonzero(train)
+    fit_rows, held_out = rows[::2], rows[1::2]
+    clf = FrontDoorEnsembleClassifier(
+        data.prompt_embeddings, data.anchor_embeddings, n_views=4, random_state=0, **params
+    ).fit(data.X[fit_rows], data.y[fit_rows])
+    return accuracy(clf, data.X[held_out], data.y[held_out]), accuracy(clf, data.X[test], data.y[test])
+
+
+def test_style_shift_templates_differ_by_a_class_agnostic_style_word(shifted):
+    # Clean prompts: the anchors lie in the invariant subspace.
+    P = shifted.invariant_basis
+    anchors = shifted.anchor_embeddings.astype(np.float64)
+    np.testing.assert_allclose(anchors @ P @ P.T, anchors, atol=1e-5)
+    # Before normalisation a style word is one vector for all classes: regenerate unnormalised.
+    raw = make_multi_template_embeddings(
+        n_samples=1000, style_shift=True, template_nuisance=1.0, noise=0.0, random_state=0
+    )
+    words = raw.prompt_embeddings - raw.anchor_embeddings
+    np.testing.assert_allclose(words, np.broadcast_to(words[:, :1], words.shape), atol=1e-5)
+    assert np.all(np.linalg.norm(words[:, 0], axis=-1) > 0.1)
+
+
+def test_style_shift_old_default_training_collapses_out_of_domain(shifted):
+    # The failure mode of issue 10, kept on record with the old defaults written out.
+    free_in, free_out = shift_scores(shifted, max_iter=0)
+    old_in, old_out = shift_scores(
+        shifted, rank=None, max_iter=50, tol=1e-4, n_iter_no_change=5, learning_rate=1e-3
+    )
+    assert free_out > 0.8
+    assert old_in > free_in + 0.05  # training buys in-domain accuracy ...
+    assert old_out < free_out - 0.2  # ... with an out-of-domain collapse
