@@ -1,8 +1,10 @@
 r"""The front door's training: per-template adapters and the three CDC losses (torch).
 
-:class:`~clip_invariance.FrontDoorEnsembleClassifier` imports this module
-only when it trains (``max_iter > 0``), so ``import clip_invariance`` stays
-free of torch. Everything here works on torch tensors, in float32, on CPU.
+:class:`~clip_invariance.FrontDoorEnsembleClassifier` imports this module,
+and torch only when it trains (``max_iter > 0``): every torch import is inside
+:func:`train_adapters`, so ``import clip_invariance`` stays free of torch.
+The losses work on torch tensors, in float32, on CPU; the numpy helpers at
+the end prepare the prompts and apply the learned maps.
 
 For template ``m`` with class embeddings :math:`w^m_c` (adapted and
 normalised), opinion ``k`` pairs a template with a view, and
@@ -20,8 +22,18 @@ with :func:`trusted_cross_entropy`, :func:`decoupling_loss` and
 import numpy as np
 
 from .evidence import torch_evidence
+from .similarity import l2_normalize, normalize_embeddings
+from .views import columns_to_rows
 
-__all__ = ["trusted_cross_entropy", "decoupling_loss", "consistency_loss", "train_adapters"]
+__all__ = [
+    "trusted_cross_entropy",
+    "decoupling_loss",
+    "consistency_loss",
+    "train_adapters",
+    "fit_view_projector",
+    "normalize_prompts",
+    "adapt_prompts",
+]
 
 
 def trusted_cross_entropy(evidence, y):
@@ -120,6 +132,9 @@ def train_adapters(
     max_iter,
     tol,
     n_iter_no_change,
+    alpha=0.0,
+    prompt_span=False,
+    validation_fraction=None,
     verbose=False,
 ):
     """Adam on ``L_tce + beta L_de + gamma L_con``; returns (adapters, loss curve).
@@ -163,55 +178,89 @@ max_iter, tol, n_iter_no_change, verbose
     n_templates, _, dim = prompts.shape
     n = views_t.shape[1]
 
+    # With prompt_span the update lives in the span of the prompts (what a soft prompt can reach):
+    # basis Q (D, K) and update Q A Q^T with a (K, K) or rank-r A.
+    if prompt_span:
+        flat = torch.cat([prompts_t.reshape(-1, dim), anchors_t])
+        _, sv, vh = torch.linalg.svd(flat.double(), full_matrices=False)
+        basis = vh[sv > sv[0] * 1e-6].T.to(dtype)
+    else:
+        basis = torch.eye(dim, dtype=dtype)
+    k = basis.shape[1]
     # Updates start at zero, so every adapter starts at the identity.
     if rank is None:
-        delta = torch.zeros(n_templates, dim, dim, dtype=dtype, requires_grad=True)
+        delta = torch.zeros(n_templates, k, k, dtype=dtype, requires_grad=True)
         weights = [delta]
 
-        def update():
+        def inner():
             return delta
     else:
-        left = torch.zeros(n_templates, dim, rank, dtype=dtype, requires_grad=True)
-        right = torch.randn(n_templates, dim, rank, generator=generator, dtype=dtype)
-        right = (right / dim**0.5).requires_grad_(True)
+        left = torch.zeros(n_templates, k, rank, dtype=dtype, requires_grad=True)
+        right = torch.randn(n_templates, k, rank, generator=generator, dtype=dtype)
+        right = (right / k**0.5).requires_grad_(True)
         weights = [left, right]
 
-        def update():
+        def inner():
             return left @ right.transpose(1, 2)
+
+    def update():
+        return basis @ inner() @ basis.T if prompt_span else inner()
 
     def class_embeddings():
         adapted = prompts_t + prompts_t @ update().transpose(1, 2)
         return torch.nn.functional.normalize(adapted, dim=-1)
 
+    def batch_loss(idx, emb):
+        scores = torch.bmm(views_t[:, idx][pair_v], emb[pair_m].transpose(1, 2))
+        loss = trusted_cross_entropy(torch_evidence(t * scores, evidence), y_t[idx])
+        if beta > 0:
+            loss = loss + beta * decoupling_loss(emb, t)
+        if gamma > 0:
+            loss = loss + gamma * consistency_loss(emb, anchors_t, t)
+        if alpha > 0:  # proximal: class embeddings stay near the training-free ones
+            loss = loss + alpha * ((emb - prompts_t) ** 2).sum(dim=-1).mean(dim=1).sum()
+        return loss
+
+    if validation_fraction is not None:  # (drawn only then: the minibatch order stays reproducible)
+        order = torch.randperm(n, generator=generator)
+        n_val = min(max(1, round(validation_fraction * n)), n - 1)
+        val_idx, train_idx = order[:n_val], order[n_val:]
+    else:
+        train_idx = torch.arange(n)
+    n_train = len(train_idx)
     optimizer = torch.optim.Adam(weights, lr=learning_rate)
-    batch_size = min(batch_size, n)
+    batch_size = min(batch_size, n_train)
     t = temperature
-    loss_curve, best, stall = [], np.inf, 0
+    loss_curve, best, stall, best_weights = [], np.inf, 0, None
     from tqdm.auto import tqdm
 
     # Redrawn at every epoch (an epoch is long enough), so the bar always shows the epochs run.
     bar = tqdm(total=max_iter, desc="Front-door training", unit="epoch", disable=not verbose, leave=False,
                mininterval=0, miniters=1)
     for _ in range(max_iter):
-        order = torch.randperm(n, generator=generator)
+        order = train_idx[torch.randperm(n_train, generator=generator)]
         epoch_loss = 0.0
-        for start in range(0, n, batch_size):
+        for start in range(0, n_train, batch_size):
             idx = order[start : start + batch_size]
-            emb = class_embeddings()
-            scores = torch.bmm(views_t[:, idx][pair_v], emb[pair_m].transpose(1, 2))
-            loss = trusted_cross_entropy(torch_evidence(t * scores, evidence), y_t[idx])
-            if beta > 0:
-                loss = loss + beta * decoupling_loss(emb, t)
-            if gamma > 0:
-                loss = loss + gamma * consistency_loss(emb, anchors_t, t)
+            loss = batch_loss(idx, class_embeddings())
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
             epoch_loss += loss.item() * len(idx)
-        loss_curve.append(epoch_loss / n)
+        loss_curve.append(epoch_loss / n_train)
         bar.update()
         bar.set_postfix_str(f"loss {loss_curve[-1]:.4g}", refresh=False)
-        if tol is not None:
+        if validation_fraction is not None:  # early stopping on the held-out loss, best weights kept
+            with torch.no_grad():
+                score = batch_loss(val_idx, class_embeddings()).item()
+            if score < best - (0.0 if tol is None else tol):
+                best, stall = score, 0
+                best_weights = [w.detach().clone() for w in weights]
+            else:
+                stall += 1
+                if stall >= n_iter_no_change:
+                    break
+        elif tol is not None:
             if loss_curve[-1] < best - tol:
                 best, stall = loss_curve[-1], 0
             else:
@@ -219,8 +268,32 @@ max_iter, tol, n_iter_no_change, verbose
                 if stall >= n_iter_no_change:
                     break
 
+    if best_weights is not None:
+        with torch.no_grad():
+            for w, b in zip(weights, best_weights):
+                w.copy_(b)
     bar.close()
     eye = torch.eye(dim, dtype=dtype)
     with torch.no_grad():
         adapters = (eye + update()).double().numpy()
     return adapters, loss_curve
+
+
+def fit_view_projector(projector, X, y, n_views):
+    """An image and its augmentations are interventional views of one content."""
+    if n_views >= 2:
+        X_rows, view_groups = columns_to_rows(X, n_views)
+        return projector.fit(X_rows, view_groups=view_groups)
+    return projector.fit(X, y)
+
+
+def normalize_prompts(prompts):
+    """Unit-norm (M, C, D) prompts; a row the projection zeroed is an error too."""
+    flat = prompts.reshape(-1, prompts.shape[-1])
+    unit = normalize_embeddings(flat, input_name="projected prompt_embeddings", zero_rows="raise")
+    return unit.reshape(prompts.shape)
+
+
+def adapt_prompts(prompts, adapters):
+    """Apply each template's map to its class embeddings and re-normalise."""
+    return l2_normalize(np.einsum("mcd,med->mce", prompts, adapters))

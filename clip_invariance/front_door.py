@@ -12,6 +12,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from ._adapters import adapt_prompts, fit_view_projector, normalize_prompts
 from .evidence import EVIDENCE_FUNCTIONS, fuse_evidence, log_evidence, opinion_from_evidence
 from .similarity import (
     average_prompt_ensemble,
@@ -23,7 +24,7 @@ from .similarity import (
     normalize_embeddings,
     project_embeddings,
 )
-from .views import columns_to_rows, split_columns
+from .views import split_columns
 
 __all__ = ["FrontDoorEnsembleClassifier"]
 
@@ -60,8 +61,9 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
     learns one class-agnostic map :math:`W_m = I + \Delta_m` (or
     :math:`I + U_m V_m^\top` with ``rank``) per template, starting at the
     identity, by Adam on the trusted cross-entropy of every opinion plus
-    ``beta`` times the decoupling loss and ``gamma`` times the consistency
-    loss to ``anchor_embeddings``. The maps do not depend on the class, so
+    ``beta`` times the decoupling loss, ``gamma`` times the consistency loss
+    to ``anchor_embeddings`` and ``alpha`` times a proximal penalty. The maps
+    do not depend on the class, so
     :meth:`with_prompts` predicts new classes from their prompts alone.
     Without prompt embeddings, the normalised class means of the
     view-averaged training embeddings are the single template. With a
@@ -101,8 +103,17 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         Weight of the decoupling loss.
     gamma : float, default=1.0
         Weight of the consistency loss.
+    alpha : float, default=20.0
+        Weight of the proximal penalty ``sum_m mean_c ||w^m_c - p^m_c||^2``
+        that keeps the adapted class embeddings near the training-free ones.
     rank : int or None, default=None
         Rank of each adapter's update; ``None`` for a full residual map.
+    prompt_span : bool, default=True
+        Confine each update to the span of the prompt and anchor embeddings
+        (what a soft prompt can reach). With ``alpha=20``, the default by
+        evidence (table in the :ref:`User Guide <front_door>`): under the
+        style shift of ``make_multi_template_embeddings(style_shift=True)``
+        it loses 1 point out of domain (``alpha=0``, full maps: 23).
     learning_rate : float, default=1e-3
         Adam step size.
     batch_size : int, default=256
@@ -114,6 +125,9 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         ``max_iter`` epochs.
     n_iter_no_change : int, default=5
         Epochs without improvement before stopping.
+    validation_fraction : float in (0, 1) or None, default=None
+        Hold out this fraction of the samples and stop on their loss instead,
+        keeping the best epoch's adapters (like scikit-learn's MLP).
     projector : estimator or None, default=None
         Unfitted transformer (e.g. ``InvariantProjector``) applied to views
         and prompts alike; cloned at fit.
@@ -178,12 +192,15 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         "temperature": [Interval(Real, 0, None, closed="neither")],
         "beta": [Interval(Real, 0, None, closed="left")],
         "gamma": [Interval(Real, 0, None, closed="left")],
+        "alpha": [Interval(Real, 0, None, closed="left")],
         "rank": [Interval(Integral, 1, None, closed="left"), None],
+        "prompt_span": ["boolean"],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "max_iter": [Interval(Integral, 0, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left"), None],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither"), None],
         "projector": [HasMethods(["fit", "transform"]), None],
         "random_state": ["random_state"],
         "verbose": ["boolean"],
@@ -201,12 +218,15 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         temperature=10.0,
         beta=0.1,
         gamma=1.0,
+        alpha=20.0,
         rank=None,
+        prompt_span=True,
         learning_rate=1e-3,
         batch_size=256,
         max_iter=50,
         tol=1e-4,
         n_iter_no_change=5,
+        validation_fraction=None,
         projector=None,
         random_state=None,
         verbose=False,
@@ -218,14 +238,13 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         self.pairing = pairing
         self.evidence = evidence
         self.temperature = temperature
-        self.beta = beta
-        self.gamma = gamma
-        self.rank = rank
+        self.beta, self.gamma = beta, gamma
+        self.alpha, self.rank, self.prompt_span = alpha, rank, prompt_span
         self.learning_rate = learning_rate
         self.batch_size = batch_size
         self.max_iter = max_iter
         self.tol = tol
-        self.n_iter_no_change = n_iter_no_change
+        self.n_iter_no_change, self.validation_fraction = n_iter_no_change, validation_fraction
         self.projector = projector
         self.random_state = random_state
         self.verbose = verbose
@@ -273,7 +292,7 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
 
         projector = None
         if self.projector is not None:
-            projector = _fit_projector(clone(self.projector), X, y, self.n_views)
+            projector = fit_view_projector(clone(self.projector), X, y, self.n_views)
             views = project_embeddings(projector, views)
         if prompts is not None:  # float64, projected or not
             prompts, anchors = (project_embeddings(projector, a) for a in (prompts, anchors))
@@ -282,7 +301,7 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
             # Class prototypes: normalised means of the view-averaged embeddings.
             anchors = class_prototypes(views.mean(axis=0, dtype=np.float64), y_idx, len(classes))
             prompts = anchors[None]
-        prompts = _normalize_prompts(prompts)
+        prompts = normalize_prompts(prompts)
         anchors = l2_normalize(anchors)
 
         n_templates, _, dim = prompts.shape
@@ -290,7 +309,7 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
             adapters = np.broadcast_to(np.eye(dim), (n_templates, dim, dim)).copy()
             loss_curve = []
         else:
-            from ._adapters import train_adapters
+            from ._adapters import train_adapters  # torch from here on
 
             seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
             adapters, loss_curve = train_adapters(
@@ -300,7 +319,7 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         self.classes_, self.projector_ = classes, projector
         self.n_templates_, self.pairs_, self.adapters_ = n_templates, pairs, adapters
         self.n_iter_, self.loss_curve_ = len(loss_curve), loss_curve
-        self.class_embeddings_ = _adapt(prompts, adapters)
+        self.class_embeddings_ = adapt_prompts(prompts, adapters)
         return self
 
     def predict_proba(self, X):
@@ -411,8 +430,8 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
                                      anchor_embeddings=None)
         vars(new).update({k: v for k, v in vars(self).items() if k.endswith("_")})
         new.classes_ = labels
-        prompts = _normalize_prompts(project_embeddings(self.projector_, prompts))
-        new.class_embeddings_ = _adapt(prompts, self.adapters_)
+        prompts = normalize_prompts(project_embeddings(self.projector_, prompts))
+        new.class_embeddings_ = adapt_prompts(prompts, self.adapters_)
         return new
 
     def _check_anchors(self, prompts, name="anchor_embeddings"):
@@ -476,25 +495,6 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
 
 
 # The constructor parameters passed on to clip_invariance._adapters.train_adapters.
-_TRAINING_PARAMS = ("evidence", "temperature", "beta", "gamma", "rank", "learning_rate",
-                    "batch_size", "max_iter", "tol", "n_iter_no_change", "verbose")
-
-
-def _fit_projector(projector, X, y, n_views):
-    """An image and its augmentations are interventional views of one content."""
-    if n_views >= 2:
-        X_rows, view_groups = columns_to_rows(X, n_views)
-        return projector.fit(X_rows, view_groups=view_groups)
-    return projector.fit(X, y)
-
-
-def _normalize_prompts(prompts):
-    """Unit-norm (M, C, D) prompts; a row the projection zeroed is an error too."""
-    flat = prompts.reshape(-1, prompts.shape[-1])
-    unit = normalize_embeddings(flat, input_name="projected prompt_embeddings", zero_rows="raise")
-    return unit.reshape(prompts.shape)
-
-
-def _adapt(prompts, adapters):
-    """Apply each template's map to its class embeddings and re-normalise."""
-    return l2_normalize(np.einsum("mcd,med->mce", prompts, adapters))
+_TRAINING_PARAMS = ("evidence", "temperature", "beta", "gamma", "alpha", "rank", "prompt_span",
+                    "learning_rate", "batch_size", "max_iter", "tol", "n_iter_no_change",
+                    "validation_fraction", "verbose")

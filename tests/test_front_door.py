@@ -183,7 +183,9 @@ def test_predictions_match_values_recorded_before_the_refactor():
         free.predict_uncertainty(data.X[:3]),
         [0.0008340959758566137, 2.591947171152377e-06, 0.00039439967989945865], rtol=1e-5,
     )
-    trained = FrontDoorEnsembleClassifier(**kwargs, max_iter=3, random_state=0).fit(data.X, data.y)
+    trained = FrontDoorEnsembleClassifier(
+        **kwargs, max_iter=3, alpha=0.0, prompt_span=False, random_state=0  # the defaults then
+    ).fit(data.X, data.y)
     # float32 training: allow for another CPU's rounding.
     np.testing.assert_allclose(
         trained.predict_proba(data.X[:2])[:, :4],
@@ -238,6 +240,7 @@ def test_base_to_new_with_prompts(data):
     clf = FrontDoorEnsembleClassifier(
         T[:, data.base_classes], data.anchor_embeddings[data.base_classes],
         classes=data.base_classes, n_views=4, max_iter=10, random_state=0,
+        alpha=0.0, prompt_span=False,  # free maps: base accuracy is at 0.98, the default keeps it
     ).fit(data.X[train & base], data.y[train & base])
     new = clf.with_prompts(T[:, data.new_classes], classes=data.new_classes)
     assert new is not clf and clf.classes_.tolist() == data.base_classes.tolist()
@@ -260,6 +263,15 @@ def test_base_to_new_with_prompts(data):
     assert accuracy(new, data.X[new_rows], data.y[new_rows]) > accuracy(
         free_new, data.X[new_rows], data.y[new_rows]
     ) - 0.1
+    # The default maps live in the span of the base prompts and still apply to new ones.
+    default = FrontDoorEnsembleClassifier(
+        T[:, data.base_classes], data.anchor_embeddings[data.base_classes],
+        classes=data.base_classes, n_views=4, max_iter=10, random_state=0,
+    ).fit(data.X[train & base], data.y[train & base])
+    default_new = default.with_prompts(T[:, data.new_classes], classes=data.new_classes)
+    free_acc = accuracy(free_new, data.X[new_rows], data.y[new_rows])
+    assert accuracy(default_new, data.X[new_rows], data.y[new_rows]) >= free_acc - 0.02
+    assert not np.allclose(default.adapters_, free.adapters_)
 
 
 def test_with_prompts_of_an_untrained_model_equals_a_fresh_one(data):
@@ -630,8 +642,77 @@ def test_style_shift_old_default_training_collapses_out_of_domain(shifted):
     # The failure mode of issue 10, kept on record with the old defaults written out.
     free_in, free_out = shift_scores(shifted, max_iter=0)
     old_in, old_out = shift_scores(
-        shifted, rank=None, max_iter=50, tol=1e-4, n_iter_no_change=5, learning_rate=1e-3
+        shifted, alpha=0.0, prompt_span=False, rank=None, max_iter=50, tol=1e-4,
+        n_iter_no_change=5, learning_rate=1e-3,
     )
     assert free_out > 0.8
     assert old_in > free_in + 0.05  # training buys in-domain accuracy ...
     assert old_out < free_out - 0.2  # ... with an out-of-domain collapse
+
+
+def test_default_training_keeps_out_of_domain_accuracy_and_still_gains_in_domain(shifted, data):
+    # Issue 10's two requirements, with the defaults (alpha=20, prompt_span=True).
+    free_in, free_out = shift_scores(shifted, max_iter=0)
+    trained_in, trained_out = shift_scores(shifted)
+    assert trained_out >= free_out - 0.03
+    assert trained_in > free_in  # the shifted set-up still gains in domain
+    # Misaligned templates (the default generator): training still helps in domain.
+    current_free_in, _ = shift_scores(data, max_iter=0)
+    current_in, _ = shift_scores(data)
+    assert current_in > current_free_in + 0.1
+
+
+def test_prompt_span_confines_the_update_to_the_prompts_span(shifted):
+    T, A = shifted.prompt_embeddings, shifted.anchor_embeddings
+    clf = FrontDoorEnsembleClassifier(T, A, n_views=4, max_iter=3, random_state=0).fit(
+        shifted.X, shifted.y
+    )
+    update = clf.adapters_ - np.eye(T.shape[-1])
+    span = np.linalg.svd(np.vstack([T.reshape(-1, T.shape[-1]), A]), full_matrices=False)[2]
+    outside = np.eye(T.shape[-1]) - span.T @ span  # projector on the complement
+    assert np.abs(update).max() > 1e-3
+    np.testing.assert_allclose(outside @ update, 0.0, atol=1e-5)
+    np.testing.assert_allclose(update @ outside, 0.0, atol=1e-5)
+    free_maps = clf.set_params(prompt_span=False).fit(shifted.X, shifted.y)
+    assert np.abs(outside @ (free_maps.adapters_ - np.eye(T.shape[-1]))).max() > 1e-3
+
+
+def test_alpha_keeps_class_embeddings_near_the_training_free_ones(shifted):
+    T, A = shifted.prompt_embeddings, shifted.anchor_embeddings
+    params = {"n_views": 4, "max_iter": 5, "tol": None, "random_state": 0}
+    free = FrontDoorEnsembleClassifier(T, A, n_views=4, max_iter=0).fit(shifted.X, shifted.y)
+    drift = [
+        np.abs(
+            FrontDoorEnsembleClassifier(T, A, alpha=alpha, **params).fit(shifted.X, shifted.y)
+            .class_embeddings_ - free.class_embeddings_
+        ).sum()
+        for alpha in (0.0, 20.0, 200.0)
+    ]
+    assert drift[0] > drift[1] > drift[2] > 0
+
+
+def test_validation_fraction_stops_on_held_out_loss_and_keeps_the_best_epoch(shifted):
+    T, A = shifted.prompt_embeddings, shifted.anchor_embeddings
+    params = {"n_views": 4, "max_iter": 40, "random_state": 0, "alpha": 0.0, "prompt_span": False,
+                  "learning_rate": 1e-2, "n_iter_no_change": 2}
+    stopped = FrontDoorEnsembleClassifier(T, A, validation_fraction=0.3, **params).fit(
+        shifted.X, shifted.y
+    )
+    assert stopped.n_iter_ < 40
+    # The kept adapters are those of the best epoch: refit for exactly that many epochs.
+    best = stopped.n_iter_ - params["n_iter_no_change"]
+    again = FrontDoorEnsembleClassifier(
+        T, A, validation_fraction=0.3, **{**params, "max_iter": best, "tol": None}
+    ).fit(shifted.X, shifted.y)
+    np.testing.assert_allclose(stopped.adapters_, again.adapters_, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "value, message",
+    [(0.0, "validation_fraction"), (1.0, "validation_fraction"), (-1.0, "alpha")],
+)
+def test_new_training_parameters_are_validated(data, value, message):
+    name = "alpha" if message == "alpha" else "validation_fraction"
+    clf = FrontDoorEnsembleClassifier(data.prompt_embeddings, n_views=4, **{name: value})
+    with pytest.raises(ValueError, match=f"'{name}' parameter"):
+        clf.fit(data.X, data.y)
