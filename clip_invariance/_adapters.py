@@ -60,8 +60,8 @@ def trusted_cross_entropy(evidence, y):
     return (torch.digamma(strength) - torch.digamma(alpha_y)).mean(dim=1).sum()
 
 
-def decoupling_loss(class_embeddings, temperature):
-    r"""``L_de``: mean over ``m != m'`` and ``c`` of ``sum_cbar P log P`` (negative entropy).
+def decoupling_loss(class_embeddings, temperature, reduction="mean"):
+    r"""``L_de``: over ``m != m'`` and ``c``, ``sum_cbar P log P`` (negative entropy).
 
     ``P(cbar | w^m_c, w^{m'})`` is the softmax over classes ``cbar`` of
     ``temperature`` times the cosines of template ``m``'s class ``c`` with
@@ -72,6 +72,11 @@ def decoupling_loss(class_embeddings, temperature):
     class_embeddings : torch.Tensor of shape (n_templates, n_classes, n_features)
         Normalised.
     temperature : float
+    reduction : {"mean", "sum"}, default="mean"
+        ``"mean"`` averages over the ordered pairs ``m != m'`` and the classes;
+        ``"sum"`` sums over the templates ``m`` (and averages over ``m'`` and
+        ``c``), ``M`` times the mean: the same ``beta`` weighs it ``M`` times
+        more.
 
     Returns
     -------
@@ -86,7 +91,8 @@ def decoupling_loss(class_embeddings, temperature):
     log_p = torch.log_softmax(logits, dim=-1)
     neg_entropy = (log_p.exp() * log_p).sum(dim=-1).mean(dim=-1)  # (M, M)
     off_diagonal = ~torch.eye(n_templates, dtype=torch.bool)
-    return neg_entropy[off_diagonal].mean()
+    mean = neg_entropy[off_diagonal].mean()
+    return mean * n_templates if reduction == "sum" else mean
 
 
 def consistency_loss(class_embeddings, anchors, temperature):
@@ -135,6 +141,7 @@ def train_adapters(
     alpha=0.0,
     prompt_span=False,
     validation_fraction=None,
+    decoupling_reduction="mean",
     verbose=False,
 ):
     """Adam on ``L_tce + beta L_de + gamma L_con``; returns (adapters, loss curve).
@@ -214,7 +221,7 @@ max_iter, tol, n_iter_no_change, verbose
         scores = torch.bmm(views_t[:, idx][pair_v], emb[pair_m].transpose(1, 2))
         loss = trusted_cross_entropy(torch_evidence(t * scores, evidence), y_t[idx])
         if beta > 0:
-            loss = loss + beta * decoupling_loss(emb, t)
+            loss = loss + beta * decoupling_loss(emb, t, decoupling_reduction)
         if gamma > 0:
             loss = loss + gamma * consistency_loss(emb, anchors_t, t)
         if alpha > 0:  # proximal: class embeddings stay near the training-free ones

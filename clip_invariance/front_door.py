@@ -101,6 +101,9 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         certain (``u ~ 0``); 10 keeps the uncertainty informative.
     beta : float, default=0.1
         Weight of the decoupling loss.
+    decoupling_reduction : {"mean", "sum"}, default="mean"
+        Mean or sum of the decoupling loss over templates (``"sum"`` is ``M``
+        times the mean), see :func:`clip_invariance._adapters.decoupling_loss`.
     gamma : float, default=1.0
         Weight of the consistency loss.
     alpha : float, default=20.0
@@ -109,11 +112,9 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
     rank : int or None, default=None
         Rank of each adapter's update; ``None`` for a full residual map.
     prompt_span : bool, default=True
-        Confine each update to the span of the prompt and anchor embeddings
-        (what a soft prompt can reach). With ``alpha=20``, the default by
-        evidence (table in the :ref:`User Guide <front_door>`): under the
-        style shift of ``make_multi_template_embeddings(style_shift=True)``
-        it loses 1 point out of domain (``alpha=0``, full maps: 23).
+        Confine each update to the span of the prompt and anchor embeddings.
+        With ``alpha=20``, the default by evidence (:ref:`User Guide
+        <front_door>`): 1 point lost out of domain under a style shift (23 before).
     learning_rate : float, default=1e-3
         Adam step size.
     batch_size : int, default=256
@@ -191,6 +192,7 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         "evidence": [StrOptions(set(EVIDENCE_FUNCTIONS))],
         "temperature": [Interval(Real, 0, None, closed="neither")],
         "beta": [Interval(Real, 0, None, closed="left")],
+        "decoupling_reduction": [StrOptions({"mean", "sum"})],
         "gamma": [Interval(Real, 0, None, closed="left")],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "rank": [Interval(Integral, 1, None, closed="left"), None],
@@ -217,6 +219,7 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         evidence="exp",
         temperature=10.0,
         beta=0.1,
+        decoupling_reduction="mean",
         gamma=1.0,
         alpha=20.0,
         rank=None,
@@ -238,16 +241,13 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         self.pairing = pairing
         self.evidence = evidence
         self.temperature = temperature
-        self.beta, self.gamma = beta, gamma
+        self.beta, self.decoupling_reduction, self.gamma = beta, decoupling_reduction, gamma
         self.alpha, self.rank, self.prompt_span = alpha, rank, prompt_span
-        self.learning_rate = learning_rate
-        self.batch_size = batch_size
-        self.max_iter = max_iter
-        self.tol = tol
+        self.learning_rate, self.batch_size = learning_rate, batch_size
+        self.max_iter, self.tol = max_iter, tol
         self.n_iter_no_change, self.validation_fraction = n_iter_no_change, validation_fraction
         self.projector = projector
-        self.random_state = random_state
-        self.verbose = verbose
+        self.random_state, self.verbose = random_state, verbose
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y):
@@ -497,4 +497,4 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
 # The constructor parameters passed on to clip_invariance._adapters.train_adapters.
 _TRAINING_PARAMS = ("evidence", "temperature", "beta", "gamma", "alpha", "rank", "prompt_span",
                     "learning_rate", "batch_size", "max_iter", "tol", "n_iter_no_change",
-                    "validation_fraction", "verbose")
+                    "validation_fraction", "decoupling_reduction", "verbose")

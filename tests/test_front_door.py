@@ -716,3 +716,26 @@ def test_new_training_parameters_are_validated(data, value, message):
     clf = FrontDoorEnsembleClassifier(data.prompt_embeddings, n_views=4, **{name: value})
     with pytest.raises(ValueError, match=f"'{name}' parameter"):
         clf.fit(data.X, data.y)
+
+
+def test_decoupling_reduction_sum_is_m_times_the_mean_hand_value():
+    # Three identical templates of two orthogonal classes at temperature 1: every
+    # (m, m', c) term is p log p + (1 - p) log(1 - p) with p = sigmoid(1).
+    eye = torch.eye(2, dtype=torch.float64)
+    p = 1 / (1 + np.exp(-1.0))
+    term = p * np.log(p) + (1 - p) * np.log(1 - p)  # -0.5822787
+    three = torch.stack([eye, eye, eye])
+    assert decoupling_loss(three, 1.0, "mean").item() == pytest.approx(term)
+    assert decoupling_loss(three, 1.0, "sum").item() == pytest.approx(3 * term)
+
+
+def test_decoupling_reduction_sum_equals_mean_with_beta_times_m(data):
+    # The same loss, so the same training: "sum" with beta is "mean" with M * beta.
+    params = {"n_views": 4, "max_iter": 2, "random_state": 0, "tol": None}
+    T = data.prompt_embeddings
+    summed = FrontDoorEnsembleClassifier(T, beta=0.1, decoupling_reduction="sum", **params)
+    meaned = FrontDoorEnsembleClassifier(T, beta=0.1 * len(T), **params)
+    plain = FrontDoorEnsembleClassifier(T, beta=0.1, **params)
+    adapters = [clf.fit(data.X, data.y).adapters_ for clf in (summed, meaned, plain)]
+    np.testing.assert_allclose(adapters[0], adapters[1], atol=1e-5)
+    assert not np.allclose(adapters[0], adapters[2], atol=1e-5)
