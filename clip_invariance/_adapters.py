@@ -19,9 +19,11 @@ with :func:`trusted_cross_entropy`, :func:`decoupling_loss` and
 :func:`consistency_loss`; :func:`train_adapters` minimises it with Adam.
 """
 
+import math
+
 import numpy as np
 
-from .evidence import torch_evidence
+from .evidence import EXP_CLIP, torch_evidence
 from .similarity import l2_normalize, normalize_embeddings
 from .views import columns_to_rows
 
@@ -30,6 +32,9 @@ __all__ = [
     "decoupling_loss",
     "consistency_loss",
     "train_adapters",
+    "fused_evidence",
+    "kl_to_uniform",
+    "make_pairs",
     "fit_view_projector",
     "normalize_prompts",
     "adapt_prompts",
@@ -58,6 +63,57 @@ def trusted_cross_entropy(evidence, y):
     strength = alpha.sum(dim=-1)
     alpha_y = alpha.gather(-1, y.expand(alpha.shape[0], -1)[..., None])[..., 0]
     return (torch.digamma(strength) - torch.digamma(alpha_y)).mean(dim=1).sum()
+
+
+def fused_evidence(evidence):
+    r"""Evidence of the fused opinion (reduced Dempster rule), in torch.
+
+    ``e_c = C expm1(sum_k log1p(e^k_c / C))`` (:mod:`clip_invariance.evidence`),
+    clipped at ``exp(EXP_CLIP)`` as :func:`~clip_invariance.evidence.torch_evidence` is.
+
+    Parameters
+    ----------
+    evidence : torch.Tensor of shape (n_opinions, n_samples, n_classes)
+
+    Returns
+    -------
+    evidence : torch.Tensor of shape (1, n_samples, n_classes)
+    """
+    import torch
+
+    n_classes = evidence.shape[-1]
+    total = torch.log1p(evidence / n_classes).sum(dim=0, keepdim=True)
+    return n_classes * torch.expm1(torch.clamp(total, max=EXP_CLIP - float(np.log(n_classes))))
+
+
+def kl_to_uniform(evidence, y):
+    r"""TMC's KL term: ``sum_k mean_i KL(Dir(alpha~) || Dir(1))``.
+
+    ``alpha~ = y + (1 - y) * alpha`` removes the true class's evidence, so the
+    term penalises evidence for the wrong classes only (Han et al., 2021).
+
+    Parameters
+    ----------
+    evidence : torch.Tensor of shape (n_opinions, n_samples, n_classes)
+    y : torch.Tensor of int64, shape (n_samples,)
+
+    Returns
+    -------
+    loss : torch.Tensor, a scalar.
+    """
+    import torch
+
+    alpha = evidence + 1.0
+    truth = torch.nn.functional.one_hot(y, alpha.shape[-1]).to(alpha.dtype)
+    tilde = truth + (1.0 - truth) * alpha
+    strength = tilde.sum(dim=-1)
+    n_classes = alpha.shape[-1]
+    kl = (
+        torch.lgamma(strength) - math.lgamma(n_classes)
+        - torch.lgamma(tilde).sum(dim=-1)
+        + ((tilde - 1.0) * (torch.digamma(tilde) - torch.digamma(strength)[..., None])).sum(dim=-1)
+    )
+    return kl.mean(dim=1).sum()
 
 
 def decoupling_loss(class_embeddings, temperature, reduction="mean"):
@@ -142,6 +198,8 @@ def train_adapters(
     prompt_span=False,
     validation_fraction=None,
     decoupling_reduction="mean",
+    fused_loss=False,
+    kl_annealing_epochs=None,
     verbose=False,
 ):
     """Adam on ``L_tce + beta L_de + gamma L_con``; returns (adapters, loss curve).
@@ -217,9 +275,14 @@ max_iter, tol, n_iter_no_change, verbose
         adapted = prompts_t + prompts_t @ update().transpose(1, 2)
         return torch.nn.functional.normalize(adapted, dim=-1)
 
-    def batch_loss(idx, emb):
+    def batch_loss(idx, emb, epoch):
         scores = torch.bmm(views_t[:, idx][pair_v], emb[pair_m].transpose(1, 2))
-        loss = trusted_cross_entropy(torch_evidence(t * scores, evidence), y_t[idx])
+        opinions = torch_evidence(t * scores, evidence)
+        if fused_loss:  # TMC: the fused opinion is one more opinion to train
+            opinions = torch.cat([opinions, fused_evidence(opinions)])
+        loss = trusted_cross_entropy(opinions, y_t[idx])
+        if kl_annealing_epochs is not None:
+            loss = loss + min(1.0, (epoch + 1) / kl_annealing_epochs) * kl_to_uniform(opinions, y_t[idx])
         if beta > 0:
             loss = loss + beta * decoupling_loss(emb, t, decoupling_reduction)
         if gamma > 0:
@@ -244,12 +307,12 @@ max_iter, tol, n_iter_no_change, verbose
     # Redrawn at every epoch (an epoch is long enough), so the bar always shows the epochs run.
     bar = tqdm(total=max_iter, desc="Front-door training", unit="epoch", disable=not verbose, leave=False,
                mininterval=0, miniters=1)
-    for _ in range(max_iter):
+    for epoch in range(max_iter):
         order = train_idx[torch.randperm(n_train, generator=generator)]
         epoch_loss = 0.0
         for start in range(0, n_train, batch_size):
             idx = order[start : start + batch_size]
-            loss = batch_loss(idx, class_embeddings())
+            loss = batch_loss(idx, class_embeddings(), epoch)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -259,7 +322,7 @@ max_iter, tol, n_iter_no_change, verbose
         bar.set_postfix_str(f"loss {loss_curve[-1]:.4g}", refresh=False)
         if validation_fraction is not None:  # early stopping on the held-out loss, best weights kept
             with torch.no_grad():
-                score = batch_loss(val_idx, class_embeddings()).item()
+                score = batch_loss(val_idx, class_embeddings(), epoch).item()
             if score < best - (0.0 if tol is None else tol):
                 best, stall = score, 0
                 best_weights = [w.detach().clone() for w in weights]
@@ -284,6 +347,21 @@ max_iter, tol, n_iter_no_change, verbose
     with torch.no_grad():
         adapters = (eye + update()).double().numpy()
     return adapters, loss_curve
+
+
+def make_pairs(pairing, n_views, n_templates):
+    """``(template, view)`` of every opinion, template-major (``pairing`` as the classifier's)."""
+    if pairing == "auto":
+        pairing = "paired" if n_views == n_templates else "all"
+    if pairing == "paired":
+        if n_views != n_templates:
+            raise ValueError(
+                f"pairing='paired' needs one view per template, got n_views="
+                f"{n_views} and {n_templates} template(s)."
+            )
+        return np.column_stack([np.arange(n_templates)] * 2)
+    m, v = np.meshgrid(np.arange(n_templates), np.arange(n_views), indexing="ij")
+    return np.column_stack([m.ravel(), v.ravel()])
 
 
 def fit_view_projector(projector, X, y, n_views):

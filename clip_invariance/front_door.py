@@ -12,7 +12,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._adapters import adapt_prompts, fit_view_projector, normalize_prompts
+from ._adapters import adapt_prompts, fit_view_projector, make_pairs, normalize_prompts
 from .evidence import EVIDENCE_FUNCTIONS, fuse_evidence, log_evidence, opinion_from_evidence
 from .similarity import (
     average_prompt_ensemble,
@@ -106,6 +106,12 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         times the mean), see :func:`clip_invariance._adapters.decoupling_loss`.
     gamma : float, default=1.0
         Weight of the consistency loss.
+    fused_loss : bool, default=True
+        Add the trusted cross-entropy of the fused opinion (TMC's full loss):
+        +5 points in domain, no loss out of domain (:ref:`User Guide <front_door>`).
+    kl_annealing_epochs : int or None, default=None
+        Add TMC's KL term, weighted ``min(1, epoch / kl_annealing_epochs)``;
+        ``None``: no KL term.
     alpha : float, default=20.0
         Weight of the proximal penalty ``sum_m mean_c ||w^m_c - p^m_c||^2``
         that keeps the adapted class embeddings near the training-free ones.
@@ -194,6 +200,8 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         "beta": [Interval(Real, 0, None, closed="left")],
         "decoupling_reduction": [StrOptions({"mean", "sum"})],
         "gamma": [Interval(Real, 0, None, closed="left")],
+        "fused_loss": ["boolean"],
+        "kl_annealing_epochs": [Interval(Integral, 1, None, closed="left"), None],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "rank": [Interval(Integral, 1, None, closed="left"), None],
         "prompt_span": ["boolean"],
@@ -221,6 +229,8 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         beta=0.1,
         decoupling_reduction="mean",
         gamma=1.0,
+        fused_loss=True,
+        kl_annealing_epochs=None,
         alpha=20.0,
         rank=None,
         prompt_span=True,
@@ -242,6 +252,7 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         self.evidence = evidence
         self.temperature = temperature
         self.beta, self.decoupling_reduction, self.gamma = beta, decoupling_reduction, gamma
+        self.fused_loss, self.kl_annealing_epochs = fused_loss, kl_annealing_epochs
         self.alpha, self.rank, self.prompt_span = alpha, rank, prompt_span
         self.learning_rate, self.batch_size = learning_rate, batch_size
         self.max_iter, self.tol = max_iter, tol
@@ -288,7 +299,7 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
             classes = check_classes(self.classes, prompts.shape[1])
             y_idx = encode_labels(y, classes)
             anchors = self._check_anchors(prompts)
-        pairs = self._make_pairs(1 if prompts is None else prompts.shape[0])
+        pairs = make_pairs(self.pairing, self.n_views, 1 if prompts is None else prompts.shape[0])
 
         projector = None
         if self.projector is not None:
@@ -445,20 +456,6 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
             )
         return anchors[0]
 
-    def _make_pairs(self, n_templates):
-        pairing = self.pairing
-        if pairing == "auto":
-            pairing = "paired" if self.n_views == n_templates else "all"
-        if pairing == "paired":
-            if self.n_views != n_templates:
-                raise ValueError(
-                    f"pairing='paired' needs one view per template, got n_views="
-                    f"{self.n_views} and {n_templates} template(s)."
-                )
-            return np.column_stack([np.arange(n_templates)] * 2)
-        m, v = np.meshgrid(np.arange(n_templates), np.arange(self.n_views), indexing="ij")
-        return np.column_stack([m.ravel(), v.ravel()])
-
     def _normalize_views(self, views):
         """Unit-norm (n_views, n, D) views, all in one call; zero rows are named (view, row)."""
         name = ("projected " if self.projector is not None else "") + "X"
@@ -497,4 +494,5 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
 # The constructor parameters passed on to clip_invariance._adapters.train_adapters.
 _TRAINING_PARAMS = ("evidence", "temperature", "beta", "gamma", "alpha", "rank", "prompt_span",
                     "learning_rate", "batch_size", "max_iter", "tol", "n_iter_no_change",
-                    "validation_fraction", "decoupling_reduction", "verbose")
+                    "validation_fraction", "decoupling_reduction", "fused_loss",
+                    "kl_annealing_epochs", "verbose")

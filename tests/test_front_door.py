@@ -184,7 +184,8 @@ def test_predictions_match_values_recorded_before_the_refactor():
         [0.0008340959758566137, 2.591947171152377e-06, 0.00039439967989945865], rtol=1e-5,
     )
     trained = FrontDoorEnsembleClassifier(
-        **kwargs, max_iter=3, alpha=0.0, prompt_span=False, random_state=0  # the defaults then
+        **kwargs, max_iter=3, alpha=0.0, prompt_span=False, fused_loss=False,  # the defaults then
+        random_state=0,
     ).fit(data.X, data.y)
     # float32 training: allow for another CPU's rounding.
     np.testing.assert_allclose(
@@ -240,7 +241,7 @@ def test_base_to_new_with_prompts(data):
     clf = FrontDoorEnsembleClassifier(
         T[:, data.base_classes], data.anchor_embeddings[data.base_classes],
         classes=data.base_classes, n_views=4, max_iter=10, random_state=0,
-        alpha=0.0, prompt_span=False,  # free maps: base accuracy is at 0.98, the default keeps it
+        alpha=0.0, prompt_span=False, fused_loss=False,  # free maps: base accuracy at 0.98
     ).fit(data.X[train & base], data.y[train & base])
     new = clf.with_prompts(T[:, data.new_classes], classes=data.new_classes)
     assert new is not clf and clf.classes_.tolist() == data.base_classes.tolist()
@@ -642,8 +643,8 @@ def test_style_shift_old_default_training_collapses_out_of_domain(shifted):
     # The failure mode of issue 10, kept on record with the old defaults written out.
     free_in, free_out = shift_scores(shifted, max_iter=0)
     old_in, old_out = shift_scores(
-        shifted, alpha=0.0, prompt_span=False, rank=None, max_iter=50, tol=1e-4,
-        n_iter_no_change=5, learning_rate=1e-3,
+        shifted, alpha=0.0, prompt_span=False, fused_loss=False, rank=None, max_iter=50,
+        tol=1e-4, n_iter_no_change=5, learning_rate=1e-3,
     )
     assert free_out > 0.8
     assert old_in > free_in + 0.05  # training buys in-domain accuracy ...
@@ -651,7 +652,7 @@ def test_style_shift_old_default_training_collapses_out_of_domain(shifted):
 
 
 def test_default_training_keeps_out_of_domain_accuracy_and_still_gains_in_domain(shifted, data):
-    # Issue 10's two requirements, with the defaults (alpha=20, prompt_span=True).
+    # Issue 10's two requirements, with the defaults (alpha=20, prompt_span, fused_loss).
     free_in, free_out = shift_scores(shifted, max_iter=0)
     trained_in, trained_out = shift_scores(shifted)
     assert trained_out >= free_out - 0.03
@@ -739,3 +740,42 @@ def test_decoupling_reduction_sum_equals_mean_with_beta_times_m(data):
     adapters = [clf.fit(data.X, data.y).adapters_ for clf in (summed, meaned, plain)]
     np.testing.assert_allclose(adapters[0], adapters[1], atol=1e-5)
     assert not np.allclose(adapters[0], adapters[2], atol=1e-5)
+
+
+def test_fused_evidence_matches_the_numpy_fusion():
+    from clip_invariance._adapters import fused_evidence
+    from clip_invariance.evidence import fuse_evidence
+
+    gen = torch.Generator().manual_seed(0)
+    evidence = 5 * torch.rand(3, 6, 4, generator=gen, dtype=torch.float64)
+    belief, uncertainty = fuse_evidence(list(evidence.numpy()))
+    fused = fused_evidence(evidence)[0].numpy()
+    # b_c = e_c / S and u = C / S of the fused Dirichlet opinion.
+    np.testing.assert_allclose(fused * uncertainty[:, None] / 4, belief, rtol=1e-10)
+    assert torch.isfinite(fused_evidence(torch.full((4, 1, 3), 1e26))).all()
+
+
+def test_kl_to_uniform_matches_torch_distributions_and_ignores_the_true_class():
+    from torch.distributions import Dirichlet, kl_divergence
+
+    from clip_invariance._adapters import kl_to_uniform
+
+    gen = torch.Generator().manual_seed(0)
+    evidence = 5 * torch.rand(2, 5, 4, generator=gen, dtype=torch.float64)
+    y = torch.tensor([0, 1, 2, 3, 0])
+    truth = torch.nn.functional.one_hot(y, 4).double()
+    tilde = truth + (1 - truth) * (evidence + 1)
+    expected = kl_divergence(Dirichlet(tilde), Dirichlet(torch.ones(4, dtype=torch.float64)))
+    assert kl_to_uniform(evidence, y).item() == pytest.approx(expected.mean(dim=1).sum().item())
+    only_true = 7.0 * truth[None]  # evidence for the true class only: nothing to penalise
+    assert kl_to_uniform(only_true, y).item() == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("params", [{"fused_loss": True}, {"kl_annealing_epochs": 3}])
+def test_tmc_options_change_the_training_loss(data, params):
+    base = {"n_views": 4, "max_iter": 2, "random_state": 0, "tol": None, "fused_loss": False}
+    plain = FrontDoorEnsembleClassifier(data.prompt_embeddings, **base).fit(data.X, data.y)
+    tmc = FrontDoorEnsembleClassifier(data.prompt_embeddings, **{**base, **params}).fit(data.X, data.y)
+    # Both add a non-negative term: the first epoch's loss is larger.
+    assert tmc.loss_curve_[0] > plain.loss_curve_[0]
+    assert np.isfinite(tmc.loss_curve_).all() and not np.allclose(tmc.adapters_, plain.adapters_)
