@@ -272,7 +272,10 @@ max_iter, tol, n_iter_no_change, verbose
         return basis @ inner() @ basis.T if prompt_span else inner()
 
     def class_embeddings():
-        adapted = prompts_t + prompts_t @ update().transpose(1, 2)
+        if prompt_span:  # P (Q A Q^T)^T as (P Q) A^T Q^T: no (D, D) product per step
+            adapted = prompts_t + (prompts_t @ basis) @ inner().transpose(1, 2) @ basis.T
+        else:
+            adapted = prompts_t + prompts_t @ update().transpose(1, 2)
         return torch.nn.functional.normalize(adapted, dim=-1)
 
     def batch_loss(idx, emb, epoch):
