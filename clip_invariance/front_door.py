@@ -370,8 +370,7 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
     def predict_uncertainty(self, X):
         """Fused uncertainty ``U`` in [0, 1]: large when the evidence is weak.
 
-        ``U`` is often tiny (1e-6 .. 1e-3): rank by it, and pass ``-U`` (not ``1 - U``, which rounds
-        to 1) as the confidence of :mod:`clip_invariance.selective` (docs: uncertainty).
+        Often tiny: rank by it; pass ``-U``, not ``1 - U`` (it rounds to 1), to ``selective``.
 
         Parameters
         ----------
