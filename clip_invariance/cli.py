@@ -48,8 +48,7 @@ def _non_negative_float(text):
 
 
 def _int_list(text):
-    values = [_non_negative_int(part) for part in _parts(text)]
-    return values
+    return [_non_negative_int(part) for part in _parts(text)]
 
 
 def _positive_int_list(text):
