@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from numbers import Integral, Real
 
 import numpy as np
-from scipy import linalg
 from sklearn.base import (
     BaseEstimator,
     ClassNamePrefixFeaturesOutMixin,
@@ -24,6 +23,7 @@ from sklearn.utils.extmath import svd_flip
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
+from .eigensolvers import SOLVERS
 from .statistics import InterventionStatistics, check_labels
 
 __all__ = ["InvariantProjector"]
@@ -268,7 +268,7 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
                 fixed_scatter = self._fixed_intervention_scatter(statistics.gram.shape[0])
         nuisance = _nuisance_scatter(statistics, source, fixed_scatter)
         z_hat, d_hat = _unit_average_eigenvalue(statistics.gram, nuisance, dtype)
-        values, basis = _SOLVERS[self.solver](z_hat, d_hat, self.lam, self.n_components)
+        values, basis = SOLVERS[self.solver](z_hat, d_hat, self.lam, self.n_components)
         basis, _ = svd_flip(basis, None)  # deterministic signs
 
         gram, n = statistics.gram, statistics.n_samples
@@ -428,72 +428,3 @@ def _unit_average_eigenvalue(gram, nuisance, dtype):
     # Solved in the input's precision, as PCA does: float32 inputs give float32
     # components, and LAPACK runs about twice as fast on them.
     return (gram / (trace_z / d)).astype(dtype), (nuisance / (trace_d / d)).astype(dtype)
-
-
-# ---------------------------------------------------------------- solvers
-def _solve_ratio(z_hat, d_hat, lam, n_components):
-    """Top generalized eigenpairs of ``z a = mu (I + lam d) a``, orthonormalised."""
-    values, vectors = _top_eigh(z_hat, np.eye(len(d_hat), dtype=d_hat.dtype) + lam * d_hat, n_components)
-    k = _n_kept(values, n_components, baseline=1.0 / (1.0 + lam))  # an isotropic direction's mu
-    # Generalized eigenvectors are B-orthogonal; QR keeps their span and order.
-    basis, _ = np.linalg.qr(vectors[:, :k])
-    return values[:k], basis
-
-
-def _solve_difference(z_hat, d_hat, lam, n_components):
-    """Top eigenpairs of ``z - lam d`` (the paper's form)."""
-    values, vectors = _top_eigh(z_hat - lam * d_hat, None, n_components)
-    k = _n_kept(values, n_components, baseline=0.0)
-    return values[:k], vectors[:, :k]
-
-
-_SOLVERS = {"ratio": _solve_ratio, "difference": _solve_difference}
-
-
-def _top_eigh(a, b, n_components):
-    """Eigenpairs of ``a v = w b v`` (``b=None``: ``I``), largest first; all when ``n_components`` is None."""
-    if n_components is not None:
-        # Top K alone (sygvx / syevr) vs whole spectrum (sygvd / syevd), K=64, D=512/768 float32:
-        # ratio 28/52 vs 46/86 ms, difference 18/32 vs 33/62 ms (bench_projector.py --solvers).
-        subset = [len(a) - n_components, len(a) - 1]
-        values, vectors = linalg.eigh(a, b, subset_by_index=subset, overwrite_a=True)
-    elif b is None:
-        values, vectors = linalg.eigh(a, driver="evd", overwrite_a=True)
-    else:
-        values, vectors = _generalized_eigh(a, b)
-    return values[::-1], vectors[:, ::-1]
-
-
-def _generalized_eigh(a, b):
-    """Eigenpairs of ``a v = w b v``, ascending, for ``b >= I``: ``L^-1 a L^-T y = w y``, ``v = L^-T y``."""
-    # Not scipy.linalg.eigh(a, b): numpy's LAPACK avoids a hand-over to scipy's BLAS pool. Fit, K=None,
-    # N=1e4, D=512/768: float32 108/234 ms vs 119/269, float64 132/259 ms vs 158/349 (2 threads).
-    inv_lower = _invert_lower(np.linalg.cholesky(b))  # b = L L^T; b >= I keeps L^-1 well conditioned
-    reduced = inv_lower @ a @ inv_lower.T
-    values, vectors = np.linalg.eigh((reduced + reduced.T) / 2)
-    return values, inv_lower.T @ vectors
-
-
-def _invert_lower(lower):
-    """Lower-triangular inverse in matmuls: ``[[A, 0], [C, D]]^-1 = [[A^-1, 0], [-D^-1 C A^-1, D^-1]]``."""
-    # numpy has no triangular inverse; scipy's lapack.strtri/dtrtri in the same fit: 136/281 ms
-    # float32, 166/350 ms float64 (against 108/234 and 132/259 ms above).
-    n = lower.shape[0]
-    if n <= 64:
-        return np.tril(np.linalg.inv(lower))
-    h = n // 2
-    top, bottom = _invert_lower(lower[:h, :h]), _invert_lower(lower[h:, h:])
-    inverse = np.zeros_like(lower)
-    inverse[:h, :h], inverse[h:, h:] = top, bottom
-    inverse[h:, :h] = -(bottom @ lower[h:, :h]) @ top
-    return inverse
-
-
-def _n_kept(values, n_components, baseline):
-    if n_components is not None:
-        return n_components
-    # Eigenvalues within round-off of the baseline (e.g. the null space when rows
-    # are fewer than features) are not components: a tolerance relative to the
-    # spectrum's scale, as numpy's matrix_rank uses.
-    tolerance = np.finfo(values.dtype).eps * len(values) * np.max(np.abs(values))
-    return max(1, int(np.sum(values > baseline + tolerance)))
