@@ -23,6 +23,7 @@ from sklearn.utils.extmath import svd_flip
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
+from .chunked import align_labels, check_row_chunks, chunked_statistics, is_dask_array, map_rows
 from .eigensolvers import SOLVERS
 from .statistics import InterventionStatistics, check_labels
 
@@ -185,7 +186,10 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Embeddings (raw or L2-normalised).
+            Embeddings (raw or L2-normalised). A dask array, chunked along rows
+            with complete view groups per chunk, is reduced chunk by chunk on
+            the workers (:func:`~clip_invariance.chunked.chunked_statistics`);
+            its labels may be dask arrays too.
         y : array-like of shape (n_samples,), default=None
             Class labels; used with ``environments``, or alone as the weakest
             source of interventions.
@@ -200,9 +204,8 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             The fitted projector.
         """
         with _unchanged_on_error(self):
-            X, source, labels = self._validate_batch(X, y, view_groups, environments, reset=True)
-            statistics = InterventionStatistics.from_block(X, **labels)
-            return self._fit_statistics(statistics, source, X.dtype, reset=True)
+            statistics, source, dtype = self._batch_statistics(X, y, view_groups, environments, reset=True)
+            return self._fit_statistics(statistics, source, dtype, reset=True)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y=None, *, view_groups=None, environments=None):
@@ -227,14 +230,23 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         if not first:  # _fit_context validates the parameters of a first call only
             self._validate_params()
         with _unchanged_on_error(self):
-            X, source, labels = self._validate_batch(X, y, view_groups, environments, reset=first)
-            if not first and source != self.intervention_source_:
-                raise ValueError(f"partial_fit was started with intervention source "
-                                 f"{self.intervention_source_!r}; this batch provides {source!r}.")
-            statistics = InterventionStatistics.from_block(X, **labels)
+            statistics, source, dtype = self._batch_statistics(X, y, view_groups, environments, reset=first)
             if not first:
                 statistics = self.statistics_ + statistics
-            return self._fit_statistics(statistics, source, X.dtype, reset=first)
+            return self._fit_statistics(statistics, source, dtype, reset=first)
+
+    def _batch_statistics(self, X, y, view_groups, environments, *, reset):
+        """The statistics of one batch, its intervention source and dtype; per chunk for dask ``X``."""
+        if is_dask_array(X):
+            X, source, labels = self._validate_chunked_batch(X, y, view_groups, environments, reset=reset)
+        else:
+            X, source, labels = self._validate_batch(X, y, view_groups, environments, reset=reset)
+        if not reset and source != self.intervention_source_:
+            raise ValueError(f"partial_fit was started with intervention source "
+                             f"{self.intervention_source_!r}; this batch provides {source!r}.")
+        if is_dask_array(X):  # on the workers; the statistics alone come back
+            return chunked_statistics(X, **labels), source, X.dtype
+        return InterventionStatistics.from_block(X, **labels), source, X.dtype
 
     def _validate_batch(self, X, y, view_groups, environments, *, reset):
         """Checked ``X``, the intervention source, and the labels it needs."""
@@ -249,14 +261,21 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         if environments is not None and y is None:
             raise ValueError("environments were given without y: class-conditional environment "
                              "means need the class labels.")
-        source = _choose_source(view_groups, self.interventions is not None, environments, y)
-        if source in ("environments", "labels"):
-            target = type_of_target(y, input_name="y", raise_unknown=True)
-            if target.startswith("continuous"):
-                raise ValueError("y looks continuous (floats that are not whole numbers): the projector "
-                                 "needs class labels, whose variation it treats as nuisance.")
-            return X, source, {"y": y, "environments": environments}
-        return X, source, {"view_groups": view_groups}
+        return (X, *_source_and_labels(self, view_groups, environments, y, _type_of_target))
+
+    def _validate_chunked_batch(self, X, y, view_groups, environments, *, reset):
+        """As ``_validate_batch`` for a dask ``X``; the rows are checked on the workers."""
+        X = check_row_chunks(X)
+        validate_data(self, X, skip_check_array=True, reset=reset)
+        if self.n_components is not None and self.n_components > X.shape[1]:
+            raise ValueError(f"n_components={self.n_components} must be at most the number of "
+                             f"features, n_features={X.shape[1]}.")
+        named = ((y, "y"), (view_groups, "view_groups"), (environments, "environments"))
+        y, view_groups, environments = (align_labels(labels, X, name) for labels, name in named)
+        if environments is not None and y is None:
+            raise ValueError("environments were given without y: class-conditional environment "
+                             "means need the class labels.")
+        return (X, *_source_and_labels(self, view_groups, environments, y, _type_of_chunked_target))
 
     # ---------------------------------------------------------------- solve
     def _fit_statistics(self, statistics, source, dtype, *, reset):
@@ -323,9 +342,13 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         Returns
         -------
         X_new : ndarray of shape (n_samples, n_components)
-            Coordinates in the invariant subspace (float32 stays float32).
+            Coordinates in the invariant subspace (float32 stays float32); a
+            lazy dask array, chunked like the rows of ``X``, for a dask ``X``.
         """
         check_is_fitted(self)
+        if is_dask_array(X):
+            validate_data(self, X, skip_check_array=True, reset=False)
+            return map_rows(self, "transform", X, n_columns=self.n_components_, dtype=_float_dtype(X))
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False, ensure_all_finite=False)
         # NaN/inf in X always reaches the output, D/K times smaller than X: checking it there
         # keeps transform at the speed of the bare product (numpy's warnings would be noise).
@@ -351,9 +374,15 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         Returns
         -------
         X_original : ndarray of shape (n_samples, n_features)
-            The projected embeddings.
+            The projected embeddings; lazy for a dask ``X``, as in :meth:`transform`.
         """
         check_is_fitted(self)
+        if is_dask_array(X):
+            if X.ndim == 2 and X.shape[1] != self.n_components_:
+                raise ValueError(f"X has {X.shape[1]} features, but inverse_transform expects "
+                                 f"{self.n_components_} (n_components_).")
+            dtype = _float_dtype(X)
+            return map_rows(self, "inverse_transform", X, n_columns=self.n_features_in_, dtype=dtype)
         X = check_array(X, dtype=[np.float64, np.float32])
         if X.shape[1] != self.n_components_:
             raise ValueError(f"X has {X.shape[1]} features, but inverse_transform expects "
@@ -386,6 +415,33 @@ def _choose_source(view_groups, has_fixed, environments, y):
         "`interventions` and `intervention_view_groups` to the constructor, pass "
         "`environments` together with `y`, or at least `y`."
     )
+
+
+def _source_and_labels(projector, view_groups, environments, y, target_type):
+    """The intervention source and the labels that ``from_block`` needs for it."""
+    source = _choose_source(view_groups, projector.interventions is not None, environments, y)
+    if source in ("environments", "labels"):
+        if target_type(y).startswith("continuous"):
+            raise ValueError("y looks continuous (floats that are not whole numbers): the projector "
+                             "needs class labels, whose variation it treats as nuisance.")
+        return source, {"y": y, "environments": environments}
+    return source, {"view_groups": view_groups}
+
+
+def _float_dtype(X):
+    """The dtype ``transform`` gives ``X``: float32 stays float32, anything else becomes float64."""
+    return X.dtype if X.dtype == np.float32 else np.dtype(np.float64)
+
+
+def _type_of_target(y):
+    return type_of_target(y, input_name="y", raise_unknown=True)
+
+
+def _type_of_chunked_target(y):
+    """``"continuous"`` for a dask ``y`` of floats that are not whole numbers (one pass over ``y``)."""
+    if y.dtype.kind != "f":
+        return "labels"
+    return "continuous" if bool((y % 1 != 0).any().compute()) else "labels"
 
 
 @contextmanager
