@@ -23,8 +23,9 @@ import math
 
 import numpy as np
 
+from .adapter_weights import TemplateAdapters
 from .evidence import EXP_CLIP, torch_evidence
-from .similarity import l2_normalize, normalize_embeddings
+from .similarity import average_prompt_ensemble, check_prompt_embeddings, normalize_embeddings
 from .views import columns_to_rows
 
 __all__ = [
@@ -37,7 +38,8 @@ __all__ = [
     "make_pairs",
     "fit_view_projector",
     "normalize_prompts",
-    "adapt_prompts",
+    "check_anchor_embeddings",
+    "validation_split",
 ]
 
 
@@ -197,6 +199,7 @@ def train_adapters(
     alpha=0.0,
     prompt_span=False,
     validation_fraction=None,
+    environments=None,
     decoupling_reduction="mean",
     fused_loss=False,
     kl_annealing_epochs=None,
@@ -218,15 +221,18 @@ def train_adapters(
         ``(template, view)`` of every opinion.
     seed : int
         Seeds a local torch generator (adapter initialisation, minibatch
-        order); torch's global generator is not touched.
+        order, validation split); torch's global generator is not touched.
+    environments : ndarray of shape (n_samples,) or None
+        With ``validation_fraction``, hold out whole environments
+        (:func:`validation_split`).
     evidence, temperature, beta, gamma, rank, learning_rate, batch_size, \
 max_iter, tol, n_iter_no_change, verbose
         The estimator's parameters of the same names.
 
     Returns
     -------
-    adapters : ndarray of shape (n_templates, n_features, n_features), float64
-        The maps ``W_m = I + update_m``.
+    adapters : TemplateAdapters
+        The maps ``W_m = I + update_m``, in ``views``' dtype, at their rank.
     loss_curve : list of float
         Mean loss of each epoch run.
     """
@@ -295,9 +301,9 @@ max_iter, tol, n_iter_no_change, verbose
         return loss
 
     if validation_fraction is not None:  # (drawn only then: the minibatch order stays reproducible)
-        order = torch.randperm(n, generator=generator)
-        n_val = min(max(1, round(validation_fraction * n)), n - 1)
-        val_idx, train_idx = order[:n_val], order[n_val:]
+        train_idx, val_idx = (
+            torch.as_tensor(i) for i in validation_split(n, validation_fraction, environments, generator)
+        )
     else:
         train_idx = torch.arange(n)
     n_train = len(train_idx)
@@ -346,9 +352,14 @@ max_iter, tol, n_iter_no_change, verbose
             for w, b in zip(weights, best_weights):
                 w.copy_(b)
     bar.close()
-    eye = torch.eye(dim, dtype=dtype)
+    # Stored at their rank, in the views' precision: W_m = I + left_m right_m^T.
     with torch.no_grad():
-        adapters = (eye + update()).double().numpy()
+        if rank is None:
+            left, right = (basis @ delta, basis) if prompt_span else (delta, torch.eye(dim))
+        else:
+            left, right = (basis @ left, basis @ right) if prompt_span else (left, right)
+    adapters = TemplateAdapters.from_factors(left.detach().numpy(), right.detach().numpy(),
+                                             dtype=views.dtype)
     return adapters, loss_curve
 
 
@@ -382,6 +393,41 @@ def normalize_prompts(prompts):
     return unit.reshape(prompts.shape)
 
 
-def adapt_prompts(prompts, adapters):
-    """Apply each template's map to its class embeddings and re-normalise."""
-    return l2_normalize(np.einsum("mcd,med->mce", prompts, adapters))
+
+def check_anchor_embeddings(anchor_embeddings, prompts):
+    """The (C, D) anchors ``w^0``: given, or the prompt-ensemble average of the (M, C, D) prompts."""
+    if anchor_embeddings is None:
+        return average_prompt_ensemble(prompts)
+    anchors = check_prompt_embeddings(anchor_embeddings, prompts.shape[2], input_name="anchor_embeddings")
+    if np.ndim(anchor_embeddings) != 2 or anchors.shape[1] != prompts.shape[1]:
+        raise ValueError(
+            f"anchor_embeddings must have shape {prompts.shape[1:]} "
+            f"(n_classes, n_features), got {np.shape(anchor_embeddings)}."
+        )
+    return anchors[0]
+
+
+def validation_split(n_samples, validation_fraction, environments, generator):
+    """(train rows, held-out rows): a random fraction of the rows, or of whole environments.
+
+    With ``environments``, ``round(validation_fraction * E)`` of the ``E``
+    environments (at least one, at most ``E - 1``) are held out, so that the
+    epoch is chosen on environments training has not seen. ``generator`` is
+    a torch generator.
+    """
+    import torch
+
+    if environments is None:
+        order = torch.randperm(n_samples, generator=generator).numpy()
+        n_val = min(max(1, round(validation_fraction * n_samples)), n_samples - 1)
+        return order[n_val:], order[:n_val]
+    names = np.unique(environments)
+    if len(names) < 2:
+        raise ValueError(
+            f"Validation across environments needs at least 2 environments, got {len(names)} "
+            f"({names.tolist()}): give more, or no environments for a random fraction of rows."
+        )
+    n_val = min(max(1, round(validation_fraction * len(names))), len(names) - 1)
+    held_out = names[torch.randperm(len(names), generator=generator).numpy()[:n_val]]
+    val = np.isin(environments, held_out)
+    return np.flatnonzero(~val), np.flatnonzero(val)

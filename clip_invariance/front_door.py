@@ -12,10 +12,10 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._adapters import adapt_prompts, fit_view_projector, make_pairs, normalize_prompts
-from .evidence import EVIDENCE_FUNCTIONS, fuse_evidence, log_evidence, opinion_from_evidence
+from ._adapters import check_anchor_embeddings, fit_view_projector, make_pairs, normalize_prompts
+from .adapter_weights import TemplateAdapters
+from .evidence import EVIDENCE_FUNCTIONS, fuse_scores, log_evidence, opinion_from_evidence
 from .similarity import (
-    average_prompt_ensemble,
     check_classes,
     check_prompt_embeddings,
     class_prototypes,
@@ -24,6 +24,7 @@ from .similarity import (
     normalize_embeddings,
     project_embeddings,
 )
+from .statistics import check_labels
 from .views import split_columns
 
 __all__ = ["FrontDoorEnsembleClassifier"]
@@ -91,13 +92,11 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         How templates meet views, see above.
     evidence : {"softplus", "relu", "exp"}, default="exp"
         The evidence function ``h``. With ``"exp"`` each opinion's belief is
-        a softmax of the cosines; softplus and ReLU are nearly linear in them
-        (training-free ensemble on the synthetic set-up, 1000 samples, seed 0:
-        0.49 with exp, 0.42 with softplus).
+        a softmax of the cosines (synthetic set-up, 1000 samples, seed 0: 0.49
+        training-free, 0.42 with the nearly linear softplus).
     temperature : float, default=10.0
-        Scale :math:`\tau` of the cosines, in the evidence and in the
-        softmaxes of the decoupling and consistency losses. CLIP's own logit
-        scale is 100, but with exp evidence that makes every opinion nearly
+        Scale :math:`\tau` of the cosines, in the evidence and the losses'
+        softmaxes. CLIP's logit scale, 100, makes every exp opinion nearly
         certain (``u ~ 0``); 10 keeps the uncertainty informative.
     beta : float, default=0.1
         Weight of the decoupling loss.
@@ -133,16 +132,15 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
     n_iter_no_change : int, default=5
         Epochs without improvement before stopping.
     validation_fraction : float in (0, 1) or None, default=None
-        Hold out this fraction of the samples and stop on their loss instead,
+        Hold out this fraction of the samples (of the environments, rounded,
+        when ``fit`` gets ``environments``) and stop on their loss instead,
         keeping the best epoch's adapters (like scikit-learn's MLP).
     projector : estimator or None, default=None
         Unfitted transformer (e.g. ``InvariantProjector``) applied to views
         and prompts alike; cloned at fit.
     random_state : int, RandomState instance or None, default=None
-        Seeds the adapter initialisation and the minibatch order, through a
-        local torch generator: torch's global generator is never used, and
-        numpy's only with ``None`` (which draws the seed from it, as
-        scikit-learn does).
+        Seeds the adapter initialisation and minibatch order (a local torch
+        generator; numpy's global one draws the seed only with ``None``).
     verbose : bool, default=False
         A progress bar over the training epochs (tqdm).
 
@@ -152,8 +150,9 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         Class labels, in the order of the prompt rows.
     class_embeddings_ : ndarray of shape (n_templates, n_classes, n_embedding)
         Adapted, normalised class embeddings used for prediction.
-    adapters_ : ndarray of shape (n_templates, n_embedding, n_embedding)
-        The learned maps :math:`W_m` (identity when ``max_iter=0``).
+    adapters_ : :class:`~clip_invariance.adapter_weights.TemplateAdapters`
+        The learned maps :math:`W_m` in ``X``'s precision and at their rank
+        (the identity, stored as nothing, when ``max_iter=0``).
     pairs_ : ndarray of shape (n_opinions, 2)
         ``(template, view)`` of every opinion, in fusion order.
     n_templates_ : int
@@ -244,13 +243,9 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         random_state=None,
         verbose=False,
     ):
-        self.prompt_embeddings = prompt_embeddings
-        self.anchor_embeddings = anchor_embeddings
-        self.classes = classes
-        self.n_views = n_views
-        self.pairing = pairing
-        self.evidence = evidence
-        self.temperature = temperature
+        self.prompt_embeddings, self.anchor_embeddings = prompt_embeddings, anchor_embeddings
+        self.classes, self.n_views, self.pairing = classes, n_views, pairing
+        self.evidence, self.temperature = evidence, temperature
         self.beta, self.decoupling_reduction, self.gamma = beta, decoupling_reduction, gamma
         self.fused_loss, self.kl_annealing_epochs = fused_loss, kl_annealing_epochs
         self.alpha, self.rank, self.prompt_span = alpha, rank, prompt_span
@@ -261,7 +256,7 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         self.random_state, self.verbose = random_state, verbose
 
     @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X, y):
+    def fit(self, X, y, environments=None):
         """Learn the per-template adapters (or only set up the ensemble).
 
         Parameters
@@ -270,6 +265,9 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
             View embeddings of each image, side by side.
         y : array-like of shape (n_samples,)
             Class labels, among ``classes`` when prompts are given.
+        environments : array-like of shape (n_samples,), default=None
+            The environment of each row: ``validation_fraction`` then holds out
+            whole environments (routed like ``InvariantProjector``'s metadata).
 
         Returns
         -------
@@ -278,15 +276,19 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         """
         previous = vars(self).copy()
         try:
-            return self._fit(X, y)
+            return self._fit(X, y, environments)
         except BaseException:  # a failed fit leaves the classifier as it was
             vars(self).clear()
             vars(self).update(previous)
             raise
 
-    def _fit(self, X, y):
+    def _fit(self, X, y, environments):
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
         check_classification_targets(y)
+        environments = check_labels(environments, X.shape[0], "environments")
+        if environments is not None and self.validation_fraction is None:
+            raise ValueError("environments are used to hold out whole environments for "
+                             "validation: set validation_fraction too.")
         views = split_columns(X, self.n_views)
         prompts = anchors = None
         if self.prompt_embeddings is None:
@@ -298,7 +300,7 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
             prompts = check_prompt_embeddings(self.prompt_embeddings, views.shape[2])
             classes = check_classes(self.classes, prompts.shape[1])
             y_idx = encode_labels(y, classes)
-            anchors = self._check_anchors(prompts)
+            anchors = check_anchor_embeddings(self.anchor_embeddings, prompts)
         pairs = make_pairs(self.pairing, self.n_views, 1 if prompts is None else prompts.shape[0])
 
         projector = None
@@ -317,20 +319,19 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
 
         n_templates, _, dim = prompts.shape
         if self.max_iter == 0:
-            adapters = np.broadcast_to(np.eye(dim), (n_templates, dim, dim)).copy()
-            loss_curve = []
+            adapters, loss_curve = TemplateAdapters.identity(n_templates, dim, views.dtype), []
         else:
             from ._adapters import train_adapters  # torch from here on
 
             seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
             adapters, loss_curve = train_adapters(
-                views, y_idx, prompts, anchors, pairs, seed=seed,
+                views, y_idx, prompts, anchors, pairs, seed=seed, environments=environments,
                 **{name: getattr(self, name) for name in _TRAINING_PARAMS},
             )
         self.classes_, self.projector_ = classes, projector
         self.n_templates_, self.pairs_, self.adapters_ = n_templates, pairs, adapters
         self.n_iter_, self.loss_curve_ = len(loss_curve), loss_curve
-        self.class_embeddings_ = adapt_prompts(prompts, adapters)
+        self.class_embeddings_ = l2_normalize(adapters.apply(prompts)).astype(views.dtype)
         return self
 
     def predict_proba(self, X):
@@ -368,9 +369,7 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[np.argmax(proba, axis=1)]
 
     def predict_uncertainty(self, X):
-        """Fused uncertainty ``U`` in [0, 1]: large when the evidence is weak.
-
-        Often tiny: rank by it; pass ``-U``, not ``1 - U`` (it rounds to 1), to ``selective``.
+        """Fused uncertainty ``U`` in [0, 1]: often tiny, rank by it (give ``selective`` ``-U``).
 
         Parameters
         ----------
@@ -398,8 +397,8 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
             (n_opinions, n_samples) and ``pairs`` (n_opinions, 2), the
             ``(template, view)`` of each opinion (same as ``pairs_``).
         """
-        views = self._transform_views(X)
-        opinions = [opinion_from_evidence(e, log=True) for e in self._log_evidence(views)]
+        opinions = [opinion_from_evidence(log_evidence(s, self.evidence), log=True)
+                    for s in self._scores(X)]
         belief, uncertainty = (np.stack(parts) for parts in zip(*opinions))
         return Bunch(belief=belief, uncertainty=uncertainty, pairs=self.pairs_.copy())
 
@@ -444,19 +443,9 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         vars(new).update({k: v for k, v in vars(self).items() if k.endswith("_")})
         new.classes_ = labels
         prompts = normalize_prompts(project_embeddings(self.projector_, prompts))
-        new.class_embeddings_ = adapt_prompts(prompts, self.adapters_)
+        new.class_embeddings_ = l2_normalize(self.adapters_.apply(prompts)).astype(
+            self.class_embeddings_.dtype)
         return new
-
-    def _check_anchors(self, prompts, name="anchor_embeddings"):
-        if self.anchor_embeddings is None:
-            return average_prompt_ensemble(prompts)
-        anchors = check_prompt_embeddings(self.anchor_embeddings, prompts.shape[2], input_name=name)
-        if np.ndim(self.anchor_embeddings) != 2 or anchors.shape[1] != prompts.shape[1]:
-            raise ValueError(
-                f"anchor_embeddings must have shape {prompts.shape[1:]} "
-                f"(n_classes, n_features), got {np.shape(self.anchor_embeddings)}."
-            )
-        return anchors[0]
 
     def _normalize_views(self, views):
         """Unit-norm (n_views, n, D) views, all in one call; zero rows are named (view, row)."""
@@ -466,26 +455,35 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         return normalize_embeddings(views, input_name=name + " (view, row)")
 
     def _transform_views(self, X):
-        """Validated, projected, normalised views (n_views, n_samples, n_embedding).
+        """Validated, projected views (n_views, n_samples, n_embedding) and ``temperature / |v|``.
 
-        X's dtype is kept (float32 cosines: 1e-7 accurate, twice as fast); evidence runs in float64.
+        Scaling the (n, C) products beats normalising the (n, D) views; zero,
+        tiny or huge rows take the exact normalisation (and its warning).
+        X's dtype is kept (float32 cosines: 1e-7 accurate, twice as fast).
         """
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         views = split_columns(X, self.n_views)
         if self.projector_ is not None:
             views = np.stack([self.projector_.transform(view) for view in views])
-        return self._normalize_views(views)
+        squares = np.einsum("vnd,vnd->vn", views, views)[..., None]
+        info = np.finfo(views.dtype)
+        bad = ~((squares >= views.shape[2] * info.tiny / info.eps) & (squares < np.inf))[..., 0]
+        if bad.any():  # only those rows change: a row's scores do not depend on the batch
+            unit, views = self._normalize_views(views), views.copy()
+            views[bad], squares[bad] = unit[bad], 1.0
+        return views, self.temperature / np.sqrt(squares)
 
-    def _log_evidence(self, views):
-        """Yield the log-evidence (n_samples, n_classes) of every opinion, in ``pairs_`` order."""
-        dtype = views[0].dtype
+    def _scores(self, X):
+        """Yield ``temperature * cosine`` (n_samples, n_classes) of every opinion, in ``pairs_`` order."""
+        views, scale = self._transform_views(X)
+        embeddings = self.class_embeddings_.astype(views.dtype, copy=False)
         for m, v in self.pairs_:
-            scores = (views[v] @ self.class_embeddings_[m].T.astype(dtype, copy=False)).astype(np.float64)
-            yield log_evidence(np.multiply(scores, self.temperature, out=scores), self.evidence)
+            scores = views[v] @ embeddings[m].T
+            yield np.multiply(scores, scale[v], out=scores)
 
     def _fused_opinion(self, X):
-        return fuse_evidence(self._log_evidence(self._transform_views(X)), log=True)
+        return fuse_scores(self._scores(X), self.evidence)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -496,5 +494,5 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
 # The constructor parameters passed on to clip_invariance._adapters.train_adapters.
 _TRAINING_PARAMS = ("evidence", "temperature", "beta", "gamma", "alpha", "rank", "prompt_span",
                     "learning_rate", "batch_size", "max_iter", "tol", "n_iter_no_change",
-                    "validation_fraction", "decoupling_reduction", "fused_loss",
-                    "kl_annealing_epochs", "verbose")
+                    "validation_fraction", "decoupling_reduction", "fused_loss", "kl_annealing_epochs",
+                    "verbose")

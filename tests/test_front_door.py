@@ -102,10 +102,15 @@ def test_outputs_are_a_valid_fused_opinion(data):
     opinions = clf.predict_opinions(X)
     assert opinions.belief.shape == (4, 50, 10) and opinions.uncertainty.shape == (4, 50)
     np.testing.assert_array_equal(opinions.pairs, [[0, 0], [1, 1], [2, 2], [3, 3]])
-    # The fast fused path agrees with fusing the per-template opinions.
-    fused_b, fused_u = fuse_opinions(opinions.belief, opinions.uncertainty)
-    np.testing.assert_allclose(proba, fused_b / fused_b.sum(axis=1, keepdims=True), rtol=1e-9)
-    np.testing.assert_allclose(clf.predict_uncertainty(X), fused_u, rtol=1e-9)
+    # The fast fused path agrees with fusing the per-template opinions: float32 scores are fused
+    # in float32 (at the cosines' own precision), float64 ones to float64 rounding.
+    assert X.dtype == np.float32
+    for Z, rtol in ((X, 2e-6), (X.astype(np.float64), 1e-9)):
+        opinions = clf.predict_opinions(Z)
+        fused_b, fused_u = fuse_opinions(opinions.belief, opinions.uncertainty)
+        proba = clf.predict_proba(Z)
+        np.testing.assert_allclose(proba, fused_b / fused_b.sum(axis=1, keepdims=True), rtol=rtol)
+        np.testing.assert_allclose(clf.predict_uncertainty(Z), fused_u, rtol=rtol)
     # Fusing more opinions makes the fused opinion more certain than any one.
     assert (fused_u < opinions.uncertainty.min(axis=0)).all()
 
@@ -352,8 +357,52 @@ def test_early_stopping(data):
 def test_untrained_adapters_are_the_identity(data):
     clf = FrontDoorEnsembleClassifier(data.prompt_embeddings, n_views=4, max_iter=0)
     clf.fit(data.X[:100], data.y[:100])
-    np.testing.assert_array_equal(clf.adapters_, np.broadcast_to(np.eye(64), (4, 64, 64)))
+    assert clf.adapters_.rank == 0 and clf.adapters_.nbytes == 0  # stored as nothing
+    np.testing.assert_array_equal(clf.adapters_.toarray(), np.broadcast_to(np.eye(64), (4, 64, 64)))
     assert clf.n_iter_ == 0 and clf.loss_curve_ == []
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "params, rank",
+    [({"rank": 3}, 3), ({"rank": 3, "prompt_span": False}, 3), ({"prompt_span": False}, 64),
+     ({}, 64), ({"max_iter": 0}, 0)],
+)
+def test_adapters_are_stored_at_their_rank_in_the_input_precision(data, dtype, params, rank):
+    X, T = data.X[:300].astype(dtype), data.prompt_embeddings
+    clf = FrontDoorEnsembleClassifier(T, n_views=4, **{"max_iter": 2, "random_state": 0, **params})
+    clf.fit(X, data.y[:300])
+    adapters = clf.adapters_
+    assert adapters.rank == rank and adapters.dtype == dtype == clf.class_embeddings_.dtype
+    stored = [adapters.maps] if rank == 64 else [adapters.left, adapters.right]
+    assert all(a.dtype == dtype and a.shape == (4, 64, rank) for a in stored)
+    # Predictions are those of the dense maps, to float rounding.
+    maps = adapters.toarray()
+    dense = np.einsum("mcd,med->mce", T.astype(np.float64), maps)
+    dense /= np.linalg.norm(dense, axis=-1, keepdims=True)
+    np.testing.assert_allclose(clf.class_embeddings_, dense, atol=10 * np.finfo(dtype).eps)
+    if rank < 64:
+        np.testing.assert_allclose(maps - np.eye(64), adapters.left @ adapters.right.transpose(0, 2, 1),
+                                   atol=10 * np.finfo(dtype).eps)
+    # The pickle: the stored arrays plus the parameters and the class embeddings, nothing more.
+    import pickle
+
+    itemsize = np.dtype(dtype).itemsize
+    bound = (4 * 64 * (64 if rank == 64 else 2 * rank) * itemsize + clf.class_embeddings_.nbytes
+             + T.nbytes + 16_000)
+    assert len(pickle.dumps(clf)) <= bound
+    assert adapters.nbytes == 4 * 64 * (64 if rank == 64 else 2 * rank) * itemsize
+
+
+def test_template_adapters_refuse_inconsistent_storage():
+    from clip_invariance.adapter_weights import TemplateAdapters
+
+    with pytest.raises(ValueError, match="either left and right factors, or maps"):
+        TemplateAdapters(np.zeros((1, 3, 1)))
+    with pytest.raises(ValueError, match=r"the same shape \(n_templates, D, rank\), got \(1, 3, 1\)"):
+        TemplateAdapters(np.zeros((1, 3, 1)), np.zeros((1, 3, 2)))
+    with pytest.raises(ValueError, match=r"maps must have shape \(n_templates, D, D\)"):
+        TemplateAdapters(maps=np.zeros((1, 3, 2)))
 
 
 # ------------------------------------------------------ without templates
