@@ -19,6 +19,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
+from .chunked import is_dask_array, map_rows
 from .similarity import (
     average_prompt_ensemble,
     check_classes,
@@ -272,13 +273,25 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
         Z = self._normalize(project_embeddings(self.projector_, X), "X")
         return self.temperature * (Z @ self.class_embeddings_.T)
 
+    def _map_rows(self, method, X):
+        """``method`` of a dask ``X``, lazily, chunk by chunk (checks the shape now, the values then)."""
+        check_is_fitted(self)
+        validate_data(self, X, skip_check_array=True, reset=False)
+        n_classes = len(self.classes_)
+        if method == "predict":
+            return map_rows(self, method, X, dtype=self.classes_.dtype)
+        if method == "decision_function" and n_classes == 2:
+            return map_rows(self, method, X, dtype=np.float64)
+        return map_rows(self, method, X, n_columns=n_classes, dtype=np.float64)
+
     def decision_function(self, X):
         """Temperature-scaled cosine similarity to every class.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Image embeddings.
+            Image embeddings; a dask array, chunked along rows, gives a lazy
+            dask array chunked alike.
 
         Returns
         -------
@@ -286,6 +299,8 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
             ``temperature * cos`` per class; with two classes, as scikit-learn
             expects, the difference of the second and first class's scores.
         """
+        if is_dask_array(X):
+            return self._map_rows("decision_function", X)
         logits = self._logits(X)
         return logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits
 
@@ -295,13 +310,16 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Image embeddings.
+            Image embeddings; a dask array, chunked along rows, gives a lazy
+            dask array chunked alike.
 
         Returns
         -------
         proba : ndarray of shape (n_samples, n_classes)
             Columns ordered as ``classes_``.
         """
+        if is_dask_array(X):
+            return self._map_rows("predict_proba", X)
         return softmax(self._logits(X))
 
     def predict_log_proba(self, X):
@@ -310,12 +328,15 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Image embeddings.
+            Image embeddings; a dask array, chunked along rows, gives a lazy
+            dask array chunked alike.
 
         Returns
         -------
         log_proba : ndarray of shape (n_samples, n_classes)
         """
+        if is_dask_array(X):
+            return self._map_rows("predict_log_proba", X)
         logits = self._logits(X)
         shifted = logits - logits.max(axis=1, keepdims=True)
         return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
@@ -326,12 +347,15 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Image embeddings.
+            Image embeddings; a dask array, chunked along rows, gives a lazy
+            dask array chunked alike.
 
         Returns
         -------
         y_pred : ndarray of shape (n_samples,)
         """
+        if is_dask_array(X):
+            return self._map_rows("predict", X)
         logits = self._logits(X)
         return self.classes_[np.argmax(logits, axis=1)]
 
