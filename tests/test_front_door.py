@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 from scipy.special import digamma
+from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
 from clip_invariance import FrontDoorEnsembleClassifier, InvariantProjector
@@ -828,3 +829,77 @@ def test_tmc_options_change_the_training_loss(data, params):
     # Both add a non-negative term: the first epoch's loss is larger.
     assert tmc.loss_curve_[0] > plain.loss_curve_[0]
     assert np.isfinite(tmc.loss_curve_).all() and not np.allclose(tmc.adapters_, plain.adapters_)
+
+
+# ------------------------------------------- validation across environments
+def test_validation_split_holds_out_whole_environments():
+    from clip_invariance._adapters import validation_split
+
+    environments = np.repeat(["a", "b", "c", "d", "e"], [3, 4, 5, 6, 7])
+    for fraction, n_held_out in ((0.01, 1), (0.4, 2), (0.99, 4)):  # at least 1, at most E - 1
+        train, val = validation_split(25, fraction, environments, torch.Generator().manual_seed(0))
+        assert sorted(np.concatenate([train, val]).tolist()) == list(range(25))
+        held_out = set(environments[val])
+        assert len(held_out) == n_held_out and not held_out & set(environments[train])
+    train, val = validation_split(25, 0.2, None, torch.Generator().manual_seed(0))
+    assert len(val) == 5 and len(train) == 20  # rows at random without environments
+
+
+def test_validation_across_environments_keeps_the_best_epoch(shifted):
+    train = shifted.environments != shifted.test_environment
+    X, y, environments = shifted.X[train], shifted.y[train], shifted.environments[train]
+    params = {"n_views": 4, "max_iter": 40, "random_state": 0, "alpha": 0.0, "prompt_span": False,
+              "learning_rate": 1e-2, "n_iter_no_change": 2, "validation_fraction": 0.3}
+    T, A = shifted.prompt_embeddings, shifted.anchor_embeddings
+    stopped = FrontDoorEnsembleClassifier(T, A, **params).fit(X, y, environments=environments)
+    assert stopped.n_iter_ < 40
+    best = stopped.n_iter_ - params["n_iter_no_change"]
+    again = FrontDoorEnsembleClassifier(T, A, **{**params, "max_iter": best, "tol": None})
+    again.fit(X, y, environments=environments)
+    np.testing.assert_allclose(stopped.adapters_.toarray(), again.adapters_.toarray(), atol=1e-6)
+    rows = FrontDoorEnsembleClassifier(T, A, **params).fit(X, y)  # a random fraction of rows
+    assert not np.allclose(rows.adapters_.toarray(), stopped.adapters_.toarray())
+
+
+def test_environments_are_routed_through_a_pipeline_and_cross_validation(shifted):
+    from sklearn import config_context
+    from sklearn.model_selection import GroupKFold, cross_val_score
+    from sklearn.pipeline import Pipeline
+
+    X, y, environments = shifted.X[:600], shifted.y[:600], shifted.environments[:600]
+    params = {"n_views": 4, "max_iter": 3, "random_state": 0, "validation_fraction": 0.5}
+    clf = FrontDoorEnsembleClassifier(shifted.prompt_embeddings, **params)
+    direct = clone(clf).fit(X, y, environments=environments)
+    with config_context(enable_metadata_routing=True):
+        pipe = Pipeline([("front_door", clone(clf).set_fit_request(environments=True))])
+        pipe.fit(X, y, environments=environments)
+        np.testing.assert_array_equal(pipe[-1].adapters_.toarray(), direct.adapters_.toarray())
+        metadata = {"environments": environments, "groups": environments}
+        scores = cross_val_score(pipe, X, y, cv=GroupKFold(3), params=metadata, error_score="raise")
+        assert scores.shape == (3,) and scores.min() > 0.5
+        # The metadata reaches fit: without validation_fraction it is refused.
+        pipe.set_params(front_door__validation_fraction=None)
+        with pytest.raises(ValueError, match="set validation_fraction too"):
+            cross_val_score(pipe, X, y, cv=GroupKFold(3), params=metadata, error_score="raise")
+
+
+@pytest.mark.parametrize(
+    "environments, error, message",
+    [
+        (np.zeros(5), ValueError, "environments has 5 entries but X has 60 rows"),
+        (np.zeros((60, 2)), ValueError, r"environments must be one-dimensional, got shape \(60, 2\)"),
+        (np.full(60, np.nan), ValueError, "environments contains NaN or infinity"),
+        (np.zeros(60), ValueError, r"needs at least 2 environments, got 1 \(\[0.0\]\)"),
+        (np.array([0, "a"] * 30, dtype=object), TypeError, "environments mixes values"),
+        ("no fraction", ValueError, "environments are used to hold out whole environments"),
+    ],
+)
+def test_bad_environments_raise_and_leave_the_classifier_unchanged(small, environments, error, message):
+    params = {"n_views": 4, "max_iter": 1, "random_state": 0, "validation_fraction": 0.5}
+    if isinstance(environments, str):
+        params["validation_fraction"], environments = None, small.environments[:60]
+    clf = FrontDoorEnsembleClassifier(small.prompt_embeddings, **params).fit(small.X[:60], small.y[:60])
+    state = dict(vars(clf))
+    with pytest.raises(error, match=message):
+        clf.fit(small.X[:60], small.y[:60], environments=environments)
+    assert vars(clf).keys() == state.keys() and all(vars(clf)[k] is v for k, v in state.items())
