@@ -349,54 +349,72 @@ def _within_group_moments(X, view_groups):
     contrasts whose scatter is exactly the within-group scatter
     ``W_g = sum (x - mean)(x - mean)^T``. The rotation is orthogonal, so the
     same rows also give ``sum x x^T``: one pass of ``N`` rows through a
-    symmetric rank-k update, and no cancellation between large numbers.
-    ``W_g`` is ``(n_g - 1) / 2`` times the average pair scatter of the group.
+    symmetric rank-k update, as many as PCA's ``X^T X``, and no cancellation
+    between large numbers (``X^T X - sum_g s_g s_g^T / n_g`` would lose the
+    digits of ``W`` that ``X^T X`` and the group means share). ``W_g`` is
+    ``(n_g - 1) / 2`` times the average pair scatter of the group.
     """
     n, d = X.shape
-    dtype = X.dtype
     order = np.argsort(view_groups, kind="stable")
     sorted_groups = view_groups[order]
     is_start = np.ones(n, dtype=bool)
     is_start[1:] = sorted_groups[1:] != sorted_groups[:-1]
     starts = np.flatnonzero(is_start)
     sizes = np.diff(np.append(starts, n))
+    dof = n - starts.size
 
-    gram = np.zeros((d, d))
-    scatter = np.zeros((d, d))
+    # Float64 sums of float32 (or float64) products, one chunk at a time:
+    # contrasts -> 2 W, group sums of size m -> sum s s^T (m = 1: already
+    # divided by the size). Singletons are groups whose sum is the row.
+    twice_within = np.zeros((d, d))
+    sums_by_size = {}
     singles = order[starts[sizes == 1]]
     for lo in range(0, singles.size, _CHUNK_ROWS):
-        block = X[singles[lo : lo + _CHUNK_ROWS]]
-        gram += block.T @ block
+        block = _rows(X, singles[lo : lo + _CHUNK_ROWS], None)
+        _accumulate(sums_by_size, 1, block)
 
     multi_starts = starts[sizes > 1]
     multi_sizes = sizes[sizes > 1]
-    if multi_starts.size == 0:
-        return gram, scatter, n - starts.size
-    rows_before = np.concatenate([[0], np.cumsum(multi_sizes)])
-    # Buffers reused by every block: fresh large arrays cost page faults.
-    max_groups = min(multi_starts.size, _CHUNK_ROWS // 2)
-    running_sum = np.empty((max_groups, d), dtype=dtype)
-    first, member = (np.empty((max_groups, d), dtype=dtype) for _ in range(2))
-    contrasts = np.empty((min(_CHUNK_ROWS, n), d), dtype=dtype)
+    if multi_starts.size:
+        _helmert_chunks(X, order, multi_starts, multi_sizes, twice_within, sums_by_size)
+    within = np.multiply(twice_within, 0.5, out=twice_within)  # exact
+    gram = within.copy()
+    for size, total in sums_by_size.items():
+        gram += total / size
+    return gram, within, dof
+
+
+def _helmert_chunks(X, order, starts, sizes, twice_within, sums_by_size):
+    """Add ``2 W`` and the group sums' products of the groups (all of size >= 2), chunk by chunk.
+
+    The contrasts are scaled by ``sqrt(2)`` (those of pairs, ``x0 - x1``,
+    are then not scaled at all: one pass fewer over the rows), hence ``2 W``.
+    Equal-sized groups keep their sums unscaled and are divided once, in float64.
+    """
+    d, dtype = X.shape[1], X.dtype
+    rows_before = np.concatenate([[0], np.cumsum(sizes)])
+    # Buffers reused by every chunk: fresh large arrays cost page faults.
+    max_groups = min(starts.size, _CHUNK_ROWS // 2)
+    running_sum, member = (np.empty((max_groups, d), dtype=dtype) for _ in range(2))
+    contrasts = np.empty((min(_CHUNK_ROWS, int(rows_before[-1])), d), dtype=dtype)
     g0 = 0
-    while g0 < multi_starts.size:
+    while g0 < starts.size:
         g1 = int(np.searchsorted(rows_before, rows_before[g0] + _CHUNK_ROWS, side="right")) - 1
-        g1 = min(max(g1, g0 + 1), multi_starts.size, g0 + max_groups)
-        st, sz = multi_starts[g0:g1], multi_sizes[g0:g1]
+        g1 = min(max(g1, g0 + 1), starts.size, g0 + max_groups)
+        st, sz = starts[g0:g1], sizes[g0:g1]
         g = g1 - g0
         n_contrasts = rows_before[g1] - rows_before[g0] - g
         if n_contrasts > contrasts.shape[0]:
             contrasts = np.empty((n_contrasts, d), dtype=dtype)
         # Members 0 and 1 (every group here has both): first contrast and running sum.
-        x0 = _rows(X, order[st], first[:g])
+        x0 = _rows(X, order[st], running_sum[:g])  # into running_sum when gathered: overwritten below
         x1 = _rows(X, order[st + 1], member[:g])
         total = running_sum[:g]
         np.subtract(x0, x1, out=contrasts[:g])
-        contrasts[:g] *= dtype.type(np.sqrt(0.5))
         np.add(x0, x1, out=total)
         filled = g
         for k in range(2, int(sz.max())):
-            scale = dtype.type(1.0 / np.sqrt(k * (k + 1.0)))
+            scale = dtype.type(np.sqrt(2.0 / (k * (k + 1.0))))
             alive = np.flatnonzero(sz > k)
             out = contrasts[filled : filled + alive.size]
             if alive.size == g:  # every group has a k-th member: work in place
@@ -411,23 +429,38 @@ def _within_group_moments(X, view_groups):
                 np.multiply((prefix - dtype.type(k) * xk), scale, out=out)
                 total[alive] = prefix + xk
             filled += alive.size
-        block = contrasts[:filled]
-        within = _as64(block.T @ block)
-        scatter += within
-        if sz.min() == sz.max():  # equal sizes: divide the product, not the rows
-            gram += within + _as64(total.T @ total) / sz[0]
+        _accumulate_into(twice_within, contrasts[:filled])
+        if sz.min() == sz.max():  # equal sizes: divide the sum, not the rows
+            _accumulate(sums_by_size, int(sz[0]), total)
         else:
             total *= (1.0 / np.sqrt(sz)).astype(dtype)[:, None]  # s_g / sqrt(n_g)
-            gram += within + total.T @ total
+            _accumulate(sums_by_size, 1, total)
         g0 = g1
-    return gram, scatter, n - starts.size
+
+
+def _accumulate(sums, key, block):
+    if key not in sums:
+        sums[key] = np.zeros((block.shape[1],) * 2)
+    _accumulate_into(sums[key], block)
+
+
+def _accumulate_into(total, block):
+    """``total += block^T block``: the product in ``block``'s precision, the sum in float64, in place."""
+    np.add(total, block.T @ block, out=total)
 
 
 def _rows(X, index, out):
-    """``X[index]``: a view when the rows are consecutive (stack_views layout), else into ``out``."""
+    """``X[index]``: a view when the rows are evenly spaced (stack_views and repeated layouts), else gathered.
+
+    A view costs no copy: the arithmetic reads ``X`` where it lies. Without
+    ``out``, a gather makes a new array.
+    """
     first = index[0]
-    if index[-1] - first == len(index) - 1 and np.all(np.diff(index) == 1):
-        return X[first : first + len(index)]
+    if len(index) == 1:
+        return X[first : first + 1]
+    step = index[1] - first
+    if step > 0 and index[-1] - first == step * (len(index) - 1) and np.all(np.diff(index) == step):
+        return X[first : index[-1] + 1 : step]
     return np.take(X, index, axis=0, out=out)
 
 

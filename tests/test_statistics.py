@@ -122,6 +122,51 @@ def test_helmert_blocks_match_all_pairs(dtype, monkeypatch):
     assert_allclose(stats.group_nuisance(), _all_pairs_scatter(X64, view_groups), rtol=tol)
 
 
+def _brute_force_moments(X, view_groups):
+    X = X.astype(np.float64)
+    scatter = np.zeros((X.shape[1],) * 2)
+    for g in np.unique(view_groups):
+        deviations = X[view_groups == g] - X[view_groups == g].mean(axis=0)
+        scatter += deviations.T @ deviations
+    return X.T @ X, scatter
+
+
+@pytest.mark.parametrize("layout", ["stacked", "repeated", "shuffled", "unequal", "with singletons"])
+@pytest.mark.parametrize("chunk_rows", [6, 16384])
+def test_every_layout_gives_the_exact_moments(layout, chunk_rows, monkeypatch):
+    # Stacked (row i and i + n/V: views, strided reads), repeated (consecutive rows), any order (gathers),
+    # groups of unequal sizes (rows scaled by 1/sqrt(n_g)), singletons (their rows count in the gram only).
+    monkeypatch.setattr(statistics_module, "_CHUNK_ROWS", chunk_rows)
+    rng = np.random.RandomState(1)
+    view_groups = {
+        "stacked": np.tile(np.arange(10), 4),
+        "repeated": np.repeat(np.arange(10), 4),
+        "shuffled": rng.permutation(np.repeat(np.arange(10), 4)),
+        "unequal": np.repeat(np.arange(10), [2, 3, 4, 5, 6, 2, 3, 7, 4, 4]),
+        "with singletons": rng.permutation(np.repeat(np.arange(13), [1] * 3 + [3] * 5 + [2] * 5 + [7] * 0)),
+    }[layout]
+    X = rng.standard_normal((len(view_groups), 5)) + 3
+    stats = InterventionStatistics.from_block(X, view_groups=view_groups)
+    gram, scatter = _brute_force_moments(X, view_groups)
+    assert_allclose(stats.gram, gram, rtol=1e-12)
+    assert_allclose(stats.group_scatter, scatter, rtol=1e-10, atol=1e-12)
+    assert stats.group_dof == len(X) - len(np.unique(view_groups))
+
+
+def test_float32_scatter_of_close_views_keeps_its_digits():
+    # CLIP views of one image are close: W is small next to X^T X. The Helmert contrasts form W
+    # from differences, so float32 products keep W to float32 precision relative to W itself
+    # (X^T X - sum s s^T / n would lose the digits W shares with the gram: a 25% error here).
+    rng = np.random.RandomState(2)
+    content = rng.standard_normal((2000, 16)) + 5
+    X = np.concatenate([content + 1e-2 * rng.standard_normal(content.shape) for _ in range(2)])
+    view_groups = np.tile(np.arange(2000), 2)
+    X32 = X.astype(np.float32)
+    stats = InterventionStatistics.from_block(X32, view_groups=view_groups)
+    _, scatter = _brute_force_moments(X32, view_groups)
+    assert np.linalg.norm(stats.group_scatter - scatter) < 1e-4 * np.linalg.norm(scatter)
+
+
 def test_pickle_round_trip():
     stats = _from_blocks(_blocks())
     clone = pickle.loads(pickle.dumps(stats))
