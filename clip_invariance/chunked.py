@@ -146,14 +146,17 @@ def align_labels(labels, X, name):
 
 
 def check_complete_groups(view_groups, split_every=SPLIT_EVERY):
-    """Raise if a view group has rows in two chunks; return the number of groups.
+    """Raise if a view group has rows in two chunks.
 
     Each chunk's statistics are those of complete groups only if no group
-    crosses a chunk boundary. On the workers, every chunk lists its group
-    ids; the lists are merged pairwise in a tree, which notes the first id
-    seen in two chunks. The client receives that id and two chunk numbers, not
-    the ids: reading them costs one pass over ``view_groups`` (8 bytes a row
-    for int64 ids), not over ``X``.
+    crosses a chunk boundary. On the workers, every chunk reports its
+    smallest and largest group id; when the client finds these ranges
+    disjoint (ids that grow with the rows, as ``arange(n) // n_views`` or a
+    store's order), no group is in two chunks. Otherwise a second pass lists
+    every chunk's ids and merges the lists ``split_every`` at a time, noting
+    the first id seen in two chunks: the last merge holds every id once (12
+    bytes a group for int64 ids). The client receives the ranges and at most
+    one conflict, never the ids, and ``X`` is not read.
 
     Parameters
     ----------
@@ -162,10 +165,6 @@ def check_complete_groups(view_groups, split_every=SPLIT_EVERY):
     split_every : int, default=8
         Lists merged per task.
 
-    Returns
-    -------
-    n_groups : int
-
     Raises
     ------
     ValueError
@@ -173,9 +172,13 @@ def check_complete_groups(view_groups, split_every=SPLIT_EVERY):
     """
     import dask
 
-    parts = [dask.delayed(_chunk_groups)(block, index)
-             for index, block in enumerate(view_groups.to_delayed().ravel())]
-    n_groups, conflict = dask.compute(dask.delayed(_summary)(_tree(parts, _merge_groups, split_every)))[0]
+    blocks = view_groups.to_delayed().ravel()
+    ranges = dask.compute(*[dask.delayed(_id_range)(block) for block in blocks])
+    ranges = sorted((r + (index,) for index, r in enumerate(ranges) if r is not None), key=lambda r: r[0])
+    if all(previous[1] < following[0] for previous, following in zip(ranges, ranges[1:])):
+        return
+    parts = [dask.delayed(_chunk_groups)(block, index) for index, block in enumerate(blocks)]
+    conflict = dask.compute(dask.delayed(_conflict)(_tree(parts, _merge_groups, split_every)))[0]
     if conflict is not None:
         group, first, second = conflict
         bounds = np.cumsum((0,) + view_groups.chunks[0])
@@ -187,7 +190,6 @@ def check_complete_groups(view_groups, split_every=SPLIT_EVERY):
             "chunk boundaries between groups, e.g. X.rechunk({0: sizes}) with sizes that end on group "
             "boundaries, or load_embeddings(path, chunks=rows), which rounds chunks to whole groups."
         )
-    return n_groups
 
 
 def chunked_statistics(X, *, view_groups=None, y=None, environments=None, split_every=SPLIT_EVERY):
@@ -298,10 +300,16 @@ def _add(*statistics):
     return sum(statistics[1:], statistics[0])
 
 
+def _id_range(block):
+    """Smallest and largest group id of one chunk (None when empty)."""
+    ids = np.unique(check_labels(block, len(block), "view_groups"))
+    return (_python_scalar(ids[0]), _python_scalar(ids[-1])) if len(ids) else None
+
+
 def _chunk_groups(block, index):
     """``(sorted unique ids, the chunk of each, first conflict)`` of one chunk."""
     ids = np.unique(check_labels(block, len(block), "view_groups"))
-    return ids, np.full(len(ids), index), None
+    return ids, np.full(len(ids), index, dtype=np.int32), None
 
 
 def _merge_groups(*parts):
@@ -315,12 +323,15 @@ def _merge_groups(*parts):
     if conflict is None and repeated.size:
         i = repeated[0]
         first, second = sorted((int(chunks[i]), int(chunks[i + 1])))
-        value = ids[i]
-        conflict = (value.item() if isinstance(value, np.generic) else value, first, second)
+        conflict = (_python_scalar(ids[i]), first, second)
     keep = np.ones(len(ids), dtype=bool)
     keep[repeated + 1] = False
     return ids[keep], chunks[keep], conflict
 
 
-def _summary(part):
-    return len(part[0]), part[2]
+def _conflict(part):
+    return part[2]
+
+
+def _python_scalar(value):
+    return value.item() if isinstance(value, np.generic) else value

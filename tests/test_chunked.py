@@ -21,7 +21,7 @@ dask = pytest.importorskip("dask")
 VIEWS = 2
 
 
-def views_block(block_id=None, *, groups, d, k, seed=0, dtype=np.float64):
+def views_block(block_id=None, *, groups, d, k, seed=0, precision=np.float64):
     """``groups`` contents, ``VIEWS`` adjacent rows each: shared invariant latents, per-view style.
 
     The style has the larger variance, so PCA alone would keep it; the first
@@ -30,7 +30,7 @@ def views_block(block_id=None, *, groups, d, k, seed=0, dtype=np.float64):
     rng = np.random.default_rng([seed, block_id[0]])
     content = np.repeat(rng.standard_normal((groups, k)), VIEWS, axis=0)
     style = 3.0 * rng.standard_normal((groups * VIEWS, d - k))
-    return (np.hstack([content, style]) @ planted_basis(d).T).astype(dtype)
+    return (np.hstack([content, style]) @ planted_basis(d).T).astype(precision)
 
 
 def planted_basis(d):
@@ -40,7 +40,7 @@ def planted_basis(d):
 def lazy_views(n_chunks, *, groups=50, d=16, k=3, seed=0, dtype=np.float64):
     """A lazily generated dask ``X`` (complete groups per chunk) and its lazy group ids."""
     rows = groups * VIEWS
-    X = da.map_blocks(views_block, groups=groups, d=d, k=k, seed=seed, dtype=dtype,
+    X = da.map_blocks(views_block, groups=groups, d=d, k=k, seed=seed, precision=dtype, dtype=dtype,
                       chunks=((rows,) * n_chunks, (d,)), meta=np.empty((0, 0), dtype))
     return X, da.arange(n_chunks * rows, chunks=rows) // VIEWS
 
@@ -85,6 +85,7 @@ def test_numpy_labels_and_uneven_chunks():
 
 def test_float32_stays_float32():
     X, view_groups = lazy_views(3, dtype=np.float32)
+    assert X.compute().dtype == np.float32
     proj = InvariantProjector(3).fit(X, view_groups=view_groups)
     reference = partial_fit_blocks(InvariantProjector(3), X, view_groups=view_groups)
     assert proj.components_.dtype == np.float32
@@ -129,6 +130,14 @@ def test_a_group_id_reused_in_distant_chunks_is_found():
     view_groups[-1] = 0
     with pytest.raises(ValueError, match=r"group 0 has rows in chunk 0 \(rows 0-99\) and chunk 19 "):
         InvariantProjector(3).fit(X, view_groups=da.from_array(view_groups, chunks=500))
+
+
+def test_complete_groups_with_interleaved_ids_are_accepted():
+    X, _ = lazy_views(3)  # chunk c holds the groups 3 j + c: overlapping id ranges, no group split
+    view_groups = (3 * (np.arange(300) % 100 // 2) + np.arange(300) // 100)
+    proj = InvariantProjector(3).fit(X, view_groups=da.from_array(view_groups, chunks=100))
+    assert_same_fit(proj, InvariantProjector(3).fit(X.compute(), view_groups=view_groups))
+    assert proj.statistics_.group_dof == 150
 
 
 def test_a_failed_partial_fit_leaves_the_projector_unchanged():
