@@ -37,6 +37,7 @@ import copy
 import sys
 
 import numpy as np
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .statistics import InterventionStatistics, check_labels
 
@@ -233,12 +234,14 @@ def chunked_statistics(X, *, view_groups=None, y=None, environments=None, split_
     return dask.compute(_tree(parts, _add, split_every))[0]
 
 
-def map_rows(estimator, method, X, *, n_columns=None, dtype):
+def map_rows(estimator, method, X, *, n_columns=None, dtype, check_features=True):
     """``getattr(estimator, method)`` of every row chunk of ``X``, as a lazy dask array.
 
-    The method runs in memory on each chunk, with every check it makes
-    (raised when the result is computed). The estimator is copied into the
-    graph once, so refitting it later does not change the result.
+    Whether the estimator is fitted, and the number of features of ``X``, are
+    checked now; the method runs in memory on each chunk, with every check it
+    makes on the values (raised when the result is computed). The estimator
+    is copied into the graph once, so refitting it later does not change the
+    result.
 
     Parameters
     ----------
@@ -251,6 +254,9 @@ def map_rows(estimator, method, X, *, n_columns=None, dtype):
         Columns of the method's output; None for a 1-D output (labels).
     dtype : dtype
         dtype of the method's output.
+    check_features : bool, default=True
+        Check ``X`` against the estimator's ``n_features_in_`` (False for a
+        method that reads another width, as ``inverse_transform``).
 
     Returns
     -------
@@ -268,7 +274,10 @@ def map_rows(estimator, method, X, *, n_columns=None, dtype):
     """
     import dask
 
+    check_is_fitted(estimator)
     X = check_row_chunks(X)
+    if check_features:
+        validate_data(estimator, X, skip_check_array=True, reset=False)
     frozen = dask.delayed(copy.deepcopy(estimator), pure=False)
     dtype = np.dtype(dtype)
     if n_columns is None:

@@ -347,7 +347,6 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         """
         check_is_fitted(self)
         if is_dask_array(X):
-            validate_data(self, X, skip_check_array=True, reset=False)
             return map_rows(self, "transform", X, n_columns=self.n_components_, dtype=_float_dtype(X))
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False, ensure_all_finite=False)
         # NaN/inf in X always reaches the output, D/K times smaller than X: checking it there
@@ -381,8 +380,8 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
             if X.ndim == 2 and X.shape[1] != self.n_components_:
                 raise ValueError(f"X has {X.shape[1]} features, but inverse_transform expects "
                                  f"{self.n_components_} (n_components_).")
-            dtype = _float_dtype(X)
-            return map_rows(self, "inverse_transform", X, n_columns=self.n_features_in_, dtype=dtype)
+            return map_rows(self, "inverse_transform", X, n_columns=self.n_features_in_,
+                            dtype=_float_dtype(X), check_features=False)
         X = check_array(X, dtype=[np.float64, np.float32])
         if X.shape[1] != self.n_components_:
             raise ValueError(f"X has {X.shape[1]} features, but inverse_transform expects "

@@ -276,7 +276,6 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
     def _map_rows(self, method, X):
         """``method`` of a dask ``X``, lazily, chunk by chunk (checks the shape now, the values then)."""
         check_is_fitted(self)
-        validate_data(self, X, skip_check_array=True, reset=False)
         n_classes = len(self.classes_)
         if method == "predict":
             return map_rows(self, method, X, dtype=self.classes_.dtype)

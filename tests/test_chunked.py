@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
+from sklearn.exceptions import NotFittedError
 from threadpoolctl import threadpool_limits
 
 from clip_invariance import InvariantProjector, ZeroShotInvariantClassifier
@@ -62,11 +63,7 @@ def assert_same_fit(a, b, rtol=1e-10):
 
 
 # ------------------------------------------------------------------ fit
-@pytest.mark.parametrize("split_every", [2, 8])
-def test_fit_equals_partial_fit_over_the_same_blocks(split_every, monkeypatch):
-    from clip_invariance import chunked
-
-    monkeypatch.setattr(chunked, "SPLIT_EVERY", split_every)  # a deeper tree for 2
+def test_fit_equals_partial_fit_over_the_same_blocks():
     X, view_groups = lazy_views(7)
     proj = InvariantProjector(3).fit(X, view_groups=view_groups)
     reference = partial_fit_blocks(InvariantProjector(3), X, view_groups=view_groups)
@@ -74,6 +71,18 @@ def test_fit_equals_partial_fit_over_the_same_blocks(split_every, monkeypatch):
     assert_allclose(proj.nuisance_scatter_, reference.nuisance_scatter_, rtol=1e-10)
     assert subspace_overlap(proj.components_.T, planted_basis(16)[:, :3]) > 0.95
     assert proj.n_features_in_ == 16 and proj.components_.dtype == np.float64
+
+
+@pytest.mark.parametrize("split_every", [2, 3, 100])
+def test_the_tree_sums_every_chunk_once(split_every):
+    from clip_invariance.chunked import chunked_statistics
+
+    X, view_groups = lazy_views(7)  # 2: a tree 3 deep; 3: uneven; 100: one sum
+    statistics = chunked_statistics(X, view_groups=view_groups, split_every=split_every)
+    reference = partial_fit_blocks(InvariantProjector(3), X, view_groups=view_groups).statistics_
+    assert (statistics.n_samples, statistics.group_dof) == (700, 350)
+    assert_allclose(statistics.gram, reference.gram, rtol=1e-10)
+    assert_allclose(statistics.group_scatter, reference.group_scatter, rtol=1e-10)
 
 
 def test_numpy_labels_and_uneven_chunks():
@@ -262,6 +271,10 @@ def test_zero_shot_predictions_are_lazy(n_classes):
             assert_allclose(result.compute(), expected, rtol=1e-12)
     with pytest.raises(ValueError, match="X has 15 features, but ZeroShotInvariantClassifier is expecting"):
         clf.predict(X[:, 1:])
+    with pytest.raises(NotFittedError):
+        ZeroShotInvariantClassifier(prompts).predict_proba(X)
+    with pytest.raises(NotFittedError):
+        InvariantProjector(3).transform(X)
 
 
 def test_import_stays_free_of_dask():
@@ -291,7 +304,7 @@ def client():
     # Workers cannot import this test module: send its block generator by value.
     cloudpickle.register_pickle_by_value(sys.modules[__name__])
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit="300MB",
-                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+                                  dashboard_address=":0") as cluster, distributed.Client(cluster) as client:
         yield client
     cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
 
