@@ -163,7 +163,8 @@ def _pretrained(text):
 
 
 def _evaluate(args):
-    from .datasets._store import METADATA_FILE, check_store_path
+    from .datasets._store import check_store_path
+    from .datasets._store_format import is_store
     from .evaluation import evaluate_ablation, evaluate_image_folder, evaluate_store
     from .reporting import markdown_tables, plot_ablation, plot_results, write_results
 
@@ -185,7 +186,7 @@ def _evaluate(args):
         "progress": not args.quiet,
     }
     source = Path(args.source)
-    if (source / METADATA_FILE).is_file():
+    if is_store(source):  # a store, or a sharded one
         store = source
         results = evaluate_store(store, **options)
     else:

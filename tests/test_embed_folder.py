@@ -275,3 +275,64 @@ def test_pacs_mini(pacs_mini, tmp_path, tiny_model, counts):
     embed(pacs_mini, tmp_path / "store", tiny_model, n_views=1, ensemble_templates="simple",
           text_styles=STYLES)
     assert taken(counts) == {"image": 0, "text": 0}
+
+
+# ------------------------------------------------------------------ shards
+def test_two_shards_load_equal_to_an_unsharded_embed(folder, tmp_path, tiny_model, counts):
+    whole = embed(folder, tmp_path / "whole", tiny_model)
+    taken(counts)
+    first = embed(folder, tmp_path / "sharded", tiny_model, shard=(0, 2))
+    assert taken(counts) == {"image": 6 * (1 + N_VIEWS), "text": N_TEXT_ITEMS}  # its 6 images, every text
+    assert first.X.shape == (6, 32) and first.settings["shard"] == {"index": 0, "count": 2}
+    with pytest.raises(ValueError, match=r"1 of 2 shards are not complete: shard 1 \(missing\)"):
+        load_embeddings(tmp_path / "sharded")
+    embed(folder, tmp_path / "sharded", tiny_model, shard=(1, 2))
+    assert taken(counts) == {"image": 6 * (1 + N_VIEWS), "text": N_TEXT_ITEMS}
+    assert sorted(p.name for p in (tmp_path / "sharded" / "shards").iterdir()) == [
+        "00000-of-00002", "00001-of-00002"]  # nothing else written, by either shard
+
+    sharded = load_embeddings(tmp_path / "sharded")
+    for name in ("X", "views", "prompt_embeddings", "prompt_ensemble_embeddings", "text_interventions"):
+        assert_allclose(sharded[name], whole[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    for name in ("y", "environments", "paths", "text_view_groups", "text_intervention_texts"):
+        assert_array_equal(sharded[name], whole[name], err_msg=name)
+    assert_array_equal(sharded.item_keys["X"], whole.item_keys["X"])  # the same items, the same keys
+    assert_array_equal(sharded.item_keys["views"], whole.item_keys["views"])
+    assert sharded.settings["shards"] == 2 and "shard" not in sharded.settings
+
+    again = embed(folder, tmp_path / "sharded", tiny_model, shard=(1, 2))  # resuming a finished shard
+    assert taken(counts) == {"image": 0, "text": 0}
+    assert_array_equal(again.X, sharded.X[6:])
+
+
+def test_interrupted_shard_resumes_its_own_items(folder, tmp_path, tiny_model, counts, monkeypatch):
+    real = CLIPEmbedder.transform
+    calls = []
+
+    def failing(self, X):
+        calls.append(self.modality)
+        if calls.count("image") == 2:  # stopped during the second chunk of images
+            raise KeyboardInterrupt
+        return real(self, X)
+
+    monkeypatch.setattr(CLIPEmbedder, "transform", failing)
+    with pytest.raises(KeyboardInterrupt):
+        embed(folder, tmp_path / "store", tiny_model, shard=(1, 3), chunk_size=4)
+    monkeypatch.setattr(CLIPEmbedder, "transform", real)
+    assert taken(counts) == {"image": 4, "text": N_TEXT_ITEMS}  # the texts and one chunk of images
+    embed(folder, tmp_path / "store", tiny_model, shard=(1, 3), chunk_size=4)
+    assert taken(counts) == {"image": 4 * (1 + N_VIEWS) - 4, "text": 0}
+
+
+@pytest.mark.parametrize("shard, message", [
+    ((2, 2), r"shard must be \(index, count\) with 0 <= index < count, got \(2, 2\)"),
+    ((0, 13), "12 images cannot be split into 13 shards"),
+    ((0, 3), "holds shards of a split into 2; this run splits into 3"),
+])
+def test_shard_mistakes_are_reported_before_anything_is_embedded(folder, tmp_path, tiny_model, counts, shard,
+                                                                 message):
+    (tmp_path / "store" / "shards" / "00001-of-00002").mkdir(parents=True)
+    with pytest.raises(ValueError, match=message):
+        embed(folder, tmp_path / "store", tiny_model, shard=shard)
+    assert taken(counts) == {"image": 0, "text": 0}
+    assert [p.name for p in (tmp_path / "store" / "shards").iterdir()] == ["00001-of-00002"]

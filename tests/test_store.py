@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 
-from clip_invariance.datasets import _store, load_embeddings, save_embeddings
+from clip_invariance.datasets import _store, _store_format, load_embeddings, save_embeddings
+from clip_invariance.datasets._store_format import group_chunks, shard_name
 
 
 def full_fields(dtype=np.float32, n=6, V=2, D=5, C=3, M=4, T=7, seed=0):
@@ -36,7 +37,7 @@ def test_round_trip_of_every_field(tmp_path, dtype, mmap):
     fields = full_fields(dtype)
     save_embeddings(tmp_path / "store", **fields)
     data = load_embeddings(tmp_path / "store", mmap=mmap)
-    for name in _store.FIELDS:
+    for name in _store_format.FIELDS:
         expected = np.asarray(fields[name])
         assert_array_equal(data[name], expected, err_msg=name)
         assert isinstance(data[name], np.memmap) == mmap, name
@@ -57,7 +58,7 @@ def test_without_optional_fields(tmp_path):
     data = load_embeddings(tmp_path)
     assert_array_equal(data.X, X)
     assert data.class_names is None and data.environment_names == ["a", "b"]
-    for name in set(_store.FIELDS) - set(_store.REQUIRED):
+    for name in set(_store_format.FIELDS) - set(_store_format.REQUIRED):
         assert data[name] is None, name
     assert data.settings == {}
 
@@ -73,9 +74,9 @@ def test_readable_with_numpy_alone(tmp_path):
     fields = full_fields()
     save_embeddings(tmp_path, **fields, item_keys={"X": [f"k{i}" for i in range(6)]})
     meta = json.loads((tmp_path / "store.json").read_text())
-    assert meta["version"] == _store.STORE_VERSION and meta["class_names"] == fields["class_names"]
+    assert meta["version"] == _store_format.STORE_VERSION and meta["class_names"] == fields["class_names"]
     records = list(meta["fields"].items()) + list(meta["item_keys"].items())
-    assert len(records) == len(_store.FIELDS) + 1
+    assert len(records) == len(_store_format.FIELDS) + 1
     for name, record in records:
         array = np.load(tmp_path / record["file"], allow_pickle=False, mmap_mode="r")
         assert array.dtype != object and list(array.shape) == record["shape"], name
@@ -314,3 +315,158 @@ def test_crash_between_the_renames_is_repaired(store, monkeypatch):
         load_embeddings(store)
     _store.check_store_path(store)  # what every save does first: puts the old store back
     assert_array_equal(load_embeddings(store).X, full_fields(seed=0)["X"])
+
+
+# ------------------------------------------------------------ dask and shards
+def test_group_chunks_never_split_a_group():
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        groups = rng.permutation(np.repeat(np.arange(8), rng.integers(1, 5, 8)))
+        if rng.random() < 0.5:
+            groups = np.sort(groups)
+        rows = int(rng.integers(1, 10))
+        sizes = group_chunks(groups, rows)
+        assert sum(sizes) == len(groups) and min(sizes) >= 1
+        bounds = np.cumsum((0,) + sizes)
+        chunk_of = np.repeat(np.arange(len(sizes)), sizes)
+        for g in np.unique(groups):
+            assert len(set(chunk_of[groups == g])) == 1  # every group in one chunk
+        # Each chunk but the last holds at least `rows` entries, or ends where a group forced it.
+        assert all(b - a >= rows for a, b in zip(bounds[:-2], bounds[1:-1]))
+    assert group_chunks([0, 0, 1, 1, 1, 2, 3, 3], 2) == (2, 3, 3)  # 2 rows, then moved to whole groups
+
+
+def test_chunks_give_lazy_dask_arrays_equal_to_the_numpy_load(tmp_path, monkeypatch):
+    da = pytest.importorskip("dask.array")
+    fields = full_fields(n=11, T=9)
+    fields["text_view_groups"] = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    fields["text_intervention_styles"] = ["photo"] * 9
+    save_embeddings(tmp_path / "store", **fields, item_keys={"X": [f"key {i}" for i in range(11)]})
+    reads = []
+    real_getitem = _store_format.NpyBlocks.__getitem__
+
+    def counted(self, index):
+        reads.append(os.path.basename(self.file))
+        return real_getitem(self, index)
+
+    monkeypatch.setattr(_store_format.NpyBlocks, "__getitem__", counted)
+    lazy = load_embeddings(tmp_path / "store", chunks=4)
+    assert reads == ["text_view_groups.npy"]  # the text ids, to place the chunks; no other block is read
+    X = lazy.X.compute()
+    assert reads.count("X.npy") == 3  # one read per chunk, when computed
+    eager = load_embeddings(tmp_path / "store", mmap=False)
+    assert_array_equal(X, eager.X)
+    for name in _store_format.FIELDS:
+        assert isinstance(lazy[name], da.Array), name
+        assert_array_equal(lazy[name].compute(), eager[name], err_msg=name)
+    assert lazy.X.chunks == ((4, 4, 3), (5,)) and lazy.views.chunks[0] == (4, 4, 3)
+    assert lazy.text_interventions.chunks[0] == (5, 4)  # moved to the end of group 1, then the rest
+    assert lazy.prompt_ensemble_embeddings.chunks == ((4,), (3,), (5,))
+    assert_array_equal(lazy.item_keys["X"].compute(), eager.item_keys["X"])
+
+
+def test_chunks_check_values_when_read(tmp_path):
+    pytest.importorskip("dask.array")
+    fields = full_fields(n=8)
+    save_embeddings(tmp_path / "store", **fields)
+    X = np.load(tmp_path / "store" / "X.npy", mmap_mode="r+")
+    X[6, 1] = np.nan
+    X.flush()
+    lazy = load_embeddings(tmp_path / "store", chunks=3)  # nothing read: no error yet
+    assert np.isfinite(lazy.X[:6].compute()).all()
+    with pytest.raises(ValueError, match="X: contains NaN or infinite values"):
+        lazy.X.compute()
+    with pytest.raises(ValueError, match="X: contains NaN"):
+        load_embeddings(tmp_path / "store")
+
+
+@pytest.mark.parametrize("chunks, error, message", [
+    (0, ValueError, "chunks must be at least 1 row, got 0"),
+    (2.5, TypeError, "chunks must be a number of rows"),
+    (True, TypeError, "chunks must be a number of rows"),
+])
+def test_bad_chunks(store, chunks, error, message):
+    with pytest.raises(error, match=message):
+        load_embeddings(store, chunks=chunks)
+
+
+def test_chunks_without_dask_name_the_extra(store, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_dask(name, *args, **kwargs):
+        if name.startswith("dask"):
+            raise ImportError("No module named 'dask'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_dask)
+    with pytest.raises(ImportError, match=r"needs dask: pip install 'clip-invariance\[dask\]'"):
+        load_embeddings(store, chunks=2)
+
+
+def write_shards(path, fields, bounds):
+    """Save rows [a, b) of `fields` as shard i of len(bounds) - 1, as embed_image_folder(shard=...) does."""
+    count = len(bounds) - 1
+    for index, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        part = {k: (np.asarray(v)[a:b] if k in _store_format.ROW_FIELDS else v) for k, v in fields.items()}
+        part["settings"] = {**fields["settings"], "shard": {"index": index, "count": count}}
+        save_embeddings(path / "shards" / shard_name(index, count), **part)
+
+
+def test_sharded_store_reads_as_one(tmp_path):
+    fields = full_fields(n=10)
+    save_embeddings(tmp_path / "whole", **fields)
+    write_shards(tmp_path / "sharded", fields, [0, 3, 7, 10])
+    whole, sharded = load_embeddings(tmp_path / "whole"), load_embeddings(tmp_path / "sharded")
+    for name in _store_format.FIELDS:
+        assert_array_equal(sharded[name], whole[name], err_msg=name)
+    assert sharded.settings == {**fields["settings"], "shards": 3}
+    assert sharded.class_names == whole.class_names and sharded.environment_names == whole.environment_names
+
+
+def test_sharded_store_as_dask_spans_the_shards(tmp_path):
+    pytest.importorskip("dask.array")
+    fields = full_fields(n=10)
+    write_shards(tmp_path / "sharded", fields, [0, 3, 7, 10])
+    lazy = load_embeddings(tmp_path / "sharded", chunks=2)
+    assert lazy.X.chunks[0] == (2, 1, 2, 2, 2, 1)  # chunks end at each shard's end
+    assert_array_equal(lazy.X.compute(), fields["X"])
+    assert_array_equal(lazy.environments.compute(), fields["environments"])
+
+
+def test_missing_unfinished_and_mixed_shards_are_listed(tmp_path):
+    fields = full_fields(n=10)
+    write_shards(tmp_path / "s", fields, [0, 2, 4, 6, 10])
+    shards = tmp_path / "s" / "shards"
+    (shards / shard_name(1, 4) / "store.json").unlink()  # unfinished, as a run stopped before its save
+    os.rename(shards / shard_name(3, 4), tmp_path / "elsewhere")
+    with pytest.raises(ValueError, match=r"2 of 4 shards are not complete: shard 1 \(unfinished: run it "
+                       r"again to resume\), 3 \(missing\)\. Embed them with --shard i/4"):
+        load_embeddings(tmp_path / "s")
+    (shards / shard_name(0, 2)).mkdir()
+    with pytest.raises(ValueError, match=r"mixes shards of \[2, 4\] parts"):
+        load_embeddings(tmp_path / "s")
+
+
+def test_shards_of_another_model_are_refused(tmp_path):
+    fields = full_fields(n=6)
+    write_shards(tmp_path / "s", fields, [0, 3, 6])
+    other = {**fields, "settings": {"model": {"model_name": "ViT-B-32"}, "shard": {"index": 1, "count": 2}}}
+    rows = {k: (np.asarray(v)[3:] if k in _store_format.ROW_FIELDS else v) for k, v in other.items()}
+    save_embeddings(tmp_path / "s" / "shards" / shard_name(1, 2), **rows)
+    with pytest.raises(ValueError, match="shard 00001-of-00002 was embedded by another model"):
+        load_embeddings(tmp_path / "s")
+
+
+def test_shard_paths_are_checked(tmp_path):
+    fields = full_fields(n=6)
+    write_shards(tmp_path / "s", fields, [0, 3, 6])
+    assert _store.check_shard_path(tmp_path / "s", 1, 2) == tmp_path / "s" / "shards" / "00001-of-00002"
+    with pytest.raises(ValueError, match="holds shards of a split into 2; this run splits into 4"):
+        _store.check_shard_path(tmp_path / "s", 0, 4)
+    save_embeddings(tmp_path / "plain", **fields)
+    with pytest.raises(ValueError, match="is an unsharded store"):
+        _store.check_shard_path(tmp_path / "plain", 0, 2)
+    with pytest.raises(ValueError, match="is a sharded store"):
+        save_embeddings(tmp_path / "s", **fields)

@@ -25,16 +25,16 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 
 from ..prompts import DEFAULT_SETTINGS, DEFAULT_STYLES, build_prompts, make_text_interventions
 from ._image_folder import load_image_folder
-from ._store import (
-    CHUNK_FOLDER,
-    METADATA_FILE,
-    check_store_path,
-    load_embeddings,
-    save_embeddings,
-    stored_rows,
-)
+from ._store import check_shard_path, check_store_path, load_embeddings, save_embeddings, stored_rows
+from ._store_format import CHUNK_FOLDER, METADATA_FILE
 
-__all__ = ["embed_image_folder", "image_folder_views", "text_interventions_with_styles", "TEXT_TEMPLATE"]
+__all__ = [
+    "embed_image_folder",
+    "image_folder_views",
+    "text_interventions_with_styles",
+    "check_shard",
+    "TEXT_TEMPLATE",
+]
 
 # The text-intervention template, passed explicitly so that each string's style can be told.
 TEXT_TEMPLATE = "a {style} of a {classname}{setting}."
@@ -57,6 +57,7 @@ TEXT_TEMPLATE = "a {style} of a {classname}{setting}."
         "random_state": [Interval(Integral, 0, None, closed="left")],
         "chunk_size": [Interval(Integral, 1, None, closed="left")],
         "progress": ["boolean"],
+        "shard": [tuple, None],
     },
     prefer_skip_nested_validation=True,
 )
@@ -77,6 +78,7 @@ def embed_image_folder(
     random_state=0,
     chunk_size=512,
     progress=True,
+    shard=None,
 ):
     """Embed a DomainBed-style image folder into an embedding store, resumably.
 
@@ -116,11 +118,20 @@ def embed_image_folder(
         Items embedded and saved together: the most work an interruption loses.
     progress : bool, default=True
         Show a progress bar over items (those found in the store count as done).
+    shard : tuple of (int, int), default=None
+        ``(i, n)``: embed only the ``i``-th of ``n`` contiguous parts of the
+        sorted image list (all the views of an image in its part) into the
+        store's own folder ``store/shards/IIIII-of-NNNNN`` (prompts and text
+        interventions in every shard). Each shard resumes like a store, and
+        the ``n`` may run at once on machines sharing the filesystem: no file
+        is written by two of them. ``load_embeddings(store)`` reads the
+        complete shards as one store.
 
     Returns
     -------
     store : :class:`~sklearn.utils.Bunch`
-        The store, as :func:`~clip_invariance.datasets.load_embeddings` reads it.
+        The store (with ``shard``, the shard's), as
+        :func:`~clip_invariance.datasets.load_embeddings` reads it.
 
     Raises
     ------
@@ -130,7 +141,8 @@ def embed_image_folder(
         For a bad argument (``InvalidParameterError``, a ValueError), a folder
         without environment, class or image, an unknown model, a template
         without ``{}``, a store path that is not a store or lies inside
-        ``root``, an unreadable image.
+        ``root``, an unreadable image; with ``shard``, more shards than
+        images, or a store split into another number of shards.
     OSError
         If the weights are not cached and cannot be downloaded.
 
@@ -163,7 +175,16 @@ def embed_image_folder(
     if store == root or root in store.parents:
         raise ValueError(f"The store {str(store)!r} must not be inside the image folder {str(root)!r}: it "
                          "would be listed as an environment.")
-    check_store_path(store)
+    if shard is None:
+        check_store_path(store)
+    else:
+        index, count = check_shard(shard)
+        if count > len(data.paths):
+            raise ValueError(f"{len(data.paths)} images cannot be split into {count} shards: use at most "
+                             f"{len(data.paths)}.")
+        store = check_shard_path(store, index, count)
+        part = slice(index * len(data.paths) // count, (index + 1) * len(data.paths) // count)
+        data.update(paths=data.paths[part], y=data.y[part], environments=data.environments[part])
     classes = data.class_names
     strings = {"prompt_embeddings": build_prompts(classes, [template])[0]}
     if ensemble_templates is not None:
@@ -216,6 +237,8 @@ def embed_image_folder(
         "text_interventions": None if texts is None else {
             "template": TEXT_TEMPLATE, "styles": list(text_styles), "settings": list(text_settings)},
     }
+    if shard is not None:
+        settings["shard"] = {"index": index, "count": count}
     save_embeddings(store, y=data.y, environments=data.environments, class_names=classes,
                     environment_names=data.environment_names, paths=data.paths, settings=settings,
                     item_keys=item_keys, **arrays)
@@ -277,6 +300,25 @@ def image_folder_views(paths, root, *, n_views, random_state):
                       for v, view in enumerate(augmented)]
         out.append((identity, views))
     return out
+
+
+def check_shard(shard):
+    """``(index, count)`` of a shard given as a pair of integers, ``0 <= index < count``.
+
+    >>> check_shard((3, 8))
+    (3, 8)
+    >>> check_shard((8, 8))
+    Traceback (most recent call last):
+    ...
+    ValueError: shard must be (index, count) with 0 <= index < count, got (8, 8).
+    """
+    if (
+        not isinstance(shard, (tuple, list)) or len(shard) != 2
+        or not all(isinstance(v, Integral) and not isinstance(v, bool) for v in shard)
+        or not 0 <= shard[0] < shard[1]
+    ):
+        raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard!r}.")
+    return int(shard[0]), int(shard[1])
 
 
 def text_interventions_with_styles(class_names, styles, settings):

@@ -21,43 +21,43 @@ import shutil
 import tempfile
 import uuid
 import warnings
+from numbers import Integral
 from pathlib import Path
 
 import numpy as np
 from sklearn.utils import Bunch
 
+from ._store_format import (
+    CHUNK_FOLDER,
+    EMBEDDING_FIELDS,
+    FIELDS,
+    METADATA_FILE,
+    ROW_FIELDS,
+    SHARD_FOLDER,
+    STORE_FORMAT,
+    STORE_VERSION,
+    NpyBlocks,
+    check_fields,
+    check_keys,
+    check_shards_agree,
+    check_values,
+    field_record,
+    group_chunks,
+    is_sharded,
+    parse_shard_name,
+    read_array,
+    read_metadata,
+    shard_folders,
+    shard_name,
+)
+
 __all__ = [
-    "STORE_FORMAT",
-    "STORE_VERSION",
-    "METADATA_FILE",
-    "CHUNK_FOLDER",
     "save_embeddings",
     "load_embeddings",
     "check_store_path",
+    "check_shard_path",
     "stored_rows",
 ]
-
-STORE_FORMAT = "clip-invariance embedding store"
-STORE_VERSION = 1
-METADATA_FILE = "store.json"
-CHUNK_FOLDER = "chunks"
-
-# Field -> (kind, allowed ndims). Shapes are checked together in check_fields.
-FIELDS = {
-    "X": ("float", (2,)),
-    "y": ("int", (1,)),
-    "environments": ("str", (1,)),
-    "views": ("float", (3,)),
-    "paths": ("str", (1,)),
-    "prompt_embeddings": ("float", (2, 3)),
-    "prompt_ensemble_embeddings": ("float", (3,)),
-    "text_interventions": ("float", (2,)),
-    "text_view_groups": ("int", (1,)),
-    "text_intervention_texts": ("str", (1,)),
-    "text_intervention_styles": ("str", (1,)),
-}
-REQUIRED = ("X", "y", "environments")
-EMBEDDING_FIELDS = tuple(name for name, (kind, _) in FIELDS.items() if kind == "float")
 
 
 def save_embeddings(
@@ -149,8 +149,8 @@ def save_embeddings(
     metadata = {
         "format": STORE_FORMAT,
         "version": STORE_VERSION,
-        "fields": {name: _record(name, a) for name, a in arrays.items()},
-        "item_keys": {name: _record(f"item_keys_{name}", a) for name, a in keys.items()},
+        "fields": {name: field_record(name, a) for name, a in arrays.items()},
+        "item_keys": {name: field_record(f"item_keys_{name}", a) for name, a in keys.items()},
         "class_names": class_names,
         "environment_names": environment_names,
         "settings": {} if settings is None else settings,
@@ -178,15 +178,26 @@ def save_embeddings(
         raise
 
 
-def load_embeddings(path, *, mmap=True):
-    """Read a store written by :func:`save_embeddings`, checking every field.
+def load_embeddings(path, *, mmap=True, chunks=None):
+    """Read a store written by :func:`save_embeddings` (or a sharded store), checking every field.
 
     Parameters
     ----------
     path : str or path
-        The store folder.
+        The store folder, or a sharded store: a folder whose ``shards/``
+        holds the stores of ``embed_image_folder(..., shard=(i, n))``, read as
+        one store, concatenated in shard order.
     mmap : bool, default=True
-        Memory-map the arrays (read-only) instead of reading them into memory.
+        Memory-map the arrays (read-only) instead of reading them into memory
+        (a sharded store is concatenated in memory, unless ``chunks``).
+    chunks : int, default=None
+        Return every array field as a dask array of about ``chunks`` rows per
+        chunk (needs the ``dask`` extra), read from the files only when
+        computed: nothing is read here, and each block's values are checked
+        as it is read. Every image's views are in its own row of ``views``,
+        so each chunk holds complete view groups; the text fields' chunks are
+        moved to whole groups of ``text_view_groups``; a sharded store's
+        chunks also end at each shard's end. The class prompts are one chunk.
 
     Returns
     -------
@@ -196,7 +207,8 @@ def load_embeddings(path, *, mmap=True):
         ``text_interventions``, ``text_view_groups``,
         ``text_intervention_texts``, ``text_intervention_styles`` (None when
         absent), ``class_names``, ``environment_names`` (lists, or None for
-        unnamed classes), ``settings`` (dict) and ``item_keys`` (dict).
+        unnamed classes), ``settings`` (dict; a sharded store's has
+        ``"shards"``, its number of shards) and ``item_keys`` (dict).
 
     Raises
     ------
@@ -205,7 +217,11 @@ def load_embeddings(path, *, mmap=True):
     ValueError
         Naming the field, if the store is damaged or inconsistent: no or
         unreadable ``store.json``, another format version, a missing or
-        truncated file, a shape or dtype unlike the recorded one.
+        truncated file, a shape or dtype unlike the recorded one; for a
+        sharded store, missing or unfinished shards (all listed), shards of
+        different counts or of different models.
+    ImportError
+        With ``chunks``, if dask is not installed.
 
     Examples
     --------
@@ -218,92 +234,94 @@ def load_embeddings(path, *, mmap=True):
     >>> data = load_embeddings(store)
     >>> data.views.shape, data.environments.tolist(), data.prompt_embeddings is None
     ((4, 2, 3), ['0', '0', '1', '1'], True)
+    >>> lazy = load_embeddings(store, chunks=3)  # dask arrays
+    >>> lazy.X.chunks, np.array_equal(lazy.views.compute(), data.views)
+    (((3, 1), (3,)), True)
     """
+    if chunks is not None:
+        if isinstance(chunks, bool) or not isinstance(chunks, Integral):
+            raise TypeError(f"chunks must be a number of rows (int) or None, got {type(chunks).__name__}.")
+        if chunks < 1:
+            raise ValueError(f"chunks must be at least 1 row, got {chunks}.")
+        try:
+            import dask.array  # noqa: F401
+        except ImportError:
+            raise ImportError("load_embeddings(..., chunks=...) returns dask arrays and needs dask: "
+                              "pip install 'clip-invariance[dask]'.") from None
     path = Path(path)
     if not path.is_dir():
         left = sorted(path.parent.glob(f".{path.name}.old-*"))
         hint = f"; an interrupted save moved it to {str(left[-1])!r} (a save puts it back)" if left else ""
         raise FileNotFoundError(f"Embedding store not found: {str(path)!r}{hint}.")
-    metadata = _read_metadata(path)
-    fields = dict.fromkeys(FIELDS)
-    for name, record in metadata["fields"].items():
-        fields[name] = _read_array(path, name, record, mmap)
-    check_fields(fields, metadata["class_names"], metadata["environment_names"], where=f"{path}: ")
-    keys = {
-        name: _read_array(path, f"item_keys[{name}]", record, mmap)
-        for name, record in metadata["item_keys"].items()
-    }
-    for name, array in keys.items():
-        _check_keys(name, array, fields.get(name), where=f"{path}: ")
+    lazy = chunks is not None
+    folders = shard_folders(path) if is_sharded(path) else [path]
+    parts = [_read_store(folder, mmap=mmap or lazy, lazy=lazy) for folder in folders]
+    if len(parts) > 1:
+        check_shards_agree(path, folders, parts)
+    text_chunks = None
+    if lazy and parts[0][0]["text_view_groups"] is not None:  # a few hundred ids, read now
+        text_chunks = group_chunks(parts[0][0]["text_view_groups"][:], chunks)
+    fields, keys = ({name: _joined(name, [part[i][name] for part in parts], chunks, text_chunks)
+                     for name in names} for i, names in ((0, FIELDS), (1, parts[0][1])))
+    metadata = parts[0][2]
+    settings = dict(metadata["settings"])
+    if len(parts) > 1:
+        settings.pop("shard", None)
+        settings["shards"] = len(parts)
     return Bunch(
         **fields,
         class_names=metadata["class_names"],
         environment_names=metadata["environment_names"],
-        settings=metadata["settings"],
+        settings=settings,
         item_keys=keys,
     )
 
 
-def check_fields(arrays, class_names, environment_names, where=""):
-    """Check that the fields of a store agree; raise a ValueError naming the field.
+def _read_store(path, *, mmap, lazy):
+    """``(fields, item keys, metadata)`` of one store folder; with ``lazy``, values checked per block."""
+    metadata = read_metadata(path)
+    where = f"{path}: "
+    fields = dict.fromkeys(FIELDS)
+    for name, record in metadata["fields"].items():
+        fields[name] = read_array(path, name, record, mmap)
+    n_classes = check_fields(fields, metadata["class_names"], metadata["environment_names"], where=where,
+                             values=not lazy)
+    keys = {name: read_array(path, f"item_keys[{name}]", record, mmap)
+            for name, record in metadata["item_keys"].items()}
+    for name, array in keys.items():
+        check_keys(name, array, fields.get(name), where=where)
+    if lazy:
+        def checker(name):
+            return lambda block: check_values({name: block}, n_classes, metadata["environment_names"], where)
 
-    ``arrays`` maps field names to arrays (or None); the rules are those of
-    :func:`save_embeddings`. Used on writing and on reading.
-    """
-    get = arrays.get
+        fields = {name: None if a is None else NpyBlocks(a.filename, a.shape, a.dtype, checker(name))
+                  for name, a in fields.items()}
+        keys = {name: NpyBlocks(a.filename, a.shape, a.dtype) for name, a in keys.items()}
+    return fields, keys, metadata
 
-    def fail(name, message):
-        raise ValueError(f"{where}{name}: {message}")
 
-    for name in REQUIRED:
-        if get(name) is None:
-            fail(name, "missing; a store needs X, y and environments.")
-    n, dim = arrays["X"].shape
-    if n == 0 or dim == 0:
-        fail("X", f"must hold at least one row and one column, got shape {arrays['X'].shape}.")
-    for name, (kind, ndims) in FIELDS.items():
-        array = get(name)
-        if array is None:
-            continue
-        if array.ndim not in ndims or array.dtype.kind != {"float": "f", "int": "i", "str": "U"}[kind]:
-            fail(name, f"expected a {kind} array with {' or '.join(map(str, ndims))} axes, got "
-                 f"{array.dtype} of shape {array.shape}.")
-        if kind == "float" and array.shape[-1] != dim:
-            fail(name, f"last axis {array.shape[-1]} differs from X's {dim} features.")
-    for name in ("y", "environments", "views", "paths"):
-        if get(name) is not None and len(arrays[name]) != n:
-            fail(name, f"has {len(arrays[name])} rows, X has {n}.")
-    if get("views") is not None and arrays["views"].shape[1] == 0:
-        fail("views", "has 0 views per row; pass views=None instead.")
+def _joined(name, arrays, chunks, text_chunks):
+    """One field from the shards: row fields concatenated, the others the first shard's."""
+    if arrays[0] is None:
+        return None
+    if name not in ROW_FIELDS:
+        arrays = arrays[:1]
+    if chunks is None:
+        return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+    import dask.array as da
 
-    n_classes = None if class_names is None else len(class_names)
-    for name in ("prompt_embeddings", "prompt_ensemble_embeddings"):
-        if get(name) is not None:
-            c = arrays[name].shape[-2]
-            if n_classes is not None and c != n_classes:
-                fail(name, f"covers {c} classes, the store names {n_classes}: {class_names}.")
-            n_classes = c
-    y = np.asarray(arrays["y"])
-    if y.size and (y.min() < 0 or (n_classes is not None and y.max() >= n_classes)):
-        fail("y", f"labels must lie in [0, {n_classes}) (the classes), got {y.min()}..{y.max()}.")
-    unknown = sorted(set(np.unique(np.asarray(arrays["environments"])).tolist()) - set(environment_names))
-    if unknown:
-        fail("environments", f"{unknown} are not in environment_names {environment_names}.")
-
-    texts = get("text_interventions")
-    if (texts is None) != (get("text_view_groups") is None):
-        fail("text_view_groups", "text_interventions and text_view_groups go together.")
-    for name in ("text_view_groups", "text_intervention_texts", "text_intervention_styles"):
-        if get(name) is None:
-            continue
-        if texts is None:
-            fail(name, "given without text_interventions.")
-        if len(arrays[name]) != len(texts):
-            fail(name, f"has {len(arrays[name])} entries, text_interventions has {len(texts)}.")
-    for name in EMBEDDING_FIELDS:
-        array = get(name)
-        if array is not None and not np.isfinite(array).all():
-            fail(name, "contains NaN or infinite values.")
+    lazy = []
+    for blocks in arrays:
+        rows = blocks.shape[0]
+        if name in ROW_FIELDS:
+            sizes = tuple(min(chunks, rows - start) for start in range(0, rows, chunks))
+        elif name.startswith("text_"):
+            sizes = text_chunks
+        else:
+            sizes = rows  # class prompts: one chunk
+        lazy.append(da.from_array(blocks, chunks=(sizes,) + blocks.shape[1:],
+                                  meta=np.empty((0,) * blocks.ndim, dtype=blocks.dtype)))
+    return lazy[0] if len(lazy) == 1 else da.concatenate(lazy)
 
 
 def check_store_path(path):
@@ -326,11 +344,45 @@ def check_store_path(path):
         return
     if not path.is_dir():
         raise ValueError(f"{str(path)!r} exists and is not a folder; choose another store path.")
+    if is_sharded(path):
+        raise ValueError(f"{str(path)!r} is a sharded store ({SHARD_FOLDER}/): embed into it shard by shard "
+                         "(shard=(i, n), --shard i/N), or choose another folder.")
     if any(path.iterdir()) and not ((path / METADATA_FILE).is_file() or (path / CHUNK_FOLDER).is_dir()):
         raise ValueError(
             f"{str(path)!r} is a non-empty folder that is not an embedding store (no {METADATA_FILE}); "
             "refusing to replace it: choose a new or empty folder."
         )
+
+
+def check_shard_path(path, index, count):
+    """The folder of shard ``index`` of ``count`` in the sharded store ``path``, ready to receive it.
+
+    Shards only ever write their own folder, ``path/shards/IIIII-of-NNNNN``:
+    ``n`` of them may run at once on machines sharing the filesystem.
+
+    Raises
+    ------
+    ValueError
+        If ``path`` is an unsharded store or another non-empty folder, or
+        holds shards of another count than ``count``.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{str(path)!r} exists and is not a folder; choose another store path.")
+    if (path / METADATA_FILE).is_file():
+        raise ValueError(f"{str(path)!r} is an unsharded store; embed the shards into another folder.")
+    if path.is_dir() and any(path.iterdir()) and not (path / SHARD_FOLDER).is_dir():
+        raise ValueError(f"{str(path)!r} is a non-empty folder that is not an embedding store; refusing to "
+                         "write into it: choose a new or empty folder.")
+    shards = path / SHARD_FOLDER
+    names = os.listdir(shards) if shards.is_dir() else []
+    counts = sorted({parsed[1] for parsed in map(parse_shard_name, names) if parsed is not None} - {count})
+    if counts:
+        raise ValueError(f"{str(path)!r} holds shards of a split into {counts[0]}; this run splits into "
+                         f"{count}: use --shard i/{counts[0]}, or another store.")
+    folder = shards / shard_name(index, count)
+    check_store_path(folder)
+    return folder
 
 
 def stored_rows(path):
@@ -341,15 +393,15 @@ def stored_rows(path):
     """
     rows, damaged = {}, []
     try:
-        metadata = _read_metadata(Path(path))
+        metadata = read_metadata(Path(path))
     except ValueError as exc:
         damaged.append(str(exc))
         metadata = {"item_keys": {}}
     for name, record in metadata["item_keys"].items():
         try:
-            keys = _read_array(Path(path), f"item_keys[{name}]", record, mmap=True)
-            field = _read_array(Path(path), name, metadata["fields"].get(name), mmap=True)
-            _check_keys(name, keys, field)
+            keys = read_array(Path(path), f"item_keys[{name}]", record, mmap=True)
+            field = read_array(Path(path), name, metadata["fields"].get(name), mmap=True)
+            check_keys(name, keys, field)
         except ValueError as exc:
             damaged.append(str(exc))
             continue
@@ -412,19 +464,8 @@ def _as_keys(item_keys, arrays):
         if name not in EMBEDDING_FIELDS or name not in arrays:
             raise ValueError(f"item_keys[{name!r}]: no such embedding field in this store.")
         keys[name] = np.asarray(value, dtype=str)
-        _check_keys(name, keys[name], arrays[name])
+        check_keys(name, keys[name], arrays[name])
     return keys
-
-
-def _check_keys(name, keys, field, where=""):
-    if field is None or keys.shape != field.shape[:-1] or keys.dtype.kind != "U":
-        expected = "no field" if field is None else f"shape {field.shape[:-1]}"
-        raise ValueError(f"{where}item_keys[{name}]: {keys.dtype} of shape {keys.shape}, expected str of "
-                         f"{expected}.")
-
-
-def _record(name, array):
-    return {"file": f"{name}.npy", "shape": list(array.shape), "dtype": array.dtype.str}
 
 
 def _swap_in(partial, path):
@@ -439,55 +480,3 @@ def _swap_in(partial, path):
     shutil.rmtree(old, ignore_errors=True)
 
 
-# ------------------------------------------------------------ reading side
-def _read_metadata(path):
-    file = path / METADATA_FILE
-    if not file.is_file():
-        chunks = (path / CHUNK_FOLDER).is_dir()
-        raise ValueError(f"{path}: no {METADATA_FILE}" + (
-            "; this is an unfinished embedding run: run it again to resume." if chunks else
-            "; not an embedding store."))
-    try:
-        metadata = json.loads(file.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{file}: damaged {METADATA_FILE} ({exc}).") from None
-    if not isinstance(metadata, dict) or metadata.get("format") != STORE_FORMAT:
-        raise ValueError(f"{file}: not a {STORE_FORMAT!r} file.")
-    if metadata.get("version") != STORE_VERSION:
-        raise ValueError(f"{file}: store version {metadata.get('version')!r}; this package reads version "
-                         f"{STORE_VERSION}. Embed the folder again.")
-    for entry, kind in [("fields", dict), ("item_keys", dict), ("settings", dict)]:
-        if not isinstance(metadata.get(entry), kind):
-            raise ValueError(f"{file}: {entry!r} is missing or not a mapping.")
-    for entry, nullable in (("class_names", True), ("environment_names", False)):
-        names = metadata.get(entry, 0)
-        if not (nullable and names is None) and not (
-            isinstance(names, list) and all(isinstance(n, str) for n in names)
-        ):
-            raise ValueError(f"{file}: {entry!r} must be a list of strings{' or null' * nullable}.")
-    unknown = sorted(set(metadata["fields"]) - set(FIELDS))
-    if unknown:
-        raise ValueError(f"{file}: unknown fields {unknown}.")
-    return metadata
-
-
-def _read_array(folder, name, record, mmap):
-    try:
-        file, shape, dtype = record["file"], tuple(record["shape"]), np.dtype(record["dtype"])
-    except (TypeError, KeyError, ValueError) as exc:
-        raise ValueError(f"{folder}: field {name!r}: bad record {record!r} ({exc}).") from None
-    if not isinstance(file, str) or os.path.basename(file) != file or not file.endswith(".npy"):
-        raise ValueError(f"{folder}: field {name!r}: file {file!r} must be a .npy file inside the store.")
-    try:
-        # An empty array cannot be memory-mapped; it is read (and costs nothing).
-        mode = "r" if mmap and 0 not in shape else None
-        array = np.load(folder / file, allow_pickle=False, mmap_mode=mode)
-    except FileNotFoundError:
-        raise ValueError(f"{folder}: field {name!r}: file {file} is missing.") from None
-    except Exception as exc:  # truncated, overwritten, pickled: never trusted
-        raise ValueError(f"{folder}: field {name!r}: {file} cannot be read ({type(exc).__name__}: "
-                         f"{exc}).") from None
-    if array.shape != shape or array.dtype != dtype:
-        raise ValueError(f"{folder}: field {name!r}: {file} holds {array.dtype} of shape {array.shape}, "
-                         f"the store records {dtype} of shape {shape}.")
-    return array
