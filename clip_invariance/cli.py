@@ -47,6 +47,19 @@ def _non_negative_float(text):
     return value
 
 
+def _shard(text):
+    """``i/N`` -> ``(i, N)``, ``0 <= i < N``: shard ``i`` of a split into ``N``."""
+    index, slash, count = text.partition("/")
+    try:
+        index, count = int(index), int(count)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected i/N, integers (shard i of N, from 0), got {text!r}") \
+            from None
+    if not slash or count < 1 or not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"must be i/N with 0 <= i < N, got {text}")
+    return index, count
+
+
 def _int_list(text):
     return [_non_negative_int(part) for part in _parts(text)]
 
@@ -149,10 +162,12 @@ def _embed(args):
         n_views=args.n_views,
         random_state=args.seed,
         progress=not args.quiet,
+        shard=args.shard,
     )
     n, dim = store.X.shape
+    part = "" if args.shard is None else f" shard {args.shard[0]}/{args.shard[1]}:"
     print(
-        f"{args.output}: {n} images in {len(store.environment_names)} environments, "
+        f"{args.output}:{part} {n} images in {len(store.environment_names)} environments, "
         f"{len(store.class_names)} classes, {args.n_views} view(s) each, D={dim} "
         f"({time.perf_counter() - start:.1f} s)"
     )
@@ -259,6 +274,11 @@ def _parser():
     embed.add_argument("--n-views", type=_non_negative_int, default=1, help="augmented views per image")
     embed.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the augmentations")
     embed.add_argument("--quiet", action="store_true", help="no progress bar")
+    embed.add_argument(
+        "--shard", type=_shard, default=None, metavar="i/N",
+        help="embed only part i of N (from 0) of the sorted images, into OUTPUT/shards/; N runs, at once on "
+        "machines sharing the filesystem, make one store",
+    )
     embed.set_defaults(handler=_embed)
 
     evaluate = sub.add_parser(
@@ -267,7 +287,7 @@ def _parser():
         "hyper-parameters chosen without the target",
     )
     evaluate.add_argument("source", metavar="STORE_OR_ROOT",
-                          help="a store made by 'clip-invariance embed', or an image folder")
+                          help="a store made by 'clip-invariance embed' (sharded or not), or an image folder")
     evaluate.add_argument("--protocol", choices=["dg", "open-class", "all"], default="dg")
     evaluate.add_argument("--methods", type=_choices_list(METHODS), default=None,
                           help="comma list of " + ", ".join(METHODS) + " (default: all the store supports)")

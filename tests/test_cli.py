@@ -75,6 +75,10 @@ def test_version(capsys):
         (["evaluate"], "the following arguments are required: STORE_OR_ROOT"),
         (["embed", "."], "the following arguments are required: -o/--output"),
         (["embed", ".", "-o", "store", "--n-views", "-1"], "must be a non-negative integer"),
+        (["embed", ".", "-o", "store", "--shard", "4/4"], r"--shard: must be i/N with 0 <= i < N, got 4/4"),
+        (["embed", ".", "-o", "store", "--shard", "1/0"], r"--shard: must be i/N with 0 <= i < N, got 1/0"),
+        (["embed", ".", "-o", "store", "--shard", "a/b"], r"--shard: expected i/N, integers .* got 'a/b'"),
+        (["embed", ".", "-o", "store", "--shard", "2"], r"--shard: expected i/N, integers .* got '2'"),
     ],
 )
 def test_malformed_command_lines_exit_2(argv, message, capsys):
@@ -105,11 +109,16 @@ def _one_environment(tmp_path):
         (["embed", "{tmp}/missing", "-o", "{tmp}/store"], "Image folder not found"),
         (["embed", "{pacs}", "-o", "{pacs}/store"], "inside"),
         (["embed", "{pacs}", "-o", "{tmp}/store", "--device", "cuda:99"], "cuda:99"),
+        (["embed", "{pacs}", "-o", "{tmp}/sharded", "--shard", "0/4"], "into 2; this run splits into 4"),
+        (["embed", "{pacs}", "-o", "{tmp}/sharded", "--shard", "0/421"], "420 images cannot be split"),
+        (["evaluate", "{tmp}/sharded"], r"1 of 2 shards are not complete: shard 0 \(missing\)"),
     ],
 )
 def test_user_mistakes_give_one_line_and_exit_1(argv, message, tmp_path, capsys, monkeypatch, request):
     """Checked before any image is embedded, reported on one line of stderr."""
     fields = {"tmp": tmp_path}
+    (tmp_path / "sharded" / "shards" / "00001-of-00002").mkdir(parents=True)  # as another machine's shard
+    (tmp_path / "sharded" / "shards" / "00001-of-00002" / "store.json").write_text("{}")
     if any("{one_environment}" in a for a in argv):
         fields["one_environment"] = _one_environment(tmp_path / "one")
     if any("{pacs}" in a for a in argv):
@@ -169,6 +178,8 @@ def test_embed_then_evaluate_the_store(tiny_model, pacs_mini, tmp_path, capsys):
     assert any(name.startswith("ablation_") and name.endswith(".png") for name in written)
     results = (output / "results.csv").read_text().splitlines()
     assert len(results) == 1 + 3 * 4  # 3 methods x 4 targets, one seed
+
+
 def test_embed_then_embed_again_on_pacs_mini(tiny_model, pacs_mini, tmp_path, capsys):
     argv = [
         "embed", str(pacs_mini), "-o", str(tmp_path / "store"), "--model-name", tiny_model,
@@ -187,3 +198,26 @@ def test_embed_then_embed_again_on_pacs_mini(tiny_model, pacs_mini, tmp_path, ca
         patch.setattr(CLIPEmbedder, "transform", no_embedding)
         status, out, _ = run(argv, capsys)
     assert status == 0 and "420 images" in out
+
+
+def test_embed_in_two_shards_then_evaluate(tiny_model, pacs_mini, tmp_path, capsys):
+    store = tmp_path / "store"
+    model = ["--model-name", tiny_model, "--pretrained", "none", "--device", "cpu", "--quiet"]
+    for shard in ("1/2", "0/2"):  # in any order, as on two machines
+        status, out, _ = run(["embed", str(pacs_mini), "-o", str(store), "--shard", shard, *model], capsys)
+        assert status == 0 and f"shard {shard}: 210 images in 4 environments" in out
+    whole = load_embeddings(store)
+    assert whole.X.shape == (420, 32) and whole.settings["shards"] == 2
+
+    def no_embedding(self, X):
+        raise AssertionError("a finished shard re-embedded something")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(CLIPEmbedder, "transform", no_embedding)
+        assert run(["embed", str(pacs_mini), "-o", str(store), "--shard", "0/2", *model], capsys)[0] == 0
+    status, out, _ = run(["evaluate", str(store), "--methods", "zero-shot,probe", "--C", "0.316", "--quiet"],
+                         capsys)
+    assert status == 0
+    assert f"{store}: store {store}" in out
+    header = next(line for line in out.splitlines() if line.startswith("| method"))
+    assert header.split("|")[2:-1] == [" art_painting ", " cartoon ", " photo ", " sketch ", " avg "]
