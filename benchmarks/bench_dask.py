@@ -7,7 +7,8 @@ nothing of size N exists anywhere at once. For 1 and 2 worker processes of a
 pass that only generates the chunks, and reads every worker's peak resident
 memory (``ru_maxrss``) and the client's growth. In the same run, the
 in-memory reference: ``partial_fit`` of one chunk already in memory, and
-generating that chunk, with one BLAS thread like a worker.
+generating that chunk, with one BLAS thread like a worker; their combined rate
+is what one worker can reach.
 
     python benchmarks/bench_dask.py                       # 2e6 x 512 float32 = 4.1 GB
     python benchmarks/bench_dask.py --rows 200000         # a quick look
@@ -124,6 +125,9 @@ def main():
     rows = [["in memory, one chunk, 1 BLAS thread", 1, args.chunk_rows,
              f"{chunk_mib * 2**20 / 1e9:.2f}", f"{args.chunk_rows / fit_rate:.2f}", f"{fit_rate:.0f}",
              f"{generate_rate:.0f}", "", "", "", ""]]
+    both = 1 / (1 / fit_rate + 1 / generate_rate)  # what a worker does per chunk: generate, then fit
+    rows.append(["in memory, one chunk, generate + partial_fit", 1, args.chunk_rows, rows[0][3],
+                 f"{args.chunk_rows / both:.2f}", f"{both:.0f}", "", "", "", "", ""])
     for n_workers in (int(w) for w in args.workers.split(",")):
         fit, generate, idle, peak, growth = on_cluster(n_workers, X, view_groups, args.memory_limit)
         rows.append([f"dask LocalCluster, {n_workers} process(es)", n_workers, n, f"{X.nbytes / 1e9:.2f}",

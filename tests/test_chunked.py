@@ -123,6 +123,16 @@ def test_classes_and_environments_pool_across_chunks():
     assert_allclose(proj.components_, reference.components_, atol=1e-10)
 
 
+def test_fixed_interventions_join_the_chunked_statistics():
+    X, view_groups = lazy_views(3)
+    extra = np.random.default_rng(1).standard_normal((6, 16))
+    params = {"interventions": extra, "intervention_view_groups": [0, 0, 1, 1, 2, 2]}
+    proj = InvariantProjector(3, **params).fit(X, view_groups=view_groups)
+    reference = InvariantProjector(3, **params).fit(X.compute(), view_groups=view_groups.compute())
+    assert proj.intervention_source_ == "view_groups+interventions"
+    assert_same_fit(proj, reference)
+
+
 # ------------------------------------------------------- bad input, state
 def test_a_group_split_between_chunks_is_named():
     X, view_groups = lazy_views(3)  # chunks of 100 rows; shifting by one splits groups at both cuts
