@@ -133,7 +133,7 @@ for offset, kind in [(-0.2, "raw"), (0.2, "L2-normalised")]:
 left.set_xticks(x, ["zero-shot CLIP", "ICM: image", "ICM: text", "ICM: image+text"])
 left.set_ylabel("test-environment accuracy")
 left.set_title("same classes: interventions from", fontsize=10)
-left.legend(fontsize=8)
+left.legend(fontsize=8, ncol=2, loc="upper left")
 
 splits = list(open_class)
 x = np.arange(len(splits))
@@ -142,9 +142,9 @@ for offset, kind in [(-0.2, "zero-shot CLIP"), (0.2, "invariant subspace")]:
               color="0.6" if kind == "zero-shot CLIP" else "tab:green")
 right.set_xticks(x, splits)
 right.set_title("open-class: projector fitted on 0-4", fontsize=10)
-right.legend(fontsize=8)
+right.legend(fontsize=8, ncol=2, loc="upper left")
 for ax in (left, right):
-    ax.set_ylim(0, 1)
+    ax.set_ylim(0, 1.12)
     ax.axhline(0.1, color="black", ls=":", lw=0.8)  # chance: 10 classes
     ax.grid(axis="y", alpha=0.3)
 fig.tight_layout()
