@@ -470,3 +470,17 @@ def test_shard_paths_are_checked(tmp_path):
         _store.check_shard_path(tmp_path / "plain", 0, 2)
     with pytest.raises(ValueError, match="is a sharded store"):
         save_embeddings(tmp_path / "s", **fields)
+
+
+def test_dask_graph_holds_file_names_not_data(tmp_path):
+    # What a cluster's scheduler ships to its workers: the file names; each worker reads its chunks.
+    pytest.importorskip("dask.array")
+    import pickle
+
+    fields = full_fields(n=2000, D=64)
+    save_embeddings(tmp_path / "store", **fields)
+    lazy = load_embeddings(tmp_path / "store", chunks=500)
+    assert_array_equal(lazy.X[:10].compute(), fields["X"][:10])  # the reader has opened its memory map
+    shipped = pickle.dumps(lazy.X)
+    assert len(shipped) < fields["X"].nbytes / 20
+    assert_array_equal(pickle.loads(shipped).compute(), fields["X"])

@@ -21,6 +21,7 @@ import shutil
 import tempfile
 import uuid
 import warnings
+from functools import partial
 from numbers import Integral
 from pathlib import Path
 
@@ -37,10 +38,10 @@ from ._store_format import (
     STORE_FORMAT,
     STORE_VERSION,
     NpyBlocks,
+    check_block,
     check_fields,
     check_keys,
     check_shards_agree,
-    check_values,
     field_record,
     group_chunks,
     is_sharded,
@@ -290,9 +291,9 @@ def _read_store(path, *, mmap, lazy):
             for name, record in metadata["item_keys"].items()}
     for name, array in keys.items():
         check_keys(name, array, fields.get(name), where=where)
-    if lazy:
+    if lazy:  # partial of a module function: the graph pickles, for the workers of a cluster
         def checker(name):
-            return lambda block: check_values({name: block}, n_classes, metadata["environment_names"], where)
+            return partial(check_block, name, n_classes, metadata["environment_names"], where)
 
         fields = {name: None if a is None else NpyBlocks(a.filename, a.shape, a.dtype, checker(name))
                   for name, a in fields.items()}

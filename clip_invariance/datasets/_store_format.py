@@ -25,6 +25,7 @@ __all__ = [
     "ROW_FIELDS",
     "check_fields",
     "check_values",
+    "check_block",
     "check_keys",
     "field_record",
     "read_metadata",
@@ -143,6 +144,11 @@ def check_values(arrays, n_classes, environment_names, where=""):
         array = arrays.get(name)
         if array is not None and not np.isfinite(array).all():
             raise ValueError(f"{where}{name}: contains NaN or infinite values.")
+
+
+def check_block(name, n_classes, environment_names, where, block):
+    """:func:`check_values` of one block of rows of field ``name``."""
+    check_values({name: block}, n_classes, environment_names, where)
 
 
 def check_keys(name, keys, field, where=""):
