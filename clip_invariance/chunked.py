@@ -10,7 +10,8 @@ row-wise, so ``transform`` and ``predict`` of a dask array are the in-memory
 methods mapped lazily over the chunks.
 
 The data path: ``check_row_chunks -> align_labels -> check_complete_groups
--> chunked_statistics`` for a fit, :func:`map_rows` for a prediction.
+-> chunked_statistics`` for a fit, :func:`map_rows` (or
+:func:`map_classifier_rows`) for a prediction.
 
 dask is imported here only once the input is a dask array:
 :func:`is_dask_array` recognises one without importing dask, so
@@ -47,6 +48,7 @@ __all__ = [
     "check_row_chunks",
     "chunked_statistics",
     "is_dask_array",
+    "map_classifier_rows",
     "map_rows",
 ]
 
@@ -286,6 +288,34 @@ def map_rows(estimator, method, X, *, n_columns=None, dtype, check_features=True
         shape = {"chunks": (X.chunks[0], (n_columns,)), "meta": np.empty((0, n_columns), dtype)}
     # meta given: dask never calls the method on an empty array to guess the output.
     return X.map_blocks(_apply, frozen, method, dtype=dtype, **shape)
+
+
+def map_classifier_rows(classifier, method, X):
+    """A fitted classifier's row-wise ``method`` of dask ``X``, lazily (see :func:`map_rows`).
+
+    ``predict`` gives labels of the dtype of ``classes_``; ``predict_proba``,
+    ``predict_log_proba`` and ``decision_function`` a float64 column per class
+    (one 1-D score for a binary ``decision_function``, as in scikit-learn);
+    any other method, such as ``predict_uncertainty``, one float64 per row.
+
+    Examples
+    --------
+    >>> import dask.array as da
+    >>> from sklearn.dummy import DummyClassifier
+    >>> clf = DummyClassifier().fit([[0.0], [1.0], [2.0]], ["a", "b", "b"])
+    >>> X = da.zeros((4, 1), chunks=2)
+    >>> map_classifier_rows(clf, "predict", X).compute()
+    array(['b', 'b', 'b', 'b'], dtype='<U1')
+    >>> map_classifier_rows(clf, "predict_proba", X).chunks
+    ((2, 2), (2,))
+    """
+    check_is_fitted(classifier)
+    n_classes = len(classifier.classes_)
+    if method == "predict":
+        return map_rows(classifier, method, X, dtype=classifier.classes_.dtype)
+    if method in ("predict_proba", "predict_log_proba") or (method == "decision_function" and n_classes > 2):
+        return map_rows(classifier, method, X, n_columns=n_classes, dtype=np.float64)
+    return map_rows(classifier, method, X, dtype=np.float64)
 
 
 # ------------------------------------------------------------ on the workers

@@ -19,7 +19,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from .chunked import is_dask_array, map_rows
+from .chunked import is_dask_array, map_classifier_rows
 from .similarity import (
     average_prompt_ensemble,
     check_classes,
@@ -273,16 +273,6 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
         Z = self._normalize(project_embeddings(self.projector_, X), "X")
         return self.temperature * (Z @ self.class_embeddings_.T)
 
-    def _map_rows(self, method, X):
-        """``method`` of a dask ``X``, lazily, chunk by chunk (checks the shape now, the values then)."""
-        check_is_fitted(self)
-        n_classes = len(self.classes_)
-        if method == "predict":
-            return map_rows(self, method, X, dtype=self.classes_.dtype)
-        if method == "decision_function" and n_classes == 2:
-            return map_rows(self, method, X, dtype=np.float64)
-        return map_rows(self, method, X, n_columns=n_classes, dtype=np.float64)
-
     def decision_function(self, X):
         """Temperature-scaled cosine similarity to every class.
 
@@ -299,7 +289,7 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
             expects, the difference of the second and first class's scores.
         """
         if is_dask_array(X):
-            return self._map_rows("decision_function", X)
+            return map_classifier_rows(self, "decision_function", X)
         logits = self._logits(X)
         return logits[:, 1] - logits[:, 0] if logits.shape[1] == 2 else logits
 
@@ -318,7 +308,7 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
             Columns ordered as ``classes_``.
         """
         if is_dask_array(X):
-            return self._map_rows("predict_proba", X)
+            return map_classifier_rows(self, "predict_proba", X)
         return softmax(self._logits(X))
 
     def predict_log_proba(self, X):
@@ -335,7 +325,7 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
         log_proba : ndarray of shape (n_samples, n_classes)
         """
         if is_dask_array(X):
-            return self._map_rows("predict_log_proba", X)
+            return map_classifier_rows(self, "predict_log_proba", X)
         logits = self._logits(X)
         shifted = logits - logits.max(axis=1, keepdims=True)
         return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
@@ -354,7 +344,7 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
         y_pred : ndarray of shape (n_samples,)
         """
         if is_dask_array(X):
-            return self._map_rows("predict", X)
+            return map_classifier_rows(self, "predict", X)
         logits = self._logits(X)
         return self.classes_[np.argmax(logits, axis=1)]
 
