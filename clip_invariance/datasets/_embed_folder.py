@@ -1,9 +1,9 @@
 """Embed an image folder once into a store: images, augmented views, prompts and text interventions.
 
-The data path is ``folder listing -> every argument and the weights checked ->
-one key per item (image, view, text) -> items already in the store or its
-chunks are reused -> the others embedded chunk by chunk, each chunk saved at
-once -> the store assembled and swapped in``. An item's key is a digest of
+The data path is ``folder listing (with a shard, its part) -> every argument
+and the weights checked -> one key per item (image, view, text) -> items
+already in the store or its chunks are reused -> the others embedded chunk by
+chunk, each chunk saved at once -> the store assembled and swapped in``. An item's key is a digest of
 the model's identity and what determines the embedding: the image's path
 under the root, size and modification time; for a view also its index, the
 seed and the drawn transform; for a text the string. So an interrupted run
@@ -171,6 +171,7 @@ def embed_image_folder(
 
     # Absolute, links not resolved: every listed path stays under root.
     root, store = Path(os.path.abspath(root)), Path(os.path.abspath(store))
+    index, count = (0, 1) if shard is None else check_shard(shard)
     data = load_image_folder(root)
     if store == root or root in store.parents:
         raise ValueError(f"The store {str(store)!r} must not be inside the image folder {str(root)!r}: it "
@@ -178,7 +179,6 @@ def embed_image_folder(
     if shard is None:
         check_store_path(store)
     else:
-        index, count = check_shard(shard)
         if count > len(data.paths):
             raise ValueError(f"{len(data.paths)} images cannot be split into {count} shards: use at most "
                              f"{len(data.paths)}.")
