@@ -151,6 +151,20 @@ def test_a_group_id_reused_in_distant_chunks_is_found():
         InvariantProjector(3).fit(X, view_groups=da.from_array(view_groups, chunks=500))
 
 
+def test_ids_growing_with_the_rows_need_no_id_lists(monkeypatch):
+    from clip_invariance import chunked
+
+    def listed(block, index):
+        raise AssertionError("the id lists were merged")
+
+    monkeypatch.setattr(chunked, "_chunk_groups", listed)
+    X, view_groups = lazy_views(3)
+    InvariantProjector(3).fit(X, view_groups=view_groups)  # disjoint ranges: the small pass suffices
+    interleaved = 3 * (np.arange(300) % 100 // 2) + np.arange(300) // 100  # ranges overlap
+    with pytest.raises(AssertionError, match="the id lists were merged"):
+        InvariantProjector(3).fit(X, view_groups=da.from_array(interleaved, chunks=100))
+
+
 def test_complete_groups_with_interleaved_ids_are_accepted():
     X, _ = lazy_views(3)  # chunk c holds the groups 3 j + c: overlapping id ranges, no group split
     view_groups = (3 * (np.arange(300) % 100 // 2) + np.arange(300) // 100)
