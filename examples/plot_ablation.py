@@ -148,7 +148,12 @@ fig.savefig("plot_ablation.png", dpi=120)
 # --plot`` draws them (:func:`~clip_invariance.reporting.plot_ablation`, one
 # line per held-out environment):
 
-print(f"wrote {plot_ablation(ablation, '.')}")
+path = plot_ablation(ablation, ".")
+print(f"wrote {path}")
+image = plt.imread(path)
+fig, ax = plt.subplots(figsize=(image.shape[1] / 120, image.shape[0] / 120))
+ax.imshow(image)
+ax.set_axis_off()
 
 # %%
 # The rule of thumb
