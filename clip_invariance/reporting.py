@@ -292,7 +292,8 @@ def plot_ablation(df, output_dir):
         if len(values) > 1 and values.min() > 0 and values.max() / values.min() >= 8:
             ax.set_xscale("log", base=2 if name == "n_components" else 10)
         elif len(values) > 1 and values.min() == 0 and values.max() > 10:
-            ax.set_xscale("symlog", linthresh=1)
+            # The linear part ends at the smallest positive value, so 0 and it get their own ticks.
+            ax.set_xscale("symlog", linthresh=values[values > 0].min())
         ax.set_xticks(values, [f"{v:g}" for v in values])
         ax.minorticks_off()
         kept = part[fixed].dropna().unique()
