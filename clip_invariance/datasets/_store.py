@@ -12,7 +12,11 @@ sibling folder -> swapped in by two renames``: an interrupted save leaves the
 previous store (or none), never a half-written one. A store may also hold
 ``chunks/``, the per-item embeddings of an unfinished
 :func:`~clip_invariance.datasets.embed_image_folder`, each chunk written
-atomically (temp file, then ``os.replace``).
+atomically (temp file, then ``os.replace``). A sharded store is a folder of
+such stores, ``shards/IIIII-of-NNNNN``, each written by one shard alone and
+read as one store. The read path is ``store.json -> every file checked
+against its record -> the fields checked together -> arrays``: memory-mapped,
+in memory, or dask arrays read block by block (values checked per block).
 """
 
 import json
