@@ -15,6 +15,7 @@ from clip_invariance.evidence import (
     opinion_from_evidence,
     torch_evidence,
 )
+from clip_invariance.score_fusion import fuse_scores
 
 
 def direct_dempster(b1, u1, b2, u2):
@@ -259,3 +260,57 @@ def test_fuse_evidence_is_exact_beyond_float64():
 def test_fuse_evidence_rejects_bad_evidence(evidences, match):
     with pytest.raises(ValueError, match=match):
         fuse_evidence(evidences)
+
+
+# ------------------------------------------------ fusion straight from scores
+@pytest.mark.parametrize("kind", EVIDENCE_FUNCTIONS)
+@pytest.mark.parametrize("scale", [1.0, 10.0, 100.0, 1000.0])
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-12), (np.float32, 2e-6)])
+def test_fuse_scores_equals_the_log_space_fusion(kind, scale, dtype, rtol):
+    # The linear-space path (in the scores' precision) and the log-space one agree,
+    # and huge scores (exp evidence far beyond float64) take the exact log path.
+    rng = np.random.default_rng(0)
+    scores = (scale * rng.uniform(-1.0, 1.0, size=(6, 40, 12))).astype(dtype)
+    belief, uncertainty = fuse_scores(scores, kind)
+    reference = fuse_evidence((log_evidence(s, kind) for s in scores), log=True)
+    assert belief.dtype == uncertainty.dtype == np.float64
+    np.testing.assert_allclose(belief, reference[0], rtol=rtol, atol=1e-300)
+    np.testing.assert_allclose(uncertainty, reference[1], rtol=rtol, atol=1e-300)
+    np.testing.assert_allclose(belief.sum(axis=-1) + uncertainty, 1.0, rtol=1e-12)
+
+
+def test_fuse_scores_moves_to_log_space_mid_stream_and_keeps_what_it_fused():
+    # Three moderate opinions, then one that would overflow float32 (and float64: e^800).
+    rng = np.random.default_rng(1)
+    scores = [rng.uniform(-5, 5, size=(30, 7)).astype(np.float32) for _ in range(3)]
+    scores.append(np.float32(800.0) * rng.uniform(-1, 1, size=(30, 7)).astype(np.float32))
+    belief, uncertainty = fuse_scores(iter(scores), "exp")
+    reference = fuse_evidence([log_evidence(s, "exp") for s in scores], log=True)
+    np.testing.assert_allclose(belief, reference[0], rtol=2e-6, atol=1e-300)
+    np.testing.assert_allclose(uncertainty, reference[1], rtol=2e-6, atol=1e-300)
+    assert (uncertainty < 1e-300).any()  # up to e^800 of evidence: beyond float64, fused exactly
+
+
+def test_fuse_scores_tiny_evidence_is_not_lost_to_underflow():
+    # exp(-200) underflows float32: such scores are fused in float64 log space, where the
+    # class with the larger score keeps the larger belief.
+    scores = np.array([[[-200.0, -210.0]], [[-205.0, -215.0]]], dtype=np.float32)
+    belief, _ = fuse_scores(scores, "exp")
+    expected, _ = fuse_evidence(scores.astype(np.float64), log=True)
+    np.testing.assert_allclose(belief, expected, rtol=1e-6)
+    assert belief[0, 0] > 1e3 * belief[0, 1] > 0
+
+
+@pytest.mark.parametrize(
+    "scores, kind, message",
+    [
+        ([], "exp", "fuse_scores needs at least one score array"),
+        ([[0.0, 1.0], [0.0, 1.0, 2.0]], "exp", r"the same shape, got \(2,\) and \(3,\)"),
+        ([np.array(1.0)], "exp", "scores must have a class axis"),
+        ([[0.0, np.nan]], "exp", "evidence contains NaN"),
+        ([[0.0, 1.0]], "sigmoid", "evidence must be one of"),
+    ],
+)
+def test_fuse_scores_bad_input(scores, kind, message):
+    with pytest.raises(ValueError, match=message):
+        fuse_scores(scores, kind)
