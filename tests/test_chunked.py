@@ -301,6 +301,29 @@ def test_zero_shot_predictions_are_lazy(n_classes):
         InvariantProjector(3).transform(X)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_front_door_predictions_are_lazy(dtype):
+    from clip_invariance import FrontDoorEnsembleClassifier
+
+    X, _ = lazy_views(3, dtype=dtype)
+    X_np = X.compute()
+    prompts = np.stack([planted_basis(16)[:, :4].T, planted_basis(16)[:, 1:5].T]).astype(dtype)
+    y = np.array(list("abcd"))[np.arange(len(X_np)) % 4]
+    clf = FrontDoorEnsembleClassifier(prompts, classes=["a", "b", "c", "d"], max_iter=0).fit(X_np, y)
+    lazy = {method: getattr(clf, method)(X) for method in ("predict", "predict_proba", "predict_uncertainty")}
+    for method, result in lazy.items():
+        expected = getattr(clf, method)(X_np)
+        assert result.shape == expected.shape and result.chunks[0] == (100, 100, 100)
+        computed = result.compute()
+        assert computed.dtype == expected.dtype
+        if method == "predict":
+            assert_array_equal(computed, expected)
+        else:
+            assert_allclose(computed, expected, rtol=1e-12)
+    with pytest.raises(NotFittedError):
+        FrontDoorEnsembleClassifier(prompts, max_iter=0).predict(X)
+
+
 def test_import_stays_free_of_dask():
     code = (
         "import sys, numpy as np, clip_invariance, clip_invariance.chunked;"
