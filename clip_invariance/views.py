@@ -13,7 +13,8 @@ either
   reads this, so that a scikit-learn splitter keeps the views of an image
   together.
 
-``stack_views`` builds the rows layout from view arrays, ``rows_to_columns``
+``stack_views`` builds the rows layout from view arrays, ``interleave_views`` the
+same with each content's views adjacent (what chunked, dask, fitting needs), ``rows_to_columns``
 and ``columns_to_rows`` convert one layout into the other, ``split_columns``
 gives the ``(n_views, n, D)`` stack of a columns-layout matrix and
 ``first_views`` marks the first view (the original) of every group.
@@ -22,7 +23,11 @@ gives the ``(n_views, n, D)`` stack of a columns-layout matrix and
 import numpy as np
 from sklearn.utils.validation import check_array
 
-__all__ = ["stack_views", "rows_to_columns", "columns_to_rows", "split_columns", "first_views"]
+from .chunked import is_dask_array
+
+__all__ = [
+    "stack_views", "interleave_views", "rows_to_columns", "columns_to_rows", "split_columns", "first_views",
+]
 
 
 def stack_views(*views):
@@ -66,6 +71,60 @@ def stack_views(*views):
         raise ValueError(f"All views must have the same shape, got {sorted(shapes)}.")
     n = arrays[0].shape[0]
     return np.vstack(arrays), np.tile(np.arange(n), len(arrays))
+
+
+def interleave_views(X, views):
+    """The rows layout with each content followed by its views: ``(rows, view_groups)``.
+
+    Unlike :func:`stack_views`, the ``n_views + 1`` rows of a content are
+    adjacent, so any cut between contents keeps view groups whole: the layout
+    a chunked (dask) fit needs. Takes the fields of an embedding store as
+    they are (``X`` and ``views``); dask inputs give lazy dask outputs whose
+    row chunks all end between contents.
+
+    Parameters
+    ----------
+    X : array-like or dask array of shape (n_samples, n_features)
+        The originals.
+    views : array-like or dask array of shape (n_samples, n_views, n_features)
+        Their augmented views.
+
+    Returns
+    -------
+    rows : ndarray or dask array of shape (n_samples * (n_views + 1), n_features)
+        Original 0, its views, original 1, its views, ...
+    view_groups : ndarray or dask array of shape (n_samples * (n_views + 1),)
+        The content id of each row.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from clip_invariance.views import interleave_views
+    >>> rows, view_groups = interleave_views(np.zeros((2, 3)), np.ones((2, 2, 3)))
+    >>> rows[:, 0].tolist(), view_groups.tolist()
+    ([0.0, 1.0, 1.0, 0.0, 1.0, 1.0], [0, 0, 0, 1, 1, 1])
+    """
+    lazy = is_dask_array(X) or is_dask_array(views)
+    if not lazy:
+        X = check_array(X, dtype=[np.float64, np.float32], input_name="X")
+        views = check_array(views, dtype=[np.float64, np.float32], allow_nd=True, input_name="views")
+    if X.ndim != 2 or views.ndim != 3:
+        raise ValueError(f"interleave_views needs X of shape (n, D) and views of shape (n, n_views, D); "
+                         f"got {X.shape} and {views.shape}.")
+    if views.shape[0] != X.shape[0] or views.shape[2] != X.shape[1]:
+        raise ValueError(f"views {views.shape} do not match X {X.shape}: expected "
+                         f"({X.shape[0]}, n_views, {X.shape[1]}).")
+    n, n_views, d = views.shape
+    if not lazy:
+        rows = np.concatenate([X[:, None], views.astype(X.dtype, copy=False)], axis=1).reshape(-1, d)
+        return rows, np.repeat(np.arange(n), n_views + 1)
+    import dask.array as da
+
+    X = da.asarray(X)
+    views = da.asarray(views).rechunk({0: X.chunks[0], 1: -1, 2: -1})
+    stacked = da.concatenate([X.rechunk({1: -1})[:, None], views.astype(X.dtype)], axis=1)
+    rows = stacked.reshape(-1, d)  # whole contents per chunk: the reshape only merges axes 0 and 1
+    return rows, da.arange(rows.shape[0], chunks=rows.chunks[0]) // (n_views + 1)
 
 
 def rows_to_columns(X, view_groups):

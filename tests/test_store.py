@@ -484,3 +484,19 @@ def test_dask_graph_holds_file_names_not_data(tmp_path):
     shipped = pickle.dumps(lazy.X)
     assert len(shipped) < fields["X"].nbytes / 20
     assert_array_equal(pickle.loads(shipped).compute(), fields["X"])
+
+
+def test_a_projector_fits_a_stores_views_read_as_dask_as_in_memory(tmp_path):
+    # The recipe of docs/store.rst and docs/scale.rst: interleave_views on the lazy fields.
+    pytest.importorskip("dask.array")
+    from clip_invariance import InvariantProjector
+    from clip_invariance.views import interleave_views
+
+    fields = full_fields(n=400, D=16)
+    save_embeddings(tmp_path / "store", **fields)
+    lazy = load_embeddings(tmp_path / "store", chunks=90)
+    rows, view_groups = interleave_views(lazy.X, lazy.views)
+    eager_rows, eager_groups = interleave_views(fields["X"], fields["views"])
+    eager = InvariantProjector(4).fit(eager_rows, view_groups=eager_groups)
+    fitted = InvariantProjector(4).fit(rows, view_groups=view_groups)
+    np.testing.assert_allclose(fitted.eigenvalues_, eager.eigenvalues_, rtol=1e-5)

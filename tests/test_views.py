@@ -7,6 +7,7 @@ from numpy.testing import assert_array_equal
 from clip_invariance.views import (
     columns_to_rows,
     first_views,
+    interleave_views,
     rows_to_columns,
     split_columns,
     stack_views,
@@ -79,3 +80,47 @@ def test_split_columns_checks_the_width():
 def test_first_views_marks_the_originals():
     assert first_views([2, 0, 1, 2, 0, 1]).tolist() == [True, True, True, False, False, False]
     assert first_views(np.array(["b", "a", "b"])).tolist() == [True, True, False]
+
+
+def test_interleave_views_puts_each_content_before_its_views():
+    rng = np.random.default_rng(0)
+    X, views = rng.standard_normal((4, 3)), rng.standard_normal((4, 2, 3))
+    rows, view_groups = interleave_views(X, views)
+    assert rows.shape == (12, 3) and view_groups.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+    for i in range(4):
+        np.testing.assert_array_equal(rows[3 * i], X[i])
+        np.testing.assert_array_equal(rows[3 * i + 1: 3 * i + 3], views[i])
+    # The same rows and groups as stack_views, in another order: the same statistics.
+    stacked, groups = stack_views(X, views[:, 0], views[:, 1])
+    order = np.lexsort((np.tile(np.arange(3), 4), view_groups))
+    assert sorted(map(tuple, rows[order])) == sorted(map(tuple, stacked))
+    assert sorted(groups.tolist()) == view_groups.tolist()
+
+
+@pytest.mark.parametrize(("views", "message"), [
+    (np.zeros((4, 3)), r"views of shape \(n, n_views, D\); got \(4, 3\) and \(4, 3\)"),
+    (np.zeros((5, 2, 3)), r"views \(5, 2, 3\) do not match X \(4, 3\): expected \(4, n_views, 3\)"),
+    (np.zeros((4, 2, 2)), r"views \(4, 2, 2\) do not match X \(4, 3\)"),
+])
+def test_interleave_views_names_mismatched_shapes(views, message):
+    with pytest.raises(ValueError, match=message):
+        interleave_views(np.zeros((4, 3)), views)
+
+
+def test_interleave_views_of_dask_arrays_is_lazy_and_fits_as_in_memory():
+    da = pytest.importorskip("dask.array")
+    from clip_invariance import InvariantProjector
+
+    rng = np.random.default_rng(1)
+    content = rng.standard_normal((300, 3)) @ rng.standard_normal((3, 12))
+    X = content + 0.5 * rng.standard_normal((300, 12))
+    views = content[:, None] + 0.5 * rng.standard_normal((300, 2, 12))
+    rows, view_groups = interleave_views(da.from_array(X, chunks=(70, 12)), da.from_array(views, chunks=50))
+    expected_rows, expected_groups = interleave_views(X, views)
+    assert all(size % 3 == 0 for size in rows.chunks[0])  # every cut falls between contents
+    assert rows.chunks[0] == view_groups.chunks[0]
+    np.testing.assert_array_equal(rows.compute(), expected_rows)
+    np.testing.assert_array_equal(view_groups.compute(), expected_groups)
+    lazy = InvariantProjector(3).fit(rows, view_groups=view_groups)
+    eager = InvariantProjector(3).fit(expected_rows, view_groups=expected_groups)
+    np.testing.assert_allclose(lazy.eigenvalues_, eager.eigenvalues_, rtol=1e-10)
