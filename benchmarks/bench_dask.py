@@ -87,7 +87,7 @@ def on_cluster(n_workers, X, view_groups, memory_limit):
 
     with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, memory_limit=memory_limit,
                       dashboard_address=":0") as cluster, Client(cluster) as client:
-        client.run(lambda: __import__("clip_invariance.chunked"))  # imports are not fit time
+        client.run(lambda: __import__("clip_invariance._utils"))  # imports are not fit time
         idle = max(client.run(rss_mib).values())
         client_before = rss_mib()
         start = time.perf_counter()

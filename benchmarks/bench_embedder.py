@@ -75,7 +75,7 @@ def best_of(repeats, *fns):
 
 
 def bench_cpu(model_name, paths, repeats, batch_size, num_workers):
-    from clip_invariance._backbone import get_backbone
+    from clip_invariance.embedding._backbone import get_backbone
 
     embedder = CLIPEmbedder(
         model_name, pretrained=None, device="cpu", batch_size=batch_size, num_workers=num_workers,
@@ -99,8 +99,8 @@ def bench_cpu(model_name, paths, repeats, batch_size, num_workers):
 def bench_gpu(model_name, paths, repeats, batch_size):
     import torch
 
-    from clip_invariance._backbone import get_backbone
-    from clip_invariance.images import read_image
+    from clip_invariance.embedding import read_image
+    from clip_invariance.embedding._backbone import get_backbone
 
     embedder = CLIPEmbedder(
         model_name, pretrained=None, device="cuda", precision="fp16", batch_size=batch_size, progress=False
@@ -152,7 +152,7 @@ def joblib_transform(items, memory, backbone, batch_size):
     """CLIPEmbedder.transform with the joblib.Memory cache it had before (decoding in-process)."""
     import torch
 
-    from clip_invariance.images import read_image
+    from clip_invariance.embedding import read_image
 
     cached = memory.cache(_joblib_forward, ignore=["inputs", "backbone"])
     keys = [_joblib_item_key(item) for item in items]
@@ -171,7 +171,7 @@ def bench_cache(n, repeats, batch_size=64):
     import joblib
     from PIL import Image
 
-    from clip_invariance._backbone import get_backbone
+    from clip_invariance.embedding._backbone import get_backbone
 
     rng = np.random.default_rng(0)
     arrays = [rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(n)]

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from clip_invariance import FrontDoorEnsembleClassifier
-from clip_invariance.similarity import average_prompt_ensemble, l2_normalize
+from clip_invariance._utils import average_prompt_ensemble, l2_normalize
 
 TABLE = Path(__file__).resolve().parents[1] / "docs" / "tables" / "front_door_speed.csv"
 

@@ -35,7 +35,7 @@ from sklearn.decomposition import PCA
 from threadpoolctl import threadpool_limits
 
 from clip_invariance import InvariantProjector
-from clip_invariance.statistics import InterventionStatistics
+from clip_invariance.invariance import InterventionStatistics
 
 
 def best_of(repeat, fn, *args, **kwargs):

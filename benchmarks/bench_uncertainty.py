@@ -28,7 +28,7 @@ from sklearn.model_selection import train_test_split
 
 from clip_invariance import FrontDoorEnsembleClassifier
 from clip_invariance.datasets import make_multi_template_embeddings
-from clip_invariance.selective import abstention_threshold, confidence_roc_auc, selective_risk_auc
+from clip_invariance.evaluation import abstention_threshold, confidence_roc_auc, selective_risk_auc
 
 TABLES = Path(__file__).resolve().parents[1] / "docs" / "tables"
 # The training defaults before issue 10: full-rank updates, no proximal penalty, no fused term.

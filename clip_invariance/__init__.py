@@ -6,7 +6,7 @@ parts that need them.
 
 from .embedding import CLIPEmbedder
 from .front_door import FrontDoorEnsembleClassifier
-from .projection import InvariantProjector
+from .invariance import InvariantProjector
 from .zero_shot import ZeroShotInvariantClassifier
 
 __version__ = "0.1.0"

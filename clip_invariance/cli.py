@@ -15,8 +15,7 @@ import time
 import warnings
 from pathlib import Path
 
-from .methods import METHODS
-from .protocols import SELECTION_RULES
+from .evaluation import METHODS, SELECTION_RULES
 
 __all__ = ["main"]
 
@@ -126,7 +125,7 @@ HEADER = (
 
 
 def _demo(args):
-    from .demo import evaluate_synthetic
+    from .evaluation import evaluate_synthetic
 
     start = time.perf_counter()
     settings = [False, True] if args.normalize == "both" else [args.normalize == "yes"]
@@ -149,7 +148,7 @@ def _demo(args):
 
 
 def _embed(args):
-    from .datasets import embed_image_folder
+    from .embedding import embed_image_folder
 
     start = time.perf_counter()
     store = embed_image_folder(
@@ -178,10 +177,16 @@ def _pretrained(text):
 
 
 def _evaluate(args):
-    from .datasets._store import check_store_path
-    from .datasets._store_format import is_store
-    from .evaluation import evaluate_ablation, evaluate_image_folder, evaluate_store
-    from .reporting import markdown_tables, plot_ablation, plot_results, write_results
+    from .datasets import check_store_path, is_store
+    from .evaluation import (
+        evaluate_ablation,
+        evaluate_image_folder,
+        evaluate_store,
+        markdown_tables,
+        plot_ablation,
+        plot_results,
+        write_results,
+    )
 
     if args.plot and args.output is None:
         raise ValueError("--plot writes its figures into --output DIR: give an output folder.")

@@ -6,7 +6,7 @@ either
 - in the **rows layout**: the views stacked one under the other,
   ``(n_views * n, D)``, with ``view_groups`` saying which rows are views of
   one content. :class:`~clip_invariance.InvariantProjector` reads this; it is
-  what :func:`~clip_invariance.augmentation.make_image_interventions` produces
+  what :func:`~clip_invariance.embedding.make_image_interventions` produces
   once embedded (originals first, then each round of augmented views);
 - or in the **columns layout**: the views of one content side by side in one
   row, ``(n, n_views * D)``. :class:`~clip_invariance.FrontDoorEnsembleClassifier`
@@ -23,7 +23,7 @@ gives the ``(n_views, n, D)`` stack of a columns-layout matrix and
 import numpy as np
 from sklearn.utils.validation import check_array
 
-from .chunked import is_dask_array
+from ._utils import is_dask_array
 
 __all__ = [
     "stack_views", "interleave_views", "rows_to_columns", "columns_to_rows", "split_columns", "first_views",
@@ -137,7 +137,7 @@ def rows_to_columns(X, view_groups):
     ----------
     X : array-like of shape (n_views * n, D)
         Embeddings of views, e.g. of embedded
-        :func:`~clip_invariance.augmentation.make_image_interventions` output.
+        :func:`~clip_invariance.embedding.make_image_interventions` output.
     view_groups : array-like of shape (n_views * n,)
         Group id of each row; every group must have the same number of views.
 

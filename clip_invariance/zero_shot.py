@@ -19,13 +19,14 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
-from .chunked import is_dask_array, map_classifier_rows
-from .similarity import (
+from ._utils import (
     average_prompt_ensemble,
     check_classes,
     check_prompt_embeddings,
     class_prototypes,
     encode_labels,
+    is_dask_array,
+    map_classifier_rows,
     normalize_embeddings,
     project_embeddings,
 )
@@ -68,8 +69,8 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
     prompt_embeddings : array-like of shape (C, D) or (M, C, D), default=None
         Text embeddings of the ``C`` class prompts, or of a prompt ensemble of
         ``M`` templates (see
-        :func:`clip_invariance.prompts.build_prompts` and
-        :func:`clip_invariance.prompts.encode_prompts`). ``None`` learns one
+        :func:`clip_invariance.embedding.build_prompts` and
+        :func:`clip_invariance.embedding.encode_prompts`). ``None`` learns one
         prototype per class instead: the normalised mean of the projected,
         normalised embeddings of that class, which needs labelled ``X``.
     classes : array-like of shape (n_classes,), default=None
@@ -104,7 +105,7 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
     See Also
     --------
     clip_invariance.InvariantProjector : The invariant projection.
-    clip_invariance.prompts.make_text_interventions : Text-based interventions.
+    clip_invariance.embedding.make_text_interventions : Text-based interventions.
 
     Notes
     -----

@@ -12,7 +12,7 @@ from pathlib import Path
 DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS.parent))  # the checkout's package
 
-from clip_invariance.demo import evaluate_synthetic  # noqa: E402
+from clip_invariance.evaluation import evaluate_synthetic  # noqa: E402
 
 COLUMNS = {  # demo row key -> table heading
     "env": "held-out environment",

@@ -6,7 +6,7 @@ git)::
     python docs/projection_table.py
 
 The synthetic generator knows the true invariant subspace, so the overlap of the learned one with it
-(:func:`clip_invariance.metrics.subspace_overlap`, 1 = identical) is measured, not estimated.
+(:func:`clip_invariance.invariance.subspace_overlap`, 1 = identical) is measured, not estimated.
 """
 
 import csv
@@ -18,7 +18,7 @@ sys.path.insert(0, str(DOCS.parent))  # the checkout's package
 
 from clip_invariance import InvariantProjector  # noqa: E402
 from clip_invariance.datasets import make_invariant_embeddings  # noqa: E402
-from clip_invariance.metrics import subspace_overlap  # noqa: E402
+from clip_invariance.invariance import subspace_overlap  # noqa: E402
 from clip_invariance.views import stack_views  # noqa: E402
 
 K = 8  # the generator's invariant dimension

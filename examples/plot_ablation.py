@@ -32,8 +32,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from clip_invariance.datasets import make_invariant_embeddings, save_embeddings
-from clip_invariance.evaluation import evaluate_ablation, evaluate_store
-from clip_invariance.reporting import plot_ablation
+from clip_invariance.evaluation import evaluate_ablation, evaluate_store, plot_ablation
 
 data = make_invariant_embeddings(n_samples=2000, random_state=0)
 TRUE_K = data.invariant_basis.shape[1]
@@ -145,7 +144,7 @@ fig.savefig("plot_ablation.png", dpi=120)
 
 # %%
 # The same sweeps environment by environment, as ``clip-invariance evaluate
-# --plot`` draws them (:func:`~clip_invariance.reporting.plot_ablation`, one
+# --plot`` draws them (:func:`~clip_invariance.evaluation.plot_ablation`, one
 # line per held-out environment):
 
 path = plot_ablation(ablation, ".")

@@ -20,7 +20,7 @@ held-out environment, and writes ``results.csv``, ``results.md`` and
 This example makes a tiny folder of generated images, runs both commands
 through :mod:`subprocess` (``python -m clip_invariance.cli`` is the same
 program as the ``clip-invariance`` script) and plots ``results.csv`` with
-:func:`clip_invariance.reporting.plot_results`.
+:func:`clip_invariance.evaluation.plot_results`.
 
 .. note::
 
@@ -46,7 +46,7 @@ import pandas as pd
 from PIL import Image, ImageDraw
 
 import clip_invariance
-from clip_invariance.reporting import plot_results
+from clip_invariance.evaluation import plot_results
 
 tmp = tempfile.TemporaryDirectory()  # removed when the script ends
 workdir = Path(tmp.name)
@@ -157,7 +157,7 @@ print(df[columns].to_string(index=False))
 # %%
 # The per-environment accuracy
 # ----------------------------
-# :func:`~clip_invariance.reporting.plot_results` draws one bar chart per
+# :func:`~clip_invariance.evaluation.plot_results` draws one bar chart per
 # table of ``results.md`` (what ``evaluate --plot`` writes); here into the
 # current folder.
 

@@ -20,7 +20,7 @@ the projector on the image and its views (one view group per image) and
 scores views, prompts and anchors in the invariant subspace: it is the
 recommended use whenever augmented views or text interventions exist. We
 then read the fused uncertainty of that path with a risk-coverage curve
-(:mod:`clip_invariance.selective`), and predict new classes from their
+(:mod:`clip_invariance.evaluation`), and predict new classes from their
 prompts alone with
 :meth:`~clip_invariance.FrontDoorEnsembleClassifier.with_prompts`.
 """
@@ -30,7 +30,7 @@ import numpy as np
 
 from clip_invariance import FrontDoorEnsembleClassifier, InvariantProjector
 from clip_invariance.datasets import make_multi_template_embeddings
-from clip_invariance.selective import risk_coverage_curve, selective_risk_auc
+from clip_invariance.evaluation import risk_coverage_curve, selective_risk_auc
 
 data = make_multi_template_embeddings(
     n_samples=1000, style_shift=True, spurious_correlation=1.0, template_nuisance=1.0,

@@ -30,7 +30,7 @@ from sklearn.linear_model import LogisticRegression
 
 from clip_invariance import InvariantProjector
 from clip_invariance.datasets import make_invariant_embeddings
-from clip_invariance.metrics import subspace_overlap
+from clip_invariance.invariance import subspace_overlap
 from clip_invariance.views import stack_views
 
 data = make_invariant_embeddings(n_samples=2000, random_state=0)

@@ -49,7 +49,7 @@ from sklearn.model_selection import GridSearchCV, LeaveOneGroupOut
 from sklearn.pipeline import Pipeline
 
 from clip_invariance import CLIPEmbedder, InvariantProjector
-from clip_invariance.augmentation import make_image_interventions
+from clip_invariance.embedding import make_image_interventions
 
 # %%
 # Images with a known causal structure
@@ -110,7 +110,7 @@ print(f"{len(images)} images, {len(SHAPES)} classes, {len(BACKGROUNDS)} environm
 # %%
 # Interventions: augmented copies of every image
 # ----------------------------------------------
-# :func:`~clip_invariance.augmentation.make_image_interventions` returns the
+# :func:`~clip_invariance.embedding.make_image_interventions` returns the
 # originals followed by one augmented copy of each (colour jitter, grayscale,
 # invert, ...: style changes that keep the shape), and the ``view_groups``
 # that tie each copy to its original. The copies are small recipes; the

@@ -5,11 +5,7 @@ import pytest
 from PIL import Image
 
 from clip_invariance import CLIPEmbedder, InvariantProjector
-from clip_invariance.augmentation import (
-    IMAGE_TRANSFORMS,
-    ImageView,
-    make_image_interventions,
-)
+from clip_invariance.embedding import IMAGE_TRANSFORMS, ImageView, make_image_interventions
 from clip_invariance.views import rows_to_columns, stack_views
 
 

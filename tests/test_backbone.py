@@ -7,13 +7,9 @@ import threading
 import numpy as np
 import pytest
 
-from clip_invariance import CLIPEmbedder, _backbone
-from clip_invariance._backbone import (
-    available_devices,
-    clear_backbone_cache,
-    get_backbone,
-    resolve_device,
-)
+from clip_invariance import CLIPEmbedder
+from clip_invariance.embedding import _backbone, clear_backbone_cache
+from clip_invariance.embedding._backbone import available_devices, get_backbone, resolve_device
 
 
 def _embedder(model, **params):

@@ -1,4 +1,4 @@
-"""Fit, transform and predict on dask arrays (clip_invariance.chunked).
+"""Fit, transform and predict on dask arrays (clip_invariance._utils).
 
 The in-memory estimators are the reference: a dask fit must give the statistics
 of ``partial_fit`` over the same blocks, and a lazy prediction the in-memory one.
@@ -14,7 +14,7 @@ from sklearn.exceptions import NotFittedError
 from threadpoolctl import threadpool_limits
 
 from clip_invariance import InvariantProjector, ZeroShotInvariantClassifier
-from clip_invariance.metrics import subspace_overlap
+from clip_invariance.invariance import subspace_overlap
 
 da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")
@@ -75,7 +75,7 @@ def test_fit_equals_partial_fit_over_the_same_blocks():
 
 @pytest.mark.parametrize("split_every", [2, 3, 100])
 def test_the_tree_sums_every_chunk_once(split_every):
-    from clip_invariance.chunked import chunked_statistics
+    from clip_invariance.invariance._chunked import chunked_statistics
 
     X, view_groups = lazy_views(7)  # 2: a tree 3 deep; 3: uneven; 100: one sum
     statistics = chunked_statistics(X, view_groups=view_groups, split_every=split_every)
@@ -152,7 +152,7 @@ def test_a_group_id_reused_in_distant_chunks_is_found():
 
 
 def test_ids_growing_with_the_rows_need_no_id_lists(monkeypatch):
-    from clip_invariance import chunked
+    from clip_invariance.invariance import _chunked as chunked
 
     def listed(block, index):
         raise AssertionError("the id lists were merged")
@@ -326,7 +326,7 @@ def test_front_door_predictions_are_lazy(dtype):
 
 def test_import_stays_free_of_dask():
     code = (
-        "import sys, numpy as np, clip_invariance, clip_invariance.chunked;"
+        "import sys, numpy as np, clip_invariance, clip_invariance._utils;"
         "from clip_invariance import InvariantProjector;"
         "X = np.random.RandomState(0).standard_normal((20, 4));"
         "InvariantProjector(2).fit(X, view_groups=np.arange(20) // 2).transform(X);"

@@ -9,8 +9,8 @@ import pytest
 from clip_invariance import __version__
 from clip_invariance.cli import main
 from clip_invariance.datasets import load_embeddings
-from clip_invariance.demo import evaluate_synthetic
 from clip_invariance.embedding import CLIPEmbedder
+from clip_invariance.evaluation import evaluate_synthetic
 
 
 def run(argv, capsys):

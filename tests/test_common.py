@@ -13,7 +13,7 @@ from clip_invariance import (
     InvariantProjector,
     ZeroShotInvariantClassifier,
 )
-from clip_invariance.methods import FirstViewsProjector
+from clip_invariance.evaluation._methods import FirstViewsProjector
 
 ESTIMATORS = [
     InvariantProjector(n_components=1),

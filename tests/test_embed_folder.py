@@ -7,13 +7,13 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 from clip_invariance import CLIPEmbedder
-from clip_invariance.datasets import (
+from clip_invariance.datasets import load_embeddings
+from clip_invariance.embedding import (
+    build_prompts,
     embed_image_folder,
     image_folder_views,
-    load_embeddings,
     text_interventions_with_styles,
 )
-from clip_invariance.prompts import build_prompts
 
 N_VIEWS = 2
 STYLES, SETTINGS = ["photo", "sketch"], ["", "indoors"]

@@ -15,11 +15,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 
-from clip_invariance import CLIPEmbedder, InvariantProjector, _backbone
-from clip_invariance import embedding as embedding_module
-from clip_invariance._backbone import clear_backbone_cache
+from clip_invariance import CLIPEmbedder, InvariantProjector
+from clip_invariance._utils import l2_normalize
 from clip_invariance.datasets import load_image_folder
-from clip_invariance.similarity import l2_normalize
+from clip_invariance.embedding import _backbone, clear_backbone_cache
+from clip_invariance.embedding import _embedder as embedding_module
 
 
 def _embedder(model, **params):
@@ -556,7 +556,7 @@ def test_bad_inputs(tiny_model, tiny_checkpoint, tmp_path, monkeypatch, case):
 
 # ------------------------------------------------------------ real images
 def test_pacs_pipeline_fit_save_reload(tiny_model, tiny_checkpoint, pacs_mini, tmp_path, count_loads):
-    from clip_invariance.augmentation import make_image_interventions
+    from clip_invariance.embedding import make_image_interventions
 
     data = load_image_folder(pacs_mini, environments=["photo", "sketch"])
     emb = _embedder(tiny_model, pretrained=str(tiny_checkpoint["safetensors"]), batch_size=32, num_workers=1)

@@ -7,11 +7,18 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 import clip_invariance.evaluation as evaluation
-import clip_invariance.methods as methods
+import clip_invariance.evaluation._methods as methods
 from clip_invariance import InvariantProjector
 from clip_invariance.datasets import load_embeddings, make_invariant_embeddings, save_embeddings
-from clip_invariance.evaluation import COLUMNS, DEFAULT_SELECTION, evaluate_ablation, evaluate_store
-from clip_invariance.methods import FirstViewsProjector, default_grids, make_method, mentions_environment
+from clip_invariance.evaluation import (
+    COLUMNS,
+    DEFAULT_SELECTION,
+    default_grids,
+    evaluate_ablation,
+    evaluate_store,
+    make_method,
+)
+from clip_invariance.evaluation._methods import FirstViewsProjector, mentions_environment
 
 pd = pytest.importorskip("pandas")
 
@@ -321,7 +328,7 @@ def test_method_catalogue():
 
 def test_pacs_mini_end_to_end(tiny_model, pacs_mini, tmp_path):
     """Plumbing only: random weights give chance-level accuracies."""
-    from clip_invariance.datasets import embed_image_folder
+    from clip_invariance.embedding import embed_image_folder
 
     store = tmp_path / "pacs-store"
     embed_image_folder(pacs_mini, store, model_name=tiny_model, pretrained=None, device="cpu", n_views=1,

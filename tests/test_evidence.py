@@ -5,17 +5,16 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from clip_invariance.evidence import (
+from clip_invariance.front_door import (
     EVIDENCE_FUNCTIONS,
-    EXP_CLIP,
-    dempster_combine,
     fuse_evidence,
     fuse_opinions,
+    fuse_scores,
     log_evidence,
     opinion_from_evidence,
-    torch_evidence,
 )
-from clip_invariance.score_fusion import fuse_scores
+from clip_invariance.front_door._evidence import _dempster_combine
+from clip_invariance.front_door._training import EXP_CLIP, torch_evidence
 
 
 def direct_dempster(b1, u1, b2, u2):
@@ -79,14 +78,14 @@ def test_combine_agrees_with_direct_formula():
     for n_classes in (2, 3, 7):
         (b1, b2), (u1, u2) = random_opinions(rng, 2, n_classes)
         expected_b, expected_u = direct_dempster(b1, u1, b2, u2)
-        b, u = dempster_combine(b1, u1, b2, u2)
+        b, u = _dempster_combine(b1, u1, b2, u2)
         np.testing.assert_allclose(b, expected_b, rtol=1e-12)
         assert u == pytest.approx(expected_u, rel=1e-12)
 
 
 def test_combine_hand_example():
     # masses: 0.6*0.5 + 0.6*0.5 + 0.5*0.2 = 0.7, 0.2*0.5 = 0.1, u: 0.1; 1 - k = 0.9
-    b, u = dempster_combine([0.6, 0.2], 0.2, [0.5, 0.0], 0.5)
+    b, u = _dempster_combine([0.6, 0.2], 0.2, [0.5, 0.0], 0.5)
     np.testing.assert_allclose(b, [7 / 9, 1 / 9])
     assert u == pytest.approx(1 / 9)
 
@@ -94,12 +93,12 @@ def test_combine_hand_example():
 def test_combine_is_commutative_and_associative_and_valid():
     rng = np.random.default_rng(1)
     (b1, b2, b3), (u1, u2, u3) = random_opinions(rng, 3, 5, n_samples=50)
-    b12, u12 = dempster_combine(b1, u1, b2, u2)
-    b21, u21 = dempster_combine(b2, u2, b1, u1)
+    b12, u12 = _dempster_combine(b1, u1, b2, u2)
+    b21, u21 = _dempster_combine(b2, u2, b1, u1)
     np.testing.assert_allclose(b12, b21, rtol=1e-12)
     np.testing.assert_allclose(u12, u21, rtol=1e-12)
-    left = dempster_combine(*dempster_combine(b1, u1, b2, u2), b3, u3)
-    right = dempster_combine(b1, u1, *dempster_combine(b2, u2, b3, u3))
+    left = _dempster_combine(*_dempster_combine(b1, u1, b2, u2), b3, u3)
+    right = _dempster_combine(b1, u1, *_dempster_combine(b2, u2, b3, u3))
     np.testing.assert_allclose(left[0], right[0], rtol=1e-10)
     np.testing.assert_allclose(left[1], right[1], rtol=1e-10)
     assert (left[0] >= 0).all() and (left[1] > 0).all()
@@ -109,7 +108,7 @@ def test_combine_is_commutative_and_associative_and_valid():
 def test_vacuous_opinion_is_the_identity():
     rng = np.random.default_rng(2)
     (b,), (u,) = random_opinions(rng, 1, 4, n_samples=10)
-    fused_b, fused_u = dempster_combine(b, u, np.zeros_like(b), np.ones_like(u))
+    fused_b, fused_u = _dempster_combine(b, u, np.zeros_like(b), np.ones_like(u))
     np.testing.assert_allclose(fused_b, b, rtol=1e-12)
     np.testing.assert_allclose(fused_u, u, rtol=1e-12)
 
@@ -119,7 +118,7 @@ def test_fuse_opinions_is_the_pairwise_fold():
     beliefs, uncertainties = random_opinions(rng, 5, 6, n_samples=20)
     b, u = beliefs[0], uncertainties[0]
     for k in range(1, 5):
-        b, u = dempster_combine(b, u, beliefs[k], uncertainties[k])
+        b, u = _dempster_combine(b, u, beliefs[k], uncertainties[k])
     fused_b, fused_u = fuse_opinions(beliefs, uncertainties)
     np.testing.assert_allclose(fused_b, b, rtol=1e-10)
     np.testing.assert_allclose(fused_u, u, rtol=1e-10)
@@ -135,7 +134,7 @@ def test_conflict_close_to_one_matches_exact_arithmetic():
     expected_b, expected_u = direct_dempster(exact[0][0], exact[0][1], exact[1][0], exact[1][1])
 
     (b1, b2), (u1, u2) = opinion_from_evidence(np.array([e1, e2]))
-    b, u = dempster_combine(b1, u1, b2, u2)
+    b, u = _dempster_combine(b1, u1, b2, u2)
     np.testing.assert_allclose(b, [float(x) for x in expected_b], rtol=1e-9)
     assert u == pytest.approx(float(expected_u), rel=1e-9)
     # The textbook formula in float64 cancels catastrophically in 1 - k.
@@ -155,11 +154,11 @@ def test_huge_evidence_stays_finite_and_symmetric():
 
 
 def test_certain_opinions_fall_back_to_the_pairwise_rule():
-    b, u = dempster_combine([1.0, 0.0], 0.0, [0.5, 0.0], 0.5)
+    b, u = _dempster_combine([1.0, 0.0], 0.0, [0.5, 0.0], 0.5)
     np.testing.assert_allclose(b, [1.0, 0.0])
     assert u == 0.0
     with pytest.raises(ValueError, match="Total conflict"):
-        dempster_combine([1.0, 0.0], 0.0, [0.0, 1.0], 0.0)
+        _dempster_combine([1.0, 0.0], 0.0, [0.0, 1.0], 0.0)
 
 
 @pytest.mark.parametrize(
@@ -174,7 +173,7 @@ def test_certain_opinions_fall_back_to_the_pairwise_rule():
 )
 def test_invalid_opinions_raise(args, match):
     with pytest.raises(ValueError, match=match):
-        dempster_combine(*args)
+        _dempster_combine(*args)
 
 
 def test_invalid_evidence_raises():

@@ -5,16 +5,17 @@ import pytest
 from scipy.special import digamma
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
+from sklearn.metrics.pairwise import cosine_similarity
 
 from clip_invariance import FrontDoorEnsembleClassifier, InvariantProjector
 from clip_invariance.datasets import make_multi_template_embeddings
-from clip_invariance.evidence import fuse_opinions, torch_evidence
-from clip_invariance.similarity import cosine_similarity_matrix
+from clip_invariance.front_door import fuse_opinions
 
 torch = pytest.importorskip("torch")
-from clip_invariance._adapters import (  # noqa: E402  (needs torch)
+from clip_invariance.front_door._training import (  # noqa: E402  (needs torch)
     consistency_loss,
     decoupling_loss,
+    torch_evidence,
     trusted_cross_entropy,
 )
 
@@ -120,7 +121,7 @@ def test_single_template_single_view_is_zero_shot_cosine(data):
     prompts = data.anchor_embeddings
     X = data.X_views[0]
     clf = FrontDoorEnsembleClassifier(prompts, max_iter=0).fit(X, data.y)
-    expected = cosine_similarity_matrix(X, prompts).argmax(axis=1)
+    expected = cosine_similarity(X, prompts).argmax(axis=1)
     np.testing.assert_array_equal(clf.predict(X), expected)
 
 
@@ -153,7 +154,7 @@ def test_exp_evidence_is_exact_at_any_temperature(data):
     clf = FrontDoorEnsembleClassifier(T, n_views=4, max_iter=0, temperature=1000.0)
     clf.fit(data.X[train], data.y[train])
     R = sum(
-        np.logaddexp(0.0, 1000.0 * cosine_similarity_matrix(data.X_views[m][test], T[m]) - np.log(10))
+        np.logaddexp(0.0, 1000.0 * cosine_similarity(data.X_views[m][test], T[m]) - np.log(10))
         for m in range(4)
     )
     top2 = np.sort(R, axis=1)[:, -2:]
@@ -169,7 +170,7 @@ def test_exp_evidence_is_exact_at_any_temperature(data):
 
 def test_predictions_match_values_recorded_before_the_refactor():
     # Recorded with the code of commit 089b92c (before the training moved to
-    # clip_invariance._adapters and the evidence to log space).
+    # clip_invariance.front_door and the evidence to log space).
     data = make_multi_template_embeddings(n_samples=300, random_state=0)
     kwargs = {
         "prompt_embeddings": data.prompt_embeddings,
@@ -396,7 +397,7 @@ def test_adapters_are_stored_at_their_rank_in_the_input_precision(data, dtype, p
 
 
 def test_template_adapters_refuse_inconsistent_storage():
-    from clip_invariance.adapter_weights import TemplateAdapters
+    from clip_invariance.front_door import TemplateAdapters
 
     with pytest.raises(ValueError, match="either left and right factors, or maps"):
         TemplateAdapters(np.zeros((1, 3, 1)))
@@ -793,8 +794,8 @@ def test_decoupling_reduction_sum_equals_mean_with_beta_times_m(data):
 
 
 def test_fused_evidence_matches_the_numpy_fusion():
-    from clip_invariance._adapters import fused_evidence
-    from clip_invariance.evidence import fuse_evidence
+    from clip_invariance.front_door import fuse_evidence
+    from clip_invariance.front_door._training import fused_evidence
 
     gen = torch.Generator().manual_seed(0)
     evidence = 5 * torch.rand(3, 6, 4, generator=gen, dtype=torch.float64)
@@ -808,7 +809,7 @@ def test_fused_evidence_matches_the_numpy_fusion():
 def test_kl_to_uniform_matches_torch_distributions_and_ignores_the_true_class():
     from torch.distributions import Dirichlet, kl_divergence
 
-    from clip_invariance._adapters import kl_to_uniform
+    from clip_invariance.front_door._training import kl_to_uniform
 
     gen = torch.Generator().manual_seed(0)
     evidence = 5 * torch.rand(2, 5, 4, generator=gen, dtype=torch.float64)
@@ -833,7 +834,7 @@ def test_tmc_options_change_the_training_loss(data, params):
 
 # ------------------------------------------- validation across environments
 def test_validation_split_holds_out_whole_environments():
-    from clip_invariance._adapters import validation_split
+    from clip_invariance.front_door._training import validation_split
 
     environments = np.repeat(["a", "b", "c", "d", "e"], [3, 4, 5, 6, 7])
     for fraction, n_held_out in ((0.01, 1), (0.4, 2), (0.99, 4)):  # at least 1, at most E - 1

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clip_invariance.augmentation import ImageView
-from clip_invariance.images import is_lazy_image, is_pil_image, read_image
+from clip_invariance.embedding import ImageView, read_image
+from clip_invariance.embedding._images import is_lazy_image, is_pil_image
 
 
 def test_image_modes_are_converted_to_rgb(tmp_path):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
-from clip_invariance.metrics import principal_angles, subspace_overlap
+from clip_invariance.invariance import principal_angles, subspace_overlap
 
 
 def test_known_angles_and_basis_invariance():

@@ -8,7 +8,7 @@ from sklearn.pipeline import Pipeline
 
 from clip_invariance import InvariantProjector
 from clip_invariance.datasets import make_invariant_embeddings
-from clip_invariance.protocols import (
+from clip_invariance.evaluation import (
     SELECTION_RULES,
     holdout_split,
     leave_one_domain_out,

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from clip_invariance.datasets import make_invariant_embeddings, save_embeddings
-from clip_invariance.evaluation import evaluate_ablation, evaluate_store
-from clip_invariance.reporting import (
+from clip_invariance.evaluation import (
+    evaluate_ablation,
+    evaluate_store,
     markdown_tables,
     method_label,
     plot_ablation,

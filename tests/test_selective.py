@@ -4,7 +4,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from clip_invariance.selective import (
+from clip_invariance.evaluation import (
     abstention_threshold,
     confidence_roc_auc,
     risk_coverage_curve,

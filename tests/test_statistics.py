@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
-import clip_invariance.statistics as statistics_module
-from clip_invariance.statistics import InterventionStatistics, check_labels
+import clip_invariance.invariance._statistics as statistics_module
+from clip_invariance.invariance import InterventionStatistics
+from clip_invariance.invariance._statistics import check_labels
 
 
 def _blocks(dtype=np.float64, seed=0):

@@ -3,12 +3,13 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn import config_context
 from sklearn.exceptions import NotFittedError
+from sklearn.metrics.pairwise import cosine_similarity
 from sklearn.model_selection import GridSearchCV, GroupKFold, cross_validate
 from sklearn.utils.extmath import softmax
 
 from clip_invariance import InvariantProjector, ZeroShotInvariantClassifier
+from clip_invariance._utils import average_prompt_ensemble
 from clip_invariance.datasets import make_invariant_embeddings
-from clip_invariance.similarity import average_prompt_ensemble, cosine_similarity_matrix
 from clip_invariance.views import stack_views
 
 K = 8  # invariant dimension of the synthetic benchmark
@@ -83,7 +84,7 @@ def test_open_class_keeps_gain_on_unseen_classes(bench):
 def test_no_projector_is_plain_clip_zero_shot():
     data = make_invariant_embeddings(n_samples=200, random_state=1)
     clf = ZeroShotInvariantClassifier(data.prompt_embeddings, temperature=50.0).fit(data.X)
-    cos = cosine_similarity_matrix(data.X, data.prompt_embeddings)
+    cos = cosine_similarity(data.X, data.prompt_embeddings)
     assert clf.projector_ is None
     assert_allclose(clf.decision_function(data.X), 50.0 * cos, atol=1e-4)
     assert_allclose(clf.predict_proba(data.X), softmax(50.0 * cos), rtol=1e-4)
@@ -426,7 +427,7 @@ def test_any_transformer_works_as_projector_and_none_ignores_groups():
 
 def test_predictions_match_values_recorded_before_the_refactor():
     # Recorded with the code of commit 089b92c, before the prompt and label checks
-    # moved to clip_invariance.similarity (float32 prompts stay float32 until scored).
+    # moved to clip_invariance._utils (float32 prompts stay float32 until scored).
     data = make_invariant_embeddings(n_samples=300, random_state=0)
     clf = ZeroShotInvariantClassifier(data.prompt_embeddings).fit(data.X)
     assert_allclose(

@@ -39,7 +39,7 @@ def load_image_folder(root, environments=None):
           the loaded environments, so codes agree across environments).
         - ``environments``: ndarray of str, shape (n,), the environment of
           each image; pass it as ``environments`` to the projector or to
-          :func:`~clip_invariance.protocols.leave_one_domain_out`.
+          :func:`~clip_invariance.evaluation.leave_one_domain_out`.
         - ``environment_names``: list of str, the loaded environments.
 
     Raises

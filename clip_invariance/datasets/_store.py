@@ -11,7 +11,7 @@ The data path is ``arrays -> checked together -> written into a fresh
 sibling folder -> swapped in by two renames``: an interrupted save leaves the
 previous store (or none), never a half-written one. A store may also hold
 ``chunks/``, the per-item embeddings of an unfinished
-:func:`~clip_invariance.datasets.embed_image_folder`, each chunk written
+:func:`~clip_invariance.embedding.embed_image_folder`, each chunk written
 atomically (temp file, then ``os.replace``). A sharded store is a folder of
 such stores, ``shards/IIIII-of-NNNNN``, each written by one shard alone and
 read as one store. The read path is ``store.json -> every file checked
@@ -49,6 +49,7 @@ from ._store_format import (
     field_record,
     group_chunks,
     is_sharded,
+    is_store,
     parse_shard_name,
     read_array,
     read_metadata,
@@ -57,11 +58,13 @@ from ._store_format import (
 )
 
 __all__ = [
-    "save_embeddings",
-    "load_embeddings",
-    "check_store_path",
     "check_shard_path",
-    "stored_rows",
+    "check_store_path",
+    "is_store",
+    "known_rows",
+    "load_embeddings",
+    "save_embeddings",
+    "write_chunk",
 ]
 
 
@@ -118,7 +121,7 @@ def save_embeddings(
     Examples
     --------
     >>> import tempfile, numpy as np
-    >>> from clip_invariance.datasets import save_embeddings, load_embeddings
+    >>> from clip_invariance.datasets import load_embeddings, save_embeddings
     >>> store = tempfile.mkdtemp() + "/store"
     >>> X = np.eye(3, 4, dtype=np.float32)
     >>> save_embeddings(store, X=X, y=["cat", "dog", "cat"], environments=["photo", "photo", "sketch"])
@@ -231,7 +234,7 @@ def load_embeddings(path, *, mmap=True, chunks=None):
     Examples
     --------
     >>> import tempfile, numpy as np
-    >>> from clip_invariance.datasets import save_embeddings, load_embeddings
+    >>> from clip_invariance.datasets import load_embeddings, save_embeddings
     >>> store = tempfile.mkdtemp()
     >>> rng = np.random.default_rng(0)
     >>> save_embeddings(store, X=rng.normal(size=(4, 3)), y=[0, 1, 1, 0], environments=[0, 0, 1, 1],
@@ -390,7 +393,7 @@ def check_shard_path(path, index, count):
     return folder
 
 
-def stored_rows(path):
+def _stored_rows(path):
     """Item key -> embedding, for every keyed field of a store that can still be read.
 
     What an embedding run reuses: a damaged field (or store) is skipped with a
@@ -413,6 +416,62 @@ def stored_rows(path):
         rows.update(zip(keys.ravel().tolist(), field.reshape(-1, field.shape[-1])))
     if damaged:
         warnings.warn(f"Embedding again the items of damaged store fields: {'; '.join(damaged)}", UserWarning,
+                      stacklevel=2)
+    return rows
+
+
+def known_rows(store):
+    """Item key -> embedding, from a store's arrays (memory-mapped) and its unfinished ``chunks/``.
+
+    What an embedding run that resumes into ``store`` can reuse; unreadable
+    fields and chunks are skipped with a warning, and only their items are
+    embedded again.
+    """
+    store = Path(store)
+    known = _stored_rows(store) if (store / METADATA_FILE).is_file() else {}
+    if store.is_dir():
+        known.update(_read_chunks(store))
+    return known
+
+
+def write_chunk(path, keys, embeddings):
+    """Save embeddings under their item keys in ``path/chunks/``, atomically.
+
+    A reader sees the whole chunk or none of it: it is written to a temporary
+    file and renamed.
+    """
+    folder = Path(path) / CHUNK_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, keys=np.asarray(keys, dtype=str), embeddings=np.asarray(embeddings))
+        os.replace(tmp, folder / f"{uuid.uuid4().hex}.npz")
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _read_chunks(path):
+    """Every embedding in ``path/chunks/``, as a dict from item key to row.
+
+    A chunk that cannot be read (cut short by a crash, foreign) is skipped
+    with a warning: its items are embedded again.
+    """
+    rows, damaged = {}, []
+    for file in sorted((Path(path) / CHUNK_FOLDER).glob("*.npz")):
+        try:
+            with np.load(file, allow_pickle=False) as chunk:
+                keys, embeddings = chunk["keys"], chunk["embeddings"]
+            if keys.ndim != 1 or embeddings.ndim != 2 or len(keys) != len(embeddings):
+                raise ValueError(f"keys {keys.shape} do not match embeddings {embeddings.shape}")
+        except Exception as exc:  # whatever is in the file, its items are recomputed
+            damaged.append(f"{file.name} ({type(exc).__name__}: {exc})")
+            continue
+        rows.update(zip(keys.tolist(), embeddings))
+    if damaged:
+        warnings.warn(f"Skipping {len(damaged)} unreadable chunk(s): {'; '.join(damaged)}", UserWarning,
                       stacklevel=2)
     return rows
 

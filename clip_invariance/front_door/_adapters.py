@@ -1,7 +1,7 @@
 r"""The front door's learned maps, stored at their rank and in the input's precision.
 
 :class:`~clip_invariance.FrontDoorEnsembleClassifier` learns one
-class-agnostic map per template (:mod:`clip_invariance._adapters`, torch),
+class-agnostic map per template (:mod:`clip_invariance.front_door`, torch),
 
 .. math:: W_m = I + L_m R_m^\top,
 
@@ -39,7 +39,7 @@ class TemplateAdapters:
     Examples
     --------
     >>> import numpy as np
-    >>> from clip_invariance.adapter_weights import TemplateAdapters
+    >>> from clip_invariance.front_door import TemplateAdapters
     >>> left = np.zeros((2, 3, 1), dtype=np.float32)
     >>> left[0, 0, 0] = 1.0  # template 0: W = I + e_0 e_1^T
     >>> right = np.zeros((2, 3, 1), dtype=np.float32)

@@ -14,7 +14,7 @@ solver returns ``(values, basis)``: the top eigenvalues, largest first, and a
 Examples
 --------
 >>> import numpy as np
->>> from clip_invariance.eigensolvers import SOLVERS
+>>> from clip_invariance.invariance._eigensolvers import SOLVERS
 >>> z, d = np.diag([3.0, 2.0, 1.0]), np.diag([0.0, 3.0, 0.0])
 >>> values, basis = SOLVERS["ratio"](z, d, 1.0, 2)
 >>> values
@@ -28,14 +28,13 @@ array([[1., 0.],
 import numpy as np
 from scipy import linalg
 
-__all__ = ["SOLVERS", "generalized_eigh", "invert_lower", "n_kept", "solve_difference", "solve_ratio",
-           "top_eigh"]
+__all__ = ["SOLVERS", "solve_difference", "solve_ratio"]
 
 
 def solve_ratio(z_hat, d_hat, lam, n_components):
     """Top generalized eigenpairs of ``z a = mu (I + lam d) a``, orthonormalised."""
-    values, vectors = top_eigh(z_hat, np.eye(len(d_hat), dtype=d_hat.dtype) + lam * d_hat, n_components)
-    k = n_kept(values, n_components, baseline=1.0 / (1.0 + lam))  # an isotropic direction's mu
+    values, vectors = _top_eigh(z_hat, np.eye(len(d_hat), dtype=d_hat.dtype) + lam * d_hat, n_components)
+    k = _n_kept(values, n_components, baseline=1.0 / (1.0 + lam))  # an isotropic direction's mu
     # Generalized eigenvectors are B-orthogonal; QR keeps their span and order.
     basis, _ = np.linalg.qr(vectors[:, :k])
     return values[:k], basis
@@ -43,15 +42,15 @@ def solve_ratio(z_hat, d_hat, lam, n_components):
 
 def solve_difference(z_hat, d_hat, lam, n_components):
     """Top eigenpairs of ``z - lam d`` (the paper's form)."""
-    values, vectors = top_eigh(z_hat - lam * d_hat, None, n_components)
-    k = n_kept(values, n_components, baseline=0.0)
+    values, vectors = _top_eigh(z_hat - lam * d_hat, None, n_components)
+    k = _n_kept(values, n_components, baseline=0.0)
     return values[:k], vectors[:, :k]
 
 
 SOLVERS = {"ratio": solve_ratio, "difference": solve_difference}
 
 
-def top_eigh(a, b, n_components):
+def _top_eigh(a, b, n_components):
     """Eigenpairs of ``a v = w b v`` (``b=None``: ``I``), largest first; all when ``n_components`` is None."""
     if n_components is not None:
         # Top K alone (sygvx / syevr) vs whole spectrum (sygvd / syevd), K=64, D=512/768 float32:
@@ -61,21 +60,21 @@ def top_eigh(a, b, n_components):
     elif b is None:
         values, vectors = linalg.eigh(a, driver="evd", overwrite_a=True)
     else:
-        values, vectors = generalized_eigh(a, b)
+        values, vectors = _generalized_eigh(a, b)
     return values[::-1], vectors[:, ::-1]
 
 
-def generalized_eigh(a, b):
+def _generalized_eigh(a, b):
     """Eigenpairs of ``a v = w b v``, ascending, for ``b >= I``: ``L^-1 a L^-T y = w y``, ``v = L^-T y``."""
     # Not scipy.linalg.eigh(a, b): numpy's LAPACK avoids a hand-over to scipy's BLAS pool. Fit, K=None,
     # N=1e4, D=512/768: float32 108/234 ms vs 119/269, float64 132/259 ms vs 158/349 (2 threads).
-    inv_lower = invert_lower(np.linalg.cholesky(b))  # b = L L^T; b >= I keeps L^-1 well conditioned
+    inv_lower = _invert_lower(np.linalg.cholesky(b))  # b = L L^T; b >= I keeps L^-1 well conditioned
     reduced = inv_lower @ a @ inv_lower.T
     values, vectors = np.linalg.eigh((reduced + reduced.T) / 2)
     return values, inv_lower.T @ vectors
 
 
-def invert_lower(lower):
+def _invert_lower(lower):
     """Lower-triangular inverse in matmuls: ``[[A, 0], [C, D]]^-1 = [[A^-1, 0], [-D^-1 C A^-1, D^-1]]``."""
     # numpy has no triangular inverse; scipy's lapack.strtri/dtrtri in the same fit: 136/281 ms
     # float32, 166/350 ms float64 (against 108/234 and 132/259 ms above).
@@ -83,14 +82,14 @@ def invert_lower(lower):
     if n <= 64:
         return np.tril(np.linalg.inv(lower))
     h = n // 2
-    top, bottom = invert_lower(lower[:h, :h]), invert_lower(lower[h:, h:])
+    top, bottom = _invert_lower(lower[:h, :h]), _invert_lower(lower[h:, h:])
     inverse = np.zeros_like(lower)
     inverse[:h, :h], inverse[h:, h:] = top, bottom
     inverse[h:, :h] = -(bottom @ lower[h:, :h]) @ top
     return inverse
 
 
-def n_kept(values, n_components, baseline):
+def _n_kept(values, n_components, baseline):
     if n_components is not None:
         return n_components
     # Eigenvalues within round-off of the baseline (e.g. the null space when rows

@@ -2,21 +2,16 @@
 
 The data path is ``inputs -> embedding cache lookup (per input) -> the misses
 in batches -> decode and preprocess (DataLoader workers,
-:func:`~clip_invariance.images.read_image`) -> batched forward -> float32
+:func:`~clip_invariance.embedding.read_image`) -> batched forward -> float32
 embeddings -> written to the cache``. torch and open_clip are imported inside
 the functions that need them, so importing this module is cheap; the loaded
-model lives in :mod:`clip_invariance._backbone`, never on the estimator.
+model lives in :mod:`clip_invariance.embedding`, never on the estimator.
 
-The embedding cache (``memory=``) holds one ``.npy`` file per input, written
-atomically and read with ``allow_pickle=False``: nothing in it is executed,
-and a damaged entry is recomputed with a warning.
+The embedding cache (``memory=``) is in ``_cache.py``.
 """
 
-import hashlib
-import io
 import os
 import sys
-import tempfile
 import warnings
 from numbers import Integral
 
@@ -24,15 +19,12 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
-from ._backbone import clear_backbone_cache, get_backbone
-from .images import is_lazy_image, is_pil_image, read_image
-from .similarity import l2_normalize
+from .._utils import l2_normalize
+from ._backbone import get_backbone
+from ._cache import item_key, open_cache
+from ._images import is_lazy_image, is_pil_image, read_image
 
-# clear_backbone_cache is re-exported: freeing the loaded models is a user's
-# need, and _backbone is a private module.
-__all__ = ["CLIPEmbedder", "clear_backbone_cache"]
-
-CACHE_FOLDER = "clip-invariance-embeddings"
+__all__ = ["CLIPEmbedder"]
 
 
 class CLIPEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -108,9 +100,9 @@ class CLIPEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
 
     See Also
     --------
-    clip_invariance.augmentation.make_image_interventions : Augmented views
+    clip_invariance.embedding.make_image_interventions : Augmented views
         and their ``view_groups`` for :class:`InvariantProjector`.
-    clip_invariance.images.read_image : How every image input is decoded.
+    clip_invariance.embedding.read_image : How every image input is decoded.
 
     Notes
     -----
@@ -221,11 +213,11 @@ class CLIPEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
         backbone = get_backbone(self.model_name, self.pretrained, self.device, self.precision)
         out = np.full((len(items), backbone.embedding_dim), np.nan, dtype=np.float32)
 
-        cache = _open_cache(self.memory, backbone, self.modality)
+        cache = open_cache(self.memory, backbone, self.modality)
         keys = [None] * len(items)
         todo = np.arange(len(items))
         if cache is not None:
-            keys = [_item_key(item, self.modality) for item in items]
+            keys = [item_key(item, self.modality) for item in items]
             found = cache.read(keys, out)
             todo = np.flatnonzero(~found)
         batches = [todo[start : start + self.batch_size] for start in range(0, len(todo), self.batch_size)]
@@ -383,118 +375,3 @@ def _single_thread_worker(_):
     import torch
 
     torch.set_num_threads(1)  # workers decode; the main process owns the cores for the forward
-
-
-# ------------------------------------------------------------------ cache
-def _item_key(item, modality):
-    """What identifies an input for the cache (file identity, pixels, recipe or text); None: not cached."""
-    if modality == "text":
-        return ("text", item)
-    if is_lazy_image(item):  # its source and its recipe; an opaque view is never cached
-        source = getattr(item, "source", None)
-        recipe = hasattr(item, "cache_key") and source is not None
-        source_key = _item_key(source, modality) if recipe else None
-        return None if source_key is None else item.cache_key(source_key)
-    if isinstance(item, (str, os.PathLike)):
-        path = os.path.abspath(os.fspath(item))
-        try:
-            stat = os.stat(path)
-        except OSError:
-            return None  # reported by the decoder, with its index
-        return ("file", path, stat.st_size, stat.st_mtime_ns)
-    arr = np.ascontiguousarray(np.asarray(item))
-    pixels = hashlib.blake2b(arr, digest_size=16).hexdigest()  # shape and dtype are in the key
-    return ("pixels", getattr(item, "mode", None), arr.shape, arr.dtype.str, pixels)
-
-
-def _digest(key):
-    return hashlib.blake2b(repr(key).encode(), digest_size=16).hexdigest()
-
-
-def _open_cache(memory, backbone, modality):
-    location = getattr(memory, "location", memory)  # a joblib.Memory: only its folder
-    if location is None:
-        return None
-    location = os.path.expanduser(os.fspath(location))
-    if os.path.exists(location) and not os.path.isdir(location):
-        raise ValueError(f"memory={location!r} is a file; the embedding cache needs a folder.")
-    model_key = (backbone.identity, backbone.weights, modality)
-    folder = os.path.join(location, CACHE_FOLDER, _digest(model_key))
-    return _EmbeddingCache(folder, backbone.embedding_dim)
-
-
-class _EmbeddingCache:
-    """One float32 ``.npy`` file per input under ``folder/<2 hex>/<digest>.npy``.
-
-    Not joblib.Memory: it unpickles whatever file it finds and keys whole
-    batches, so a planted file ran code, a truncated one broke every later
-    call, and another batch size re-embedded everything.
-    """
-
-    def __init__(self, folder, dim):
-        self.folder = folder
-        self.dim = dim
-        buffer = io.BytesIO()
-        np.save(buffer, np.zeros(dim, dtype=np.float32))
-        self.size, self.header = buffer.tell(), buffer.getvalue()[: -4 * dim]
-
-    def _path(self, key):
-        digest = _digest(key)
-        return os.path.join(self.folder, digest[:2], digest + ".npy")
-
-    def read(self, keys, out):
-        """Fill ``out[i]`` for every cached ``keys[i]``; returns the mask of rows found."""
-        found = np.zeros(len(keys), dtype=bool)
-        damaged = []
-        for i, key in enumerate(keys):
-            if key is None:
-                continue
-            path = self._path(key)
-            try:
-                with open(path, "rb") as f:
-                    row = self._decode(f.read())
-            except FileNotFoundError:
-                continue
-            except Exception as exc:  # whatever is in the file, it is recomputed
-                damaged.append(f"{path} ({type(exc).__name__}: {exc})")
-                continue
-            out[i] = row
-            found[i] = True
-        if damaged:
-            message = f"Recomputed {len(damaged)} damaged or foreign embedding cache file(s); the first: "
-            warnings.warn(message + damaged[0], UserWarning, stacklevel=3)
-        return found
-
-    def _decode(self, data):
-        # np.load parses every header with ast.literal_eval: 28 of the 41 ms of a
-        # warm read of 300 entries. Our own entries have a known header: compare bytes.
-        if len(data) == self.size and data.startswith(self.header):
-            row = np.frombuffer(data, dtype=np.float32, offset=len(self.header))
-        else:
-            row = np.load(io.BytesIO(data), allow_pickle=False)
-            if not (isinstance(row, np.ndarray) and row.dtype == np.float32 and row.shape == (self.dim,)):
-                got = f"{getattr(row, 'dtype', type(row).__name__)} {getattr(row, 'shape', '')}"
-                raise ValueError(f"expected float32 of shape ({self.dim},), got {got}")
-        if not np.isfinite(row).all():
-            raise ValueError("non-finite values")
-        return row
-
-    def write(self, keys, rows):
-        """Store each row whose key is not None, atomically (temp file, then os.replace)."""
-        for key, row in zip(keys, rows):
-            if key is None:
-                continue
-            path = self._path(key)
-            folder = os.path.dirname(path)
-            os.makedirs(folder, exist_ok=True)
-            # Readers see the old entry or the new one, never half of one; an
-            # entry cut short by a crash fails the shape check and is recomputed.
-            fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    np.save(f, np.ascontiguousarray(row, dtype=np.float32), allow_pickle=False)
-                os.replace(tmp, path)
-            except BaseException:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-                raise

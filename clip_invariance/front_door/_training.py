@@ -23,24 +23,54 @@ import math
 
 import numpy as np
 
-from .adapter_weights import TemplateAdapters
-from .evidence import EXP_CLIP, torch_evidence
-from .similarity import average_prompt_ensemble, check_prompt_embeddings, normalize_embeddings
-from .views import columns_to_rows
+from ._adapters import TemplateAdapters
+from ._evidence import EVIDENCE_FUNCTIONS
 
 __all__ = [
+    "EXP_CLIP",
+    "torch_evidence",
     "trusted_cross_entropy",
     "decoupling_loss",
     "consistency_loss",
     "train_adapters",
     "fused_evidence",
     "kl_to_uniform",
-    "make_pairs",
-    "fit_view_projector",
-    "normalize_prompts",
-    "check_anchor_embeddings",
     "validation_split",
 ]
+
+
+# Training only: exp evidence is clipped at exp(60) ~ 1e26 in the float32
+# training loop, so that C of them summed cannot overflow (float32 ends at
+# 3e38). Inference works in log space and needs no clip.
+EXP_CLIP = 60.0
+
+
+def torch_evidence(scores, kind="softplus"):
+    """The evidence ``h(scores)`` of :func:`log_evidence`, in torch, for training.
+
+    exp evidence is clipped at ``exp(EXP_CLIP)`` so that float32 training
+    cannot overflow; torch is imported only here.
+
+    Parameters
+    ----------
+    scores : torch.Tensor
+        Temperature-scaled similarities.
+    kind : {"softplus", "relu", "exp"}, default="softplus"
+        The evidence function ``h``.
+
+    Returns
+    -------
+    evidence : torch.Tensor, same shape as ``scores``.
+    """
+    import torch
+
+    if kind == "exp":
+        return torch.exp(torch.clamp(scores, max=EXP_CLIP))
+    if kind == "softplus":
+        return torch.nn.functional.softplus(scores)
+    if kind == "relu":
+        return torch.relu(scores)
+    raise ValueError(f"evidence must be one of {EVIDENCE_FUNCTIONS}, got {kind!r}.")
 
 
 def trusted_cross_entropy(evidence, y):
@@ -70,8 +100,8 @@ def trusted_cross_entropy(evidence, y):
 def fused_evidence(evidence):
     r"""Evidence of the fused opinion (reduced Dempster rule), in torch.
 
-    ``e_c = C expm1(sum_k log1p(e^k_c / C))`` (:mod:`clip_invariance.evidence`),
-    clipped at ``exp(EXP_CLIP)`` as :func:`~clip_invariance.evidence.torch_evidence` is.
+    ``e_c = C expm1(sum_k log1p(e^k_c / C))`` (:mod:`clip_invariance.front_door`),
+    clipped at ``exp(EXP_CLIP)`` as :func:`torch_evidence` is.
 
     Parameters
     ----------
@@ -361,50 +391,6 @@ max_iter, tol, n_iter_no_change, verbose
     adapters = TemplateAdapters.from_factors(left.detach().numpy(), right.detach().numpy(),
                                              dtype=views.dtype)
     return adapters, loss_curve
-
-
-def make_pairs(pairing, n_views, n_templates):
-    """``(template, view)`` of every opinion, template-major (``pairing`` as the classifier's)."""
-    if pairing == "auto":
-        pairing = "paired" if n_views == n_templates else "all"
-    if pairing == "paired":
-        if n_views != n_templates:
-            raise ValueError(
-                f"pairing='paired' needs one view per template, got n_views="
-                f"{n_views} and {n_templates} template(s)."
-            )
-        return np.column_stack([np.arange(n_templates)] * 2)
-    m, v = np.meshgrid(np.arange(n_templates), np.arange(n_views), indexing="ij")
-    return np.column_stack([m.ravel(), v.ravel()])
-
-
-def fit_view_projector(projector, X, y, n_views):
-    """An image and its augmentations are interventional views of one content."""
-    if n_views >= 2:
-        X_rows, view_groups = columns_to_rows(X, n_views)
-        return projector.fit(X_rows, view_groups=view_groups)
-    return projector.fit(X, y)
-
-
-def normalize_prompts(prompts):
-    """Unit-norm (M, C, D) prompts; a row the projection zeroed is an error too."""
-    flat = prompts.reshape(-1, prompts.shape[-1])
-    unit = normalize_embeddings(flat, input_name="projected prompt_embeddings", zero_rows="raise")
-    return unit.reshape(prompts.shape)
-
-
-
-def check_anchor_embeddings(anchor_embeddings, prompts):
-    """The (C, D) anchors ``w^0``: given, or the prompt-ensemble average of the (M, C, D) prompts."""
-    if anchor_embeddings is None:
-        return average_prompt_ensemble(prompts)
-    anchors = check_prompt_embeddings(anchor_embeddings, prompts.shape[2], input_name="anchor_embeddings")
-    if np.ndim(anchor_embeddings) != 2 or anchors.shape[1] != prompts.shape[1]:
-        raise ValueError(
-            f"anchor_embeddings must have shape {prompts.shape[1:]} "
-            f"(n_classes, n_features), got {np.shape(anchor_embeddings)}."
-        )
-    return anchors[0]
 
 
 def validation_split(n_samples, validation_fraction, environments, generator):

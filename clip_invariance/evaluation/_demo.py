@@ -14,7 +14,7 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.utils._param_validation import Interval, validate_params
 
-from .methods import make_probe
+from ._methods import make_probe
 
 __all__ = ["evaluate_synthetic"]
 
@@ -61,16 +61,15 @@ def evaluate_synthetic(n_samples=2000, normalize=False, n_components=None, lam=1
 
     Examples
     --------
-    >>> from clip_invariance.demo import evaluate_synthetic
+    >>> from clip_invariance.evaluation import evaluate_synthetic
     >>> rows = evaluate_synthetic(n_samples=400, random_state=0)
     >>> [row["env"] for row in rows], rows[-1]["shifted"]
     ([0, 1, 2, 3], True)
     """
-    from .datasets import make_invariant_embeddings
-    from .metrics import principal_angles
-    from .projection import InvariantProjector
-    from .views import stack_views
-    from .zero_shot import ZeroShotInvariantClassifier
+    from ..datasets import make_invariant_embeddings
+    from ..invariance import InvariantProjector, principal_angles
+    from ..views import stack_views
+    from ..zero_shot import ZeroShotInvariantClassifier
 
     data = make_invariant_embeddings(n_samples=n_samples, normalize=normalize, random_state=random_state)
     k = data.invariant_basis.shape[1] if n_components is None else n_components

@@ -22,7 +22,7 @@ import numpy as np
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, validate_params
 
-from .images import read_image
+from ._images import read_image
 
 __all__ = ["IMAGE_TRANSFORMS", "ImageView", "make_image_interventions"]
 
@@ -43,7 +43,7 @@ class ImageView:
     Parameters
     ----------
     source : str, path, PIL image or ndarray
-        The original image, as accepted by :func:`clip_invariance.images.read_image`.
+        The original image, as accepted by :func:`clip_invariance.embedding.read_image`.
     transform : str
         One of :data:`IMAGE_TRANSFORMS`.
     params : dict
@@ -52,7 +52,7 @@ class ImageView:
     Examples
     --------
     >>> import numpy as np
-    >>> from clip_invariance.augmentation import ImageView
+    >>> from clip_invariance.embedding import ImageView
     >>> view = ImageView(np.full((2, 2, 3), 10, dtype=np.uint8), "invert", {"alpha": 1.0})
     >>> np.asarray(view.load_image())[0, 0].tolist()
     [245, 245, 245]
@@ -137,7 +137,7 @@ def make_image_interventions(
     Examples
     --------
     >>> import numpy as np
-    >>> from clip_invariance.augmentation import make_image_interventions
+    >>> from clip_invariance.embedding import make_image_interventions
     >>> images = [np.zeros((8, 8, 3), dtype=np.uint8), np.ones((8, 8), dtype=np.uint8)]
     >>> views, view_groups = make_image_interventions(images, n_views=2, random_state=0)
     >>> len(views), view_groups.tolist()

@@ -42,7 +42,7 @@ def method_label(row):
 
     Examples
     --------
-    >>> from clip_invariance.reporting import method_label
+    >>> from clip_invariance.evaluation import method_label
     >>> method_label({"method": "probe-icm", "interventions": "text+target-name", "train_views": True})
     'probe-icm [text+target-name] +views'
     """
@@ -89,7 +89,7 @@ def markdown_tables(df):
     Examples
     --------
     >>> import pandas as pd
-    >>> from clip_invariance.reporting import markdown_tables
+    >>> from clip_invariance.evaluation import markdown_tables
     >>> df = pd.DataFrame({"protocol": "dg", "split": "all", "selection": "lodo-cv", "method": "probe",
     ...                    "interventions": "none", "target": ["a", "a", "b", "b"], "seed": [0, 1, 0, 1],
     ...                    "accuracy": [0.5, 0.7, 0.9, 0.9]})
@@ -150,7 +150,7 @@ def write_results(df, output_dir, config=None):
     Examples
     --------
     >>> import tempfile, pandas as pd
-    >>> from clip_invariance.reporting import write_results
+    >>> from clip_invariance.evaluation import write_results
     >>> df = pd.DataFrame({"protocol": ["dg"], "split": ["all"], "selection": ["oracle"],
     ...                    "method": ["probe"], "target": ["a"], "seed": [0], "accuracy": [0.5]})
     >>> paths = write_results(df, tempfile.mkdtemp(), config={"seeds": [0]})

@@ -71,7 +71,7 @@ def risk_coverage_curve(y_true, y_pred, confidence):
 
     Examples
     --------
-    >>> from clip_invariance.selective import risk_coverage_curve
+    >>> from clip_invariance.evaluation import risk_coverage_curve
     >>> coverage, risk, thresholds = risk_coverage_curve(
     ...     [0, 1, 1, 0], [0, 1, 0, 1], [0.9, 0.8, 0.8, 0.3])
     >>> coverage, risk, thresholds
@@ -114,7 +114,7 @@ def selective_risk_auc(y_true, y_pred, confidence):
 
     Examples
     --------
-    >>> from clip_invariance.selective import selective_risk_auc
+    >>> from clip_invariance.evaluation import selective_risk_auc
     >>> selective_risk_auc([0, 1, 1, 0], [0, 1, 0, 1], [0.9, 0.8, 0.7, 0.3])
     0.208...
     >>> selective_risk_auc([0, 1, 1, 0], [0, 1, 0, 1], [1, 1, 1, 1])  # no ranking: the error rate
@@ -146,7 +146,7 @@ def confidence_roc_auc(y_true, y_pred, confidence):
 
     Examples
     --------
-    >>> from clip_invariance.selective import confidence_roc_auc
+    >>> from clip_invariance.evaluation import confidence_roc_auc
     >>> confidence_roc_auc([0, 1, 1, 0], [0, 1, 0, 1], [0.9, 0.8, 0.7, 0.3])
     1.0
     """
@@ -193,7 +193,7 @@ def abstention_threshold(y_true, y_pred, confidence, *, target_risk):
 
     Examples
     --------
-    >>> from clip_invariance.selective import abstention_threshold
+    >>> from clip_invariance.evaluation import abstention_threshold
     >>> abstention_threshold([0, 1, 1, 0], [0, 1, 0, 1], [0.9, 0.8, 0.7, 0.3], target_risk=0.4)
     (0.7, 0.75)
     """

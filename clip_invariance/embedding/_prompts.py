@@ -55,7 +55,7 @@ def get_templates(name="simple"):
 
     Examples
     --------
-    >>> from clip_invariance.prompts import get_templates
+    >>> from clip_invariance.embedding import get_templates
     >>> len(get_templates("simple")), len(get_templates("openai"))
     (7, 80)
     >>> get_templates("openai")[0]("dog")
@@ -93,7 +93,7 @@ def build_prompts(class_names, templates="simple"):
 
     Examples
     --------
-    >>> from clip_invariance.prompts import build_prompts
+    >>> from clip_invariance.embedding import build_prompts
     >>> build_prompts(["dog", "hot_dog"], ["a photo of a {}.", "a sketch of a {classname}."])
     [['a photo of a dog.', 'a photo of a hot dog.'],
      ['a sketch of a dog.', 'a sketch of a hot dog.']]
@@ -146,7 +146,7 @@ def make_text_interventions(
 
     Examples
     --------
-    >>> from clip_invariance.prompts import make_text_interventions
+    >>> from clip_invariance.embedding import make_text_interventions
     >>> texts, view_groups = make_text_interventions(
     ...     ["dog", "guitar"], styles=["photo", "sketch"], settings=["", "in the snow"]
     ... )
@@ -205,7 +205,7 @@ def encode_prompts(encoder, prompts, batch_size=256):
     Examples
     --------
     >>> import numpy as np
-    >>> from clip_invariance.prompts import build_prompts, encode_prompts
+    >>> from clip_invariance.embedding import build_prompts, encode_prompts
     >>> def encoder(texts):  # a toy encoder: length and number of spaces
     ...     return np.array([[len(t), t.count(" ")] for t in texts], dtype=float)
     >>> prompts = build_prompts(["cat", "zebra"], ["a {}.", "a photo of a {}."])

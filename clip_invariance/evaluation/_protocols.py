@@ -95,7 +95,7 @@ def leave_one_domain_out(
     --------
     >>> from sklearn.linear_model import LogisticRegression
     >>> from clip_invariance.datasets import make_invariant_embeddings
-    >>> from clip_invariance.protocols import leave_one_domain_out
+    >>> from clip_invariance.evaluation import leave_one_domain_out
     >>> data = make_invariant_embeddings(n_samples=400, random_state=0)
     >>> rows = leave_one_domain_out(LogisticRegression(), data.X, data.y, data.environments)
     >>> [row["target"] for row in rows], rows[0]["n_test"]
@@ -172,7 +172,7 @@ def holdout_split(environments, view_groups, holdout=0.2, random_state=0):
     Examples
     --------
     >>> import numpy as np
-    >>> from clip_invariance.protocols import holdout_split
+    >>> from clip_invariance.evaluation import holdout_split
     >>> environments = np.repeat(["a", "b"], [10, 30])
     >>> held = holdout_split(environments, np.arange(40), holdout=0.2)
     >>> int(held[:10].sum()), int(held[10:].sum())
@@ -242,7 +242,7 @@ def selection_splits(
     Examples
     --------
     >>> import numpy as np
-    >>> from clip_invariance.protocols import selection_splits
+    >>> from clip_invariance.evaluation import selection_splits
     >>> environments = np.repeat(["a", "b", "c"], 10)
     >>> splits, train = selection_splits("lodo-cv", environments, "c")
     >>> [np.unique(environments[val]).tolist() for _, val in splits]
@@ -318,7 +318,7 @@ def select_and_fit(estimator, param_grid, X, y, splits, train, *, fit_params=Non
     >>> import numpy as np
     >>> from sklearn.linear_model import LogisticRegression
     >>> from clip_invariance.datasets import make_invariant_embeddings
-    >>> from clip_invariance.protocols import select_and_fit, selection_splits
+    >>> from clip_invariance.evaluation import select_and_fit, selection_splits
     >>> data = make_invariant_embeddings(n_samples=400, random_state=0)
     >>> splits, train = selection_splits("lodo-cv", data.environments, data.test_environment)
     >>> model, best, score = select_and_fit(

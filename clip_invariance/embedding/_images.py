@@ -2,7 +2,7 @@
 
 The data path is ``path, PIL image, array or lazy view -> decode -> RGB``:
 :func:`read_image` is what :class:`~clip_invariance.CLIPEmbedder`'s DataLoader
-workers and the augmented views of :mod:`clip_invariance.augmentation` call
+workers and the augmented views of :mod:`clip_invariance.embedding` call
 on every image. It handles what real datasets contain: EXIF rotation,
 grayscale, palette, 16-bit, CMYK and transparent images (composited on
 white), and refuses empty, NaN or out-of-range arrays with a message that
@@ -25,7 +25,7 @@ def is_pil_image(obj):
     Examples
     --------
     >>> import numpy as np
-    >>> from clip_invariance.images import is_pil_image
+    >>> from clip_invariance.embedding._images import is_pil_image
     >>> is_pil_image(np.zeros((2, 2)))
     False
     """
@@ -36,14 +36,14 @@ def is_lazy_image(obj):
     """Whether ``obj`` is a lazy image: an object with a ``load_image()`` method.
 
     The augmented views of
-    :func:`~clip_invariance.augmentation.make_image_interventions` are lazy
+    :func:`~clip_invariance.embedding.make_image_interventions` are lazy
     images: recipes decoded only when they are embedded.
 
     Examples
     --------
     >>> import numpy as np
-    >>> from clip_invariance.augmentation import ImageView
-    >>> from clip_invariance.images import is_lazy_image
+    >>> from clip_invariance.embedding import ImageView
+    >>> from clip_invariance.embedding._images import is_lazy_image
     >>> image = np.zeros((2, 2, 3), dtype=np.uint8)
     >>> is_lazy_image(ImageView(image, "invert", {"alpha": 1.0})), is_lazy_image(image)
     (True, False)
@@ -60,7 +60,7 @@ def read_image(source):
         A file, an image, a uint8 array of shape (H, W), (H, W, 1), (H, W, 3)
         or (H, W, 4) (uint16, bool and float arrays with values in [0, 1] are
         accepted too), or an object with a ``load_image()`` method such as
-        :class:`clip_invariance.augmentation.ImageView`.
+        :class:`clip_invariance.embedding.ImageView`.
 
     Returns
     -------
@@ -80,7 +80,7 @@ def read_image(source):
     Examples
     --------
     >>> import numpy as np
-    >>> from clip_invariance.images import read_image
+    >>> from clip_invariance.embedding import read_image
     >>> read_image(np.zeros((4, 5), dtype=np.uint8)).size
     (5, 4)
     >>> np.asarray(read_image(np.array([[[1.0, 0.5, 0.0, 0.0]]])))[0, 0].tolist()  # transparent

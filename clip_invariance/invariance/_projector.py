@@ -2,13 +2,12 @@
 
 The data path, in the order :meth:`InvariantProjector.fit` reads:
 ``validate -> sufficient statistics -> nuisance scatter -> solver -> components``.
-The statistics (:mod:`clip_invariance.statistics`) are ``(D, D)`` sums over
+The statistics (:mod:`clip_invariance.invariance`) are ``(D, D)`` sums over
 the rows, accumulated in one pass (``partial_fit`` adds them batch by batch);
 the solver is a symmetric eigenproblem on them, so fitting costs ``O(N D^2)``
 time and ``O(D^2)`` memory beyond ``X``.
 """
 
-from contextlib import contextmanager
 from numbers import Integral, Real
 
 import numpy as np
@@ -23,9 +22,10 @@ from sklearn.utils.extmath import svd_flip
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from .chunked import align_labels, check_row_chunks, chunked_statistics, is_dask_array, map_rows
-from .eigensolvers import SOLVERS
-from .statistics import InterventionStatistics, check_labels
+from .._utils import align_labels, check_labels, check_row_chunks, is_dask_array, map_rows, unchanged_on_error
+from ._chunked import chunked_statistics
+from ._eigensolvers import SOLVERS
+from ._statistics import InterventionStatistics
 
 __all__ = ["InvariantProjector"]
 
@@ -110,7 +110,7 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         Share of the (uncentred) second moment kept by each component.
     n_components_ : int
         Number of components kept.
-    statistics_ : :class:`~clip_invariance.statistics.InterventionStatistics`
+    statistics_ : :class:`~clip_invariance.invariance.InterventionStatistics`
         The sufficient statistics of every row seen, the only ``(D, D)`` state
         kept: ``partial_fit`` adds to them.
     second_moment_ : ndarray of shape (n_features, n_features)
@@ -135,7 +135,7 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     See Also
     --------
     clip_invariance.views.stack_views : Build ``X, view_groups`` from views.
-    clip_invariance.statistics.InterventionStatistics : The sufficient statistics.
+    clip_invariance.invariance.InterventionStatistics : The sufficient statistics.
     clip_invariance.datasets.make_invariant_embeddings : Synthetic benchmark.
 
     Examples
@@ -148,7 +148,7 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     >>> proj = InvariantProjector(n_components=data.invariant_basis.shape[1])
     >>> proj.fit(X, view_groups=view_groups).transform(data.X).shape
     (2000, 8)
-    >>> from clip_invariance.metrics import subspace_overlap
+    >>> from clip_invariance.invariance import subspace_overlap
     >>> round(subspace_overlap(proj.components_.T, data.invariant_basis), 2)
     1.0
     """
@@ -188,7 +188,7 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         X : array-like of shape (n_samples, n_features)
             Embeddings (raw or L2-normalised). A dask array, chunked along rows
             with complete view groups per chunk, is reduced chunk by chunk on
-            the workers (:func:`~clip_invariance.chunked.chunked_statistics`);
+            the workers (:func:`~clip_invariance.invariance._chunked.chunked_statistics`);
             its labels may be dask arrays too.
         y : array-like of shape (n_samples,), default=None
             Class labels; used with ``environments``, or alone as the weakest
@@ -203,7 +203,7 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         self : object
             The fitted projector.
         """
-        with _unchanged_on_error(self):
+        with unchanged_on_error(self):
             statistics, source, dtype = self._batch_statistics(X, y, view_groups, environments, reset=True)
             return self._fit_statistics(statistics, source, dtype, reset=True)
 
@@ -229,7 +229,7 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         first = not hasattr(self, "statistics_")
         if not first:  # _fit_context validates the parameters of a first call only
             self._validate_params()
-        with _unchanged_on_error(self):
+        with unchanged_on_error(self):
             statistics, source, dtype = self._batch_statistics(X, y, view_groups, environments, reset=first)
             if not first:
                 statistics = self.statistics_ + statistics
@@ -441,19 +441,6 @@ def _type_of_chunked_target(y):
     if y.dtype.kind != "f":
         return "labels"
     return "continuous" if bool((y % 1 != 0).any().compute()) else "labels"
-
-
-@contextmanager
-def _unchanged_on_error(estimator):
-    # Fitted attributes are rebound, never modified in place: a shallow copy of the
-    # instance dictionary restores them (validate_data sets n_features_in_ early).
-    state = dict(estimator.__dict__)
-    try:
-        yield
-    except BaseException:
-        estimator.__dict__.clear()
-        estimator.__dict__.update(state)
-        raise
 
 
 def _nuisance_scatter(statistics, source, fixed_scatter):

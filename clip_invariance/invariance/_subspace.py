@@ -24,7 +24,7 @@ def principal_angles(A, B):
     Examples
     --------
     >>> import numpy as np
-    >>> from clip_invariance.metrics import principal_angles
+    >>> from clip_invariance.invariance import principal_angles
     >>> principal_angles(np.eye(3)[:, :2], np.eye(3)[:, 1:]).round(3)
     array([0.   , 1.571])
     """
@@ -54,7 +54,7 @@ def subspace_overlap(A, B):
     Examples
     --------
     >>> import numpy as np
-    >>> from clip_invariance.metrics import subspace_overlap
+    >>> from clip_invariance.invariance import subspace_overlap
     >>> subspace_overlap(np.eye(4)[:, :2], np.eye(4)[:, [0, 2]])
     0.5
     """

@@ -33,10 +33,10 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import HasMethods
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
 
-from .front_door import FrontDoorEnsembleClassifier
-from .projection import InvariantProjector
-from .views import first_views
-from .zero_shot import ZeroShotInvariantClassifier
+from ..front_door import FrontDoorEnsembleClassifier
+from ..invariance import InvariantProjector
+from ..views import first_views
+from ..zero_shot import ZeroShotInvariantClassifier
 
 __all__ = [
     "METHODS",
@@ -90,7 +90,7 @@ def make_probe(C=PROBE_C):
 
     Examples
     --------
-    >>> from clip_invariance.methods import make_probe
+    >>> from clip_invariance.evaluation import make_probe
     >>> make_probe().C
     0.316
     """
@@ -118,7 +118,7 @@ def default_grids(n_features):
 
     Examples
     --------
-    >>> from clip_invariance.methods import default_grids
+    >>> from clip_invariance.evaluation import default_grids
     >>> default_grids(512)["n_components"], default_grids(8)["n_components"]
     ([32, 64, 128, 256], [1, 2, 4])
     """
@@ -166,7 +166,7 @@ def make_method(method, *, grids, prompts=None, classes=None, text_interventions
 
     Examples
     --------
-    >>> from clip_invariance.methods import default_grids, make_method
+    >>> from clip_invariance.evaluation import default_grids, make_method
     >>> estimator, grid, paths = make_method("probe-icm", grids=default_grids(64))
     >>> sorted(grid), paths["C"]
     (['clf__C', 'proj__lam', 'proj__n_components'], 'clf__C')
@@ -219,7 +219,7 @@ def mentions_environment(strings, environment):
 
     Examples
     --------
-    >>> from clip_invariance.methods import mentions_environment
+    >>> from clip_invariance.evaluation._methods import mentions_environment
     >>> mentions_environment(["painting", "sketch", "black and white photo"], "art_painting").tolist()
     [True, False, False]
     >>> mentions_environment(["a sketch of a dog.", "a photo of a sketchbook."], "sketch").tolist()
@@ -256,7 +256,7 @@ class FirstViewsProjector(TransformerMixin, BaseEstimator):
     --------
     >>> import numpy as np
     >>> from sklearn.decomposition import PCA
-    >>> from clip_invariance.methods import FirstViewsProjector
+    >>> from clip_invariance.evaluation._methods import FirstViewsProjector
     >>> X = np.random.default_rng(0).normal(size=(6, 3))
     >>> proj = FirstViewsProjector(PCA(2)).fit(X, view_groups=[0, 1, 2, 0, 1, 2])
     >>> proj.projector_.n_samples_, proj.transform(X).shape

@@ -164,7 +164,7 @@ def resolve_device(device):
 
     Examples
     --------
-    >>> from clip_invariance._backbone import resolve_device
+    >>> from clip_invariance.embedding._backbone import resolve_device
     >>> resolve_device("cpu")
     'cpu'
     >>> resolve_device("tpu-please")

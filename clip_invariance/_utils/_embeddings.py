@@ -18,7 +18,6 @@ from sklearn.utils.validation import check_array
 __all__ = [
     "l2_normalize",
     "normalize_embeddings",
-    "cosine_similarity_matrix",
     "project_embeddings",
     "average_prompt_ensemble",
     "class_prototypes",
@@ -87,7 +86,7 @@ def l2_normalize(X, axis=-1):
     Examples
     --------
     >>> import numpy as np
-    >>> from clip_invariance.similarity import l2_normalize
+    >>> from clip_invariance._utils import l2_normalize
     >>> l2_normalize(np.array([[3.0, 4.0], [0.0, 0.0]]))
     array([[0.6, 0.8],
            [0. , 0. ]])
@@ -133,7 +132,7 @@ def normalize_embeddings(X, *, input_name="X", zero_rows="warn"):
     Examples
     --------
     >>> import numpy as np
-    >>> from clip_invariance.similarity import normalize_embeddings
+    >>> from clip_invariance._utils import normalize_embeddings
     >>> normalize_embeddings(np.array([[3.0, 4.0]]))
     array([[0.6, 0.8]])
     >>> normalize_embeddings(np.array([[3.0, 4.0], [0.0, 0.0]]), zero_rows="raise")
@@ -165,28 +164,6 @@ def normalize_embeddings(X, *, input_name="X", zero_rows="warn"):
     return unit
 
 
-def cosine_similarity_matrix(X, P):
-    """Cosine similarity between every row of ``X`` and every row of ``P``.
-
-    Parameters
-    ----------
-    X : ndarray of shape (n_samples, n_features)
-    P : ndarray of shape (n_prompts, n_features)
-
-    Returns
-    -------
-    S : ndarray of shape (n_samples, n_prompts), values in [-1, 1].
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from clip_invariance.similarity import cosine_similarity_matrix
-    >>> cosine_similarity_matrix(np.array([[2.0, 0.0]]), np.array([[1.0, 0.0], [0.0, 5.0]]))
-    array([[1., 0.]])
-    """
-    return l2_normalize(X) @ l2_normalize(P).T
-
-
 def project_embeddings(projector, embeddings):
     """Apply a fitted projector (or none) to the last axis of a stack of embeddings, in float64.
 
@@ -208,7 +185,7 @@ def project_embeddings(projector, embeddings):
     --------
     >>> import numpy as np
     >>> from sklearn.decomposition import PCA
-    >>> from clip_invariance.similarity import project_embeddings
+    >>> from clip_invariance._utils import project_embeddings
     >>> pca = PCA(n_components=1).fit([[0.0, 0.0], [2.0, 0.0]])
     >>> project_embeddings(pca, np.zeros((2, 3, 2))).shape
     (2, 3, 1)
@@ -239,7 +216,7 @@ def average_prompt_ensemble(prompt_embeddings):
     Examples
     --------
     >>> import numpy as np
-    >>> from clip_invariance.similarity import average_prompt_ensemble
+    >>> from clip_invariance._utils import average_prompt_ensemble
     >>> P = np.array([[[1.0, 0.0]], [[0.0, 2.0]]])  # 2 templates, 1 class
     >>> average_prompt_ensemble(P).round(3)
     array([[0.707, 0.707]])
@@ -277,7 +254,7 @@ def class_prototypes(X, codes, n_classes):
     Examples
     --------
     >>> import numpy as np
-    >>> from clip_invariance.similarity import class_prototypes
+    >>> from clip_invariance._utils import class_prototypes
     >>> class_prototypes(np.array([[1.0, 0.0], [3.0, 0.0], [0.0, 2.0]]), np.array([0, 0, 1]), 2)
     array([[1., 0.],
            [0., 1.]])
@@ -327,7 +304,7 @@ def check_prompt_embeddings(
     Examples
     --------
     >>> import numpy as np
-    >>> from clip_invariance.similarity import check_prompt_embeddings
+    >>> from clip_invariance._utils import check_prompt_embeddings
     >>> check_prompt_embeddings(np.eye(3)[:2], 3).shape
     (1, 2, 3)
     >>> check_prompt_embeddings(np.eye(3)[:2], 4)
@@ -387,7 +364,7 @@ def check_classes(classes, n_classes):
 
     Examples
     --------
-    >>> from clip_invariance.similarity import check_classes
+    >>> from clip_invariance._utils import check_classes
     >>> check_classes(None, 3)
     array([0, 1, 2])
     >>> check_classes(["cat", "cat"], 2)
@@ -427,7 +404,7 @@ def encode_labels(y, classes):
     Examples
     --------
     >>> import numpy as np
-    >>> from clip_invariance.similarity import encode_labels
+    >>> from clip_invariance._utils import encode_labels
     >>> encode_labels(["dog", "cat", "dog"], np.array(["dog", "cat"])).tolist()
     [0, 1, 0]
     >>> encode_labels(["cow"], np.array(["dog", "cat"]))

@@ -1,6 +1,6 @@
 """FrontDoorEnsembleClassifier (CDC): views x templates -> cosine -> evidence -> fused opinions.
 
-Numpy inference only; the adapters' torch training is :mod:`clip_invariance._adapters`.
+Numpy inference only; the adapters' torch training is :mod:`clip_invariance.front_door`.
 """
 
 from numbers import Integral, Real
@@ -12,22 +12,22 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._adapters import check_anchor_embeddings, fit_view_projector, make_pairs, normalize_prompts
-from .adapter_weights import TemplateAdapters
-from .chunked import is_dask_array, map_classifier_rows
-from .evidence import EVIDENCE_FUNCTIONS, log_evidence, opinion_from_evidence
-from .score_fusion import fuse_scores
-from .similarity import (
+from .._utils import (
+    average_prompt_ensemble,
     check_classes,
+    check_labels,
     check_prompt_embeddings,
     class_prototypes,
     encode_labels,
+    is_dask_array,
     l2_normalize,
+    map_classifier_rows,
     normalize_embeddings,
     project_embeddings,
 )
-from .statistics import check_labels
-from .views import split_columns
+from ..views import columns_to_rows, split_columns
+from ._adapters import TemplateAdapters
+from ._evidence import EVIDENCE_FUNCTIONS, fuse_scores, log_evidence, opinion_from_evidence
 
 __all__ = ["FrontDoorEnsembleClassifier"]
 
@@ -47,9 +47,9 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         b^m_c = e^m_c / S^m, \quad u^m = C / S^m,
 
     with :math:`S^m = \sum_c \alpha^m_c` and ``h`` one of softplus, ReLU,
-    exp (:func:`~clip_invariance.evidence.log_evidence`; handled as its log,
+    exp (:func:`~clip_invariance.front_door.log_evidence`; handled as its log,
     so exact at any temperature). The opinions are fused by the reduced
-    Dempster rule (:func:`~clip_invariance.evidence.fuse_evidence`):
+    Dempster rule (:func:`~clip_invariance.front_door.fuse_evidence`):
     :meth:`predict_proba` is the fused belief normalised to sum to 1,
     :meth:`predict_uncertainty` the fused uncertainty ``U``. Read more in the
     :ref:`User Guide <front_door>`.
@@ -60,7 +60,7 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
     ``m`` view ``m`` only (``M`` opinions), ``"all"`` every view (``M *
     n_views`` opinions, template-major); ``"auto"`` pairs if ``n_views == M``.
 
-    Training (``max_iter > 0``, torch, :mod:`clip_invariance._adapters`) learns one class-agnostic
+    Training (``max_iter > 0``, torch, :mod:`clip_invariance.front_door`) learns one class-agnostic
     map :math:`W_m = I + \Delta_m` (or :math:`I + U_m V_m^\top` with ``rank``) per template, from
     the identity, by Adam on the trusted cross-entropy of every opinion plus ``beta`` times the
     decoupling loss, ``gamma`` times the consistency loss to ``anchor_embeddings`` and ``alpha``
@@ -70,7 +70,7 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
     fitted on the views in the rows layout (one view group per image; with one view, on ``X`` and
     ``y``) and applied to views, prompts and anchors alike. A zero prompt row has no direction: a
     ``ValueError``; a zero view embedding a warning (uniform probabilities). Predictions of a dask
-    ``X`` are lazy dask arrays (:mod:`clip_invariance.chunked`).
+    ``X`` are lazy dask arrays (:mod:`clip_invariance._utils`).
 
     Parameters
     ----------
@@ -100,7 +100,7 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         Weight of the decoupling loss.
     decoupling_reduction : {"mean", "sum"}, default="mean"
         Mean or sum of the decoupling loss over templates (``"sum"`` is ``M``
-        times the mean), see :func:`clip_invariance._adapters.decoupling_loss`.
+        times the mean), see :func:`clip_invariance.front_door._training.decoupling_loss`.
     gamma : float, default=1.0
         Weight of the consistency loss.
     fused_loss : bool, default=True
@@ -148,7 +148,7 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         Class labels, in the order of the prompt rows.
     class_embeddings_ : ndarray of shape (n_templates, n_classes, n_embedding)
         Adapted, normalised class embeddings used for prediction.
-    adapters_ : :class:`~clip_invariance.adapter_weights.TemplateAdapters`
+    adapters_ : :class:`~clip_invariance.front_door.TemplateAdapters`
         The learned maps :math:`W_m` in ``X``'s precision and at their rank
         (the identity, stored as nothing, when ``max_iter=0``).
     pairs_ : ndarray of shape (n_opinions, 2)
@@ -169,7 +169,7 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
 
     See Also
     --------
-    clip_invariance.evidence.fuse_evidence : The fusion rule.
+    clip_invariance.front_door.fuse_evidence : The fusion rule.
     clip_invariance.datasets.make_multi_template_embeddings : Synthetic set-up.
 
     Examples
@@ -317,7 +317,7 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         if self.max_iter == 0:
             adapters, loss_curve = TemplateAdapters.identity(n_templates, dim, views.dtype), []
         else:
-            from ._adapters import train_adapters  # torch from here on
+            from ._training import train_adapters  # torch from here on
 
             seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
             adapters, loss_curve = train_adapters(
@@ -494,7 +494,51 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         return tags
 
 
-# The constructor parameters passed on to clip_invariance._adapters.train_adapters.
+# The constructor parameters passed on to clip_invariance.front_door._training.train_adapters.
+# ------------------------------------------------------------ input helpers
+def make_pairs(pairing, n_views, n_templates):
+    """``(template, view)`` of every opinion, template-major (``pairing`` as the classifier's)."""
+    if pairing == "auto":
+        pairing = "paired" if n_views == n_templates else "all"
+    if pairing == "paired":
+        if n_views != n_templates:
+            raise ValueError(
+                f"pairing='paired' needs one view per template, got n_views="
+                f"{n_views} and {n_templates} template(s)."
+            )
+        return np.column_stack([np.arange(n_templates)] * 2)
+    m, v = np.meshgrid(np.arange(n_templates), np.arange(n_views), indexing="ij")
+    return np.column_stack([m.ravel(), v.ravel()])
+
+
+def fit_view_projector(projector, X, y, n_views):
+    """An image and its augmentations are interventional views of one content."""
+    if n_views >= 2:
+        X_rows, view_groups = columns_to_rows(X, n_views)
+        return projector.fit(X_rows, view_groups=view_groups)
+    return projector.fit(X, y)
+
+
+def normalize_prompts(prompts):
+    """Unit-norm (M, C, D) prompts; a row the projection zeroed is an error too."""
+    flat = prompts.reshape(-1, prompts.shape[-1])
+    unit = normalize_embeddings(flat, input_name="projected prompt_embeddings", zero_rows="raise")
+    return unit.reshape(prompts.shape)
+
+
+def check_anchor_embeddings(anchor_embeddings, prompts):
+    """The (C, D) anchors ``w^0``: given, or the prompt-ensemble average of the (M, C, D) prompts."""
+    if anchor_embeddings is None:
+        return average_prompt_ensemble(prompts)
+    anchors = check_prompt_embeddings(anchor_embeddings, prompts.shape[2], input_name="anchor_embeddings")
+    if np.ndim(anchor_embeddings) != 2 or anchors.shape[1] != prompts.shape[1]:
+        raise ValueError(
+            f"anchor_embeddings must have shape {prompts.shape[1:]} "
+            f"(n_classes, n_features), got {np.shape(anchor_embeddings)}."
+        )
+    return anchors[0]
+
+
 _TRAINING_PARAMS = ("evidence", "temperature", "beta", "gamma", "alpha", "rank", "prompt_span", "tol",
                     "learning_rate", "batch_size", "max_iter", "n_iter_no_change", "validation_fraction",
                     "decoupling_reduction", "fused_loss", "kl_annealing_epochs", "verbose")

@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import sparse
 
-__all__ = ["InterventionStatistics", "check_labels"]
+from .._utils import check_labels
+
+__all__ = ["InterventionStatistics"]
 
 # Rows gathered per block when forming within-group contrasts; small enough to
 # stay in cache, large enough for BLAS to run at full speed.
@@ -70,7 +72,7 @@ class InterventionStatistics:
     Examples
     --------
     >>> import numpy as np
-    >>> from clip_invariance.statistics import InterventionStatistics
+    >>> from clip_invariance.invariance import InterventionStatistics
     >>> X = np.arange(12.0).reshape(6, 2)
     >>> view_groups = np.array([0, 0, 1, 1, 2, 2])
     >>> whole = InterventionStatistics.from_block(X, view_groups=view_groups)
@@ -267,56 +269,6 @@ class InterventionStatistics:
             )
         between = (sums / counts[:, None]).T @ sums
         return 2.0 * (self.gram - between) / dof
-
-
-# ----------------------------------------------------------------- labels
-def check_labels(labels, n, name):
-    """Validate one label per row: 1-D, ``n`` long, finite, of comparable values.
-
-    Parameters
-    ----------
-    labels : array-like of shape (n,) or None
-    n : int
-        Number of rows.
-    name : str
-        The argument's name, for the error messages.
-
-    Returns
-    -------
-    labels : ndarray of shape (n,) or None
-
-    Examples
-    --------
-    >>> check_labels([0, 0, 1], 3, "view_groups")
-    array([0, 0, 1])
-    >>> check_labels([0, "a", None], 3, "view_groups")  # doctest: +ELLIPSIS
-    Traceback (most recent call last):
-    ...
-    TypeError: view_groups mixes values that cannot be sorted together (int, str, NoneType): ...
-    """
-    if labels is None:
-        return None
-    labels = np.asarray(labels)
-    if labels.ndim == 2 and 1 in labels.shape:
-        labels = labels.reshape(-1)
-    if labels.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional, got shape {labels.shape}.")
-    if labels.shape[0] != n:
-        raise ValueError(f"{name} has {labels.shape[0]} entries but X has {n} rows.")
-    if labels.dtype.kind == "f" and not np.all(np.isfinite(labels)):
-        raise ValueError(f"{name} contains NaN or infinity.")
-    if labels.dtype.kind == "O":
-        try:
-            np.sort(labels)
-        except TypeError:
-            types = ", ".join(dict.fromkeys(type(value).__name__ for value in labels))
-            raise TypeError(
-                f"{name} mixes values that cannot be sorted together ({types}): "
-                "use ids of one type."
-            ) from None
-    elif labels.dtype.kind not in "biufUS":
-        raise TypeError(f"{name} must hold integers or strings, got dtype {labels.dtype}.")
-    return labels
 
 
 # ------------------------------------------------------------ computation

@@ -15,8 +15,8 @@ from numbers import Integral, Real
 import numpy as np
 from sklearn.utils import Bunch
 
-from .front_door import FrontDoorEnsembleClassifier
-from .methods import (
+from ..front_door import FrontDoorEnsembleClassifier
+from ._methods import (
     HYPER_PARAMETERS,
     ICM_METHODS,
     METHODS,
@@ -25,7 +25,7 @@ from .methods import (
     default_grids,
     mentions_environment,
 )
-from .protocols import SELECTION_RULES
+from ._protocols import SELECTION_RULES
 
 __all__ = ["PROTOCOLS", "INTERVENTIONS", "TEMPLATES", "DEFAULT_SELECTION", "plan_evaluation",
            "StoreLayout", "target_text_interventions"]

@@ -13,9 +13,6 @@ or changed file embeds only its own items.
 
 import hashlib
 import os
-import tempfile
-import uuid
-import warnings
 from numbers import Integral
 from pathlib import Path
 
@@ -23,16 +20,24 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.utils._param_validation import Interval, StrOptions, validate_params
 
-from ..prompts import DEFAULT_SETTINGS, DEFAULT_STYLES, build_prompts, make_text_interventions
-from ._image_folder import load_image_folder
-from ._store import check_shard_path, check_store_path, load_embeddings, save_embeddings, stored_rows
-from ._store_format import CHUNK_FOLDER, METADATA_FILE
+from ..datasets import (
+    check_shard_path,
+    check_store_path,
+    known_rows,
+    load_embeddings,
+    load_image_folder,
+    save_embeddings,
+    write_chunk,
+)
+from ._augmentation import make_image_interventions
+from ._cache import digest
+from ._embedder import CLIPEmbedder
+from ._prompts import DEFAULT_SETTINGS, DEFAULT_STYLES, build_prompts, make_text_interventions
 
 __all__ = [
     "embed_image_folder",
     "image_folder_views",
     "text_interventions_with_styles",
-    "check_shard",
     "TEXT_TEMPLATE",
 ]
 
@@ -100,7 +105,7 @@ def embed_image_folder(
     model_name, pretrained, device, batch_size, num_workers
         As in :class:`~clip_invariance.CLIPEmbedder`.
     n_views : int, default=1
-        Augmented views per image (:func:`~clip_invariance.augmentation.make_image_interventions`);
+        Augmented views per image (:func:`~clip_invariance.embedding.make_image_interventions`);
         0 embeds the originals only.
     template : str, default="a photo of a {}."
         The single prompt template (CLIP-ICM's), stored as ``prompt_embeddings`` (C, D).
@@ -154,7 +159,7 @@ def embed_image_folder(
     >>> from pathlib import Path
     >>> import numpy as np
     >>> from PIL import Image
-    >>> from clip_invariance.datasets import embed_image_folder
+    >>> from clip_invariance.embedding import embed_image_folder
     >>> root = Path(tempfile.mkdtemp())
     >>> for environment, cls in [("photo", "dog"), ("photo", "cat"), ("sketch", "dog")]:
     ...     (root / environment / cls).mkdir(parents=True)
@@ -167,11 +172,9 @@ def embed_image_folder(
     >>> store.environments.tolist(), store.class_names, store.text_interventions is None
     (['photo', 'photo', 'sketch'], ['cat', 'dog'], True)
     """
-    from ..embedding import CLIPEmbedder
-
     # Absolute, links not resolved: every listed path stays under root.
     root, store = Path(os.path.abspath(root)), Path(os.path.abspath(store))
-    index, count = (0, 1) if shard is None else check_shard(shard)
+    index, count = (0, 1) if shard is None else _check_shard(shard)
     data = load_image_folder(root)
     if store == root or root in store.parents:
         raise ValueError(f"The store {str(store)!r} must not be inside the image folder {str(root)!r}: it "
@@ -198,21 +201,21 @@ def embed_image_folder(
                           num_workers=num_workers, progress=False).fit()  # loads the weights: fails fast
     encoders = {"image": images, "text": clone(images).set_params(modality="text")}
     model = _model_identity(images)
-    model_key = _digest(model)
+    model_key = digest(model)
 
     # One key per item; the item keys of a field have the field's shape without its last axis.
     views = image_folder_views(data.paths, root, n_views=n_views, random_state=random_state)
-    image_items = [(_digest((model_key, view_key)), view) for _, image in views for view_key, view in image]
+    image_items = [(digest((model_key, view_key)), view) for _, image in views for view_key, view in image]
     image_keys = np.array([key for key, _ in image_items], dtype=str).reshape(len(views), 1 + n_views)
     item_keys = {"X": image_keys[:, 0], "views": image_keys[:, 1:]} if n_views else {"X": image_keys[:, 0]}
     text_items = []
     for name, texts_of_field in strings.items():
         flat = np.ravel(texts_of_field).tolist()
-        keys = [_digest((model_key, "text", text)) for text in flat]
+        keys = [digest((model_key, "text", text)) for text in flat]
         item_keys[name] = np.array(keys, dtype=str).reshape(np.shape(texts_of_field))
         text_items += zip(keys, flat)
 
-    known = _known_rows(store)
+    known = known_rows(store)
     todo = {"text": _missing(text_items, known), "image": _missing(image_items, known)}
     n_items = len({key for key, _ in image_items + text_items})
     with _progress_bar(progress, n_items, n_items - sum(map(len, todo.values())), model_name) as bar:
@@ -220,7 +223,7 @@ def embed_image_folder(
             for start in range(0, len(items), chunk_size):
                 keys, inputs = zip(*items[start : start + chunk_size])
                 embeddings = encoders[modality].transform(list(inputs))
-                _write_chunk(store, keys, embeddings)
+                write_chunk(store, keys, embeddings)
                 known.update(zip(keys, embeddings))
                 bar.update(len(keys))
 
@@ -249,7 +252,7 @@ def image_folder_views(paths, root, *, n_views, random_state):
     """Each image's identity and its views: the original, then ``n_views`` augmented ones.
 
     An image's views are drawn by
-    :func:`~clip_invariance.augmentation.make_image_interventions` from a
+    :func:`~clip_invariance.embedding.make_image_interventions` from a
     seed made of ``random_state`` and the image's path under ``root``, so
     they do not depend on which other files the folder holds.
 
@@ -269,22 +272,20 @@ def image_folder_views(paths, root, *, n_views, random_state):
     views : list of (tuple, list)
         Per image, its identity ``("file", path under root, size,
         modification time in ns)`` and its ``1 + n_views`` views (the path,
-        then :class:`~clip_invariance.augmentation.ImageView` recipes), each
+        then :class:`~clip_invariance.embedding.ImageView` recipes), each
         view given as its identity and the input to embed.
 
     Examples
     --------
     >>> import tempfile
     >>> from pathlib import Path
-    >>> from clip_invariance.datasets import image_folder_views
+    >>> from clip_invariance.embedding import image_folder_views
     >>> root = Path(tempfile.mkdtemp())
     >>> _ = (root / "a.png").write_bytes(b"123")
     >>> [(identity, [key[0] for key, _ in views])
     ...  for identity, views in image_folder_views([root / "a.png"], root, n_views=2, random_state=0)]
     [(('file', 'a.png', 3, ...), ['original', 'view', 'view'])]
     """
-    from ..augmentation import make_image_interventions
-
     out = []
     for path in paths:
         path = os.fspath(path)
@@ -302,12 +303,12 @@ def image_folder_views(paths, root, *, n_views, random_state):
     return out
 
 
-def check_shard(shard):
+def _check_shard(shard):
     """``(index, count)`` of a shard given as a pair of integers, ``0 <= index < count``.
 
-    >>> check_shard((3, 8))
+    >>> _check_shard((3, 8))
     (3, 8)
-    >>> check_shard((8, 8))
+    >>> _check_shard((8, 8))
     Traceback (most recent call last):
     ...
     ValueError: shard must be (index, count) with 0 <= index < count, got (8, 8).
@@ -325,13 +326,13 @@ def text_interventions_with_styles(class_names, styles, settings):
     """Text interventions, their view groups and the style word of each string.
 
     The strings and groups are those of
-    :func:`~clip_invariance.prompts.make_text_interventions` with
+    :func:`~clip_invariance.embedding.make_text_interventions` with
     :data:`TEXT_TEMPLATE`; the styles let an evaluation drop the strings that
     name its held-out environment.
 
     Examples
     --------
-    >>> from clip_invariance.datasets import text_interventions_with_styles
+    >>> from clip_invariance.embedding import text_interventions_with_styles
     >>> texts, view_groups, styles = text_interventions_with_styles(["dog"], ["photo", "sketch"], [""])
     >>> texts, view_groups.tolist(), styles
     (['a photo of a dog.', 'a sketch of a dog.'], [0, 0], ['photo', 'sketch'])
@@ -364,18 +365,6 @@ def _model_identity(embedder):
     }
 
 
-def _digest(key):
-    return hashlib.blake2b(repr(key).encode(), digest_size=16).hexdigest()
-
-
-def _known_rows(store):
-    """Item key -> embedding, from the store's arrays (memory-mapped) and its chunks."""
-    known = stored_rows(store) if (store / METADATA_FILE).is_file() else {}
-    if store.is_dir():
-        known.update(_read_chunks(store))
-    return known
-
-
 def _missing(items, known):
     seen, todo = set(), []
     for key, item in items:
@@ -383,48 +372,6 @@ def _missing(items, known):
             seen.add(key)
             todo.append((key, item))
     return todo
-
-
-def _write_chunk(path, keys, embeddings):
-    """Save embeddings under their item keys in ``path/chunks/``, atomically.
-
-    A reader sees the whole chunk or none of it: it is written to a temporary
-    file and renamed.
-    """
-    folder = Path(path) / CHUNK_FOLDER
-    folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, keys=np.asarray(keys, dtype=str), embeddings=np.asarray(embeddings))
-        os.replace(tmp, folder / f"{uuid.uuid4().hex}.npz")
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _read_chunks(path):
-    """Every embedding in ``path/chunks/``, as a dict from item key to row.
-
-    A chunk that cannot be read (cut short by a crash, foreign) is skipped
-    with a warning: its items are embedded again.
-    """
-    rows, damaged = {}, []
-    for file in sorted((Path(path) / CHUNK_FOLDER).glob("*.npz")):
-        try:
-            with np.load(file, allow_pickle=False) as chunk:
-                keys, embeddings = chunk["keys"], chunk["embeddings"]
-            if keys.ndim != 1 or embeddings.ndim != 2 or len(keys) != len(embeddings):
-                raise ValueError(f"keys {keys.shape} do not match embeddings {embeddings.shape}")
-        except Exception as exc:  # whatever is in the file, its items are recomputed
-            damaged.append(f"{file.name} ({type(exc).__name__}: {exc})")
-            continue
-        rows.update(zip(keys.tolist(), embeddings))
-    if damaged:
-        warnings.warn(f"Skipping {len(damaged)} unreadable chunk(s): {'; '.join(damaged)}", UserWarning,
-                      stacklevel=2)
-    return rows
 
 
 def _gather(known, keys):

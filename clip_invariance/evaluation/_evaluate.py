@@ -4,14 +4,14 @@ The data path is ``store -> every argument checked against it -> for each
 protocol, target, seed and method: selection splits on the sources -> grid
 search -> fit on the sources' training parts -> accuracy on the target -> one
 tidy row per split``. :func:`evaluate_store` returns those rows as a pandas
-DataFrame; :mod:`clip_invariance.reporting` writes them as files and plots.
+DataFrame; :mod:`clip_invariance.evaluation` writes them as files and plots.
 
 Protocols: ``"dg"``, DomainBed's leave-one-domain-out (CLIP-ICM Table 1);
 ``"open-class"``, the same rounds with the classes split into base (the first
 half) and new (CLIP-ICM Table 2, and CDC's base-to-new for the front door):
 the projector and the classifiers learn from base classes of the sources
 only, and the prompt methods predict the new classes through
-``with_prompts``. Selection rules: :mod:`clip_invariance.protocols`.
+``with_prompts``. Selection rules: :mod:`clip_invariance.evaluation`.
 
 Rows layout of a store: the originals ``X`` first, then each round of views
 ``views[:, v]``, with ``view_groups = tile(arange(n), V + 1)``; the front door
@@ -23,17 +23,17 @@ import os
 import numpy as np
 from sklearn.utils import Bunch
 
-from . import __version__
-from ._evaluation_plan import DEFAULT_SELECTION, INTERVENTIONS, PROTOCOLS, TEMPLATES, plan_evaluation
-from .datasets import load_embeddings, load_image_folder
-from .methods import (
+from .. import __version__
+from ..datasets import load_embeddings, load_image_folder
+from ._methods import (
     HYPER_PARAMETERS,
     ICM_METHODS,
     check_grid_values,
     default_grids,
     make_method,
 )
-from .protocols import select_and_fit, selection_splits
+from ._plan import DEFAULT_SELECTION, INTERVENTIONS, PROTOCOLS, TEMPLATES, plan_evaluation
+from ._protocols import select_and_fit, selection_splits
 
 __all__ = [
     "PROTOCOLS",
@@ -59,7 +59,7 @@ def evaluate_store(store, *, protocol="dg", methods=None, interventions=None, se
     """Evaluate methods on an embedding store, with hyper-parameters chosen without the target.
 
     For every protocol, target environment, seed and method: the selection
-    rule (:func:`~clip_invariance.protocols.selection_splits`) makes
+    rule (:func:`~clip_invariance.evaluation.selection_splits`) makes
     train/validation splits of the sources, the method's grid is searched on
     them, the chosen parameters are refitted on the sources' training parts
     (80% by default, drawn with the seed) and scored on the target's originals.
@@ -73,7 +73,7 @@ def evaluate_store(store, *, protocol="dg", methods=None, interventions=None, se
         Leave-one-domain-out, its base/new class split, or both.
     methods : list of str or None, default=None
         Among ``zero-shot, zero-shot-icm, probe, probe-icm, front-door,
-        front-door-icm`` (:mod:`clip_invariance.methods`). ``None``: every
+        front-door-icm`` (:mod:`clip_invariance.evaluation`). ``None``: every
         method the store supports, the others skipped with a warning (the
         prompt methods without prompts; the invariant ones without any
         intervention). A method asked for that the store cannot run is an error.
@@ -86,7 +86,7 @@ def evaluate_store(store, *, protocol="dg", methods=None, interventions=None, se
         One round per seed: the seed draws the sources' 80/20 split (and the
         front door's training).
     selection : {"source-val", "lodo-cv", "views-val", "oracle"} or None, default=None
-        How hyper-parameters are chosen (:mod:`clip_invariance.protocols`);
+        How hyper-parameters are chosen (:mod:`clip_invariance.evaluation`);
         ``"oracle"`` peeks at the target and every row says so in its
         ``selection`` column. ``None``: :data:`DEFAULT_SELECTION`,
         ``"views-val"``, which picked closest to the oracle on synthetic
@@ -105,7 +105,7 @@ def evaluate_store(store, *, protocol="dg", methods=None, interventions=None, se
         Keep the text interventions that name the target environment (a
         leak); by default they are dropped. Labelled ``"text+target-name"``.
     grids : dict, default=None
-        Hyper-parameter -> values, overriding :func:`~clip_invariance.methods.default_grids`
+        Hyper-parameter -> values, overriding :func:`~clip_invariance.evaluation.default_grids`
         for ``n_components``, ``lam``, ``C``, ``temperature``.
     holdout : float, default=0.2
         Share of every source held out for validation.
@@ -199,7 +199,7 @@ def evaluate_image_folder(root, store, *, model_name="ViT-B-32", pretrained="ope
     store : str or path
         Where the embeddings are kept (created, or resumed).
     model_name, pretrained, device, batch_size, n_views, random_state
-        As in :func:`~clip_invariance.datasets.embed_image_folder`.
+        As in :func:`~clip_invariance.embedding.embed_image_folder`.
     progress : bool, default=False
         Progress bars while embedding and evaluating.
     **evaluate_kwargs
@@ -212,8 +212,7 @@ def evaluate_image_folder(root, store, *, model_name="ViT-B-32", pretrained="ope
     """
     import inspect
 
-    from .datasets import embed_image_folder
-    from .embedding import CLIPEmbedder
+    from ..embedding import CLIPEmbedder, embed_image_folder
 
     arguments = inspect.signature(evaluate_store).bind(None, progress=progress, **evaluate_kwargs)
     arguments.apply_defaults()
@@ -233,8 +232,7 @@ def evaluate_image_folder(root, store, *, model_name="ViT-B-32", pretrained="ope
 
 def _placeholder_store(data, dim, n_views):
     """What embed_image_folder will store, with zero-cost zero arrays in place of embeddings."""
-    from .datasets import text_interventions_with_styles
-    from .prompts import DEFAULT_SETTINGS, DEFAULT_STYLES, get_templates
+    from ..embedding import DEFAULT_SETTINGS, DEFAULT_STYLES, get_templates, text_interventions_with_styles
 
     def zeros(*shape):
         return np.broadcast_to(np.float32(0), shape)

@@ -1,0 +1,8 @@
+"""``python -m clip_invariance``: the command line, as ``clip-invariance``."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

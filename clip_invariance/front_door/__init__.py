@@ -1,0 +1,33 @@
+"""CDC's front door: prompt templates and augmented views fused by their evidence (numpy at prediction).
+
+:class:`FrontDoorEnsembleClassifier` forms one subjective-logic opinion per
+(template, view) pair and fuses them with the reduced Dempster rule;
+``_evidence.py`` holds the evidence function, the opinions and the fusion
+(:func:`fuse_evidence`, and :func:`fuse_scores` at the speed of prediction),
+``_adapters.py`` the learned per-template maps (:class:`TemplateAdapters`)
+and ``_training.py``, the only module that imports torch, the three losses
+and the training loop.
+"""
+
+from ._adapters import TemplateAdapters
+from ._classifier import FrontDoorEnsembleClassifier
+from ._evidence import (
+    EVIDENCE_FUNCTIONS,
+    fuse_evidence,
+    fuse_opinions,
+    fuse_scores,
+    log_evidence,
+    opinion_from_evidence,
+)
+
+__all__ = [
+    "FrontDoorEnsembleClassifier",
+    "TemplateAdapters",
+    # evidence, opinions and their fusion
+    "EVIDENCE_FUNCTIONS",
+    "fuse_evidence",
+    "fuse_opinions",
+    "fuse_scores",
+    "log_evidence",
+    "opinion_from_evidence",
+]
