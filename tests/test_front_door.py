@@ -35,7 +35,7 @@ def accuracy(clf, X, y):
 
 
 # ------------------------------------------------------------------ losses
-def testtrusted_cross_entropy_hand_value():
+def test_trusted_cross_entropy_hand_value():
     # Opinion 1: e = [1, 0] -> alpha = [2, 1], S = 3: psi(3) - psi(2) = 1/2.
     # Opinion 2: e = [0, 2] -> alpha = [1, 3], S = 4: psi(4) - psi(1) = 1 + 1/2 + 1/3.
     evidence = torch.tensor([[[1.0, 0.0]], [[0.0, 2.0]]], dtype=torch.float64)
@@ -44,7 +44,7 @@ def testtrusted_cross_entropy_hand_value():
     assert pytest.approx(digamma(4) - digamma(1)) == 11 / 6
 
 
-def testconsistency_loss_hand_value():
+def test_consistency_loss_hand_value():
     # One template equal to the base, classes orthogonal, temperature 1:
     # P(c | w_c, w0) = e / (e + 1) for both classes -> loss = log(1 + e^-1).
     eye = torch.eye(2, dtype=torch.float64)
@@ -56,7 +56,7 @@ def testconsistency_loss_hand_value():
     )
 
 
-def testdecoupling_loss_hand_value():
+def test_decoupling_loss_hand_value():
     # Two identical templates, orthogonal classes, temperature 1: every row of
     # P is [sigmoid(1), sigmoid(-1)], and the loss is minus its entropy.
     eye = torch.eye(2, dtype=torch.float64)
@@ -66,7 +66,7 @@ def testdecoupling_loss_hand_value():
     assert decoupling_loss(eye[None], 1.0).item() == 0.0  # one template: nothing to decouple
 
 
-def testdecoupling_loss_prefers_templates_that_disagree():
+def test_decoupling_loss_prefers_templates_that_disagree():
     eye = torch.eye(3, dtype=torch.float64)
     rotated = eye[[1, 2, 0]]  # template 2's class c looks like template 1's class c+1
     mixed = torch.nn.functional.normalize(torch.ones(3, 3, dtype=torch.float64) + 0.1 * eye, dim=1)
