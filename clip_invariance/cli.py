@@ -158,7 +158,7 @@ def _embed(args):
         pretrained=_pretrained(args.pretrained),
         device=args.device,
         batch_size=args.batch_size,
-        n_views=args.n_views,
+        n_augmented=args.n_augmented,
         random_state=args.seed,
         progress=not args.quiet,
         shard=args.shard,
@@ -167,7 +167,7 @@ def _embed(args):
     part = "" if args.shard is None else f" shard {args.shard[0]}/{args.shard[1]}:"
     print(
         f"{args.output}:{part} {n} images in {len(store.environment_names)} environments, "
-        f"{len(store.class_names)} classes, {args.n_views} view(s) each, D={dim} "
+        f"{len(store.class_names)} classes, {args.n_augmented} view(s) each, D={dim} "
         f"({time.perf_counter() - start:.1f} s)"
     )
 
@@ -214,7 +214,7 @@ def _evaluate(args):
         check_store_path(store)
         results = evaluate_image_folder(
             source, store, model_name=args.model_name, pretrained=_pretrained(args.pretrained),
-            device=args.device, batch_size=args.batch_size, n_views=args.n_views,
+            device=args.device, batch_size=args.batch_size, n_augmented=args.n_augmented,
             random_state=args.embed_seed, **options,
         )
     print(f"{source}: store {store}")
@@ -276,7 +276,7 @@ def _parser():
     embed.add_argument("root", help="the image folder")
     embed.add_argument("-o", "--output", required=True, help="the store folder (created or resumed)")
     _add_model_arguments(embed)
-    embed.add_argument("--n-views", type=_non_negative_int, default=1, help="augmented views per image")
+    embed.add_argument("--n-augmented", type=_non_negative_int, default=1, help="augmented views per image")
     embed.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the augmentations")
     embed.add_argument("--quiet", action="store_true", help="no progress bar")
     embed.add_argument(
@@ -322,7 +322,7 @@ def _parser():
         help="where to keep its embeddings (default: a folder under ~/.cache/clip-invariance)",
     )
     _add_model_arguments(folder)
-    folder.add_argument("--n-views", type=_non_negative_int, default=1, help="augmented views per image")
+    folder.add_argument("--n-augmented", type=_non_negative_int, default=1, help="augmented views per image")
     folder.add_argument("--embed-seed", type=_non_negative_int, default=0, help="seed of the augmentations")
     evaluate.set_defaults(handler=_evaluate)
     return parser

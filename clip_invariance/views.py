@@ -76,7 +76,7 @@ def stack_views(*views):
 def interleave_views(X, views):
     """The rows layout with each content followed by its views: ``(rows, view_groups)``.
 
-    Unlike :func:`stack_views`, the ``n_views + 1`` rows of a content are
+    Unlike :func:`stack_views`, the ``n_augmented + 1`` rows of a content are
     adjacent, so any cut between contents keeps view groups whole: the layout
     a chunked (dask) fit needs. Takes the fields of an embedding store as
     they are (``X`` and ``views``); dask inputs give lazy dask outputs whose
@@ -86,14 +86,14 @@ def interleave_views(X, views):
     ----------
     X : array-like or dask array of shape (n_samples, n_features)
         The originals.
-    views : array-like or dask array of shape (n_samples, n_views, n_features)
+    views : array-like or dask array of shape (n_samples, n_augmented, n_features)
         Their augmented views.
 
     Returns
     -------
-    rows : ndarray or dask array of shape (n_samples * (n_views + 1), n_features)
+    rows : ndarray or dask array of shape (n_samples * (n_augmented + 1), n_features)
         Original 0, its views, original 1, its views, ...
-    view_groups : ndarray or dask array of shape (n_samples * (n_views + 1),)
+    view_groups : ndarray or dask array of shape (n_samples * (n_augmented + 1),)
         The content id of each row.
 
     Examples
@@ -109,22 +109,22 @@ def interleave_views(X, views):
         X = check_array(X, dtype=[np.float64, np.float32], input_name="X")
         views = check_array(views, dtype=[np.float64, np.float32], allow_nd=True, input_name="views")
     if X.ndim != 2 or views.ndim != 3:
-        raise ValueError(f"interleave_views needs X of shape (n, D) and views of shape (n, n_views, D); "
+        raise ValueError(f"interleave_views needs X of shape (n, D) and views of shape (n, n_augmented, D); "
                          f"got {X.shape} and {views.shape}.")
     if views.shape[0] != X.shape[0] or views.shape[2] != X.shape[1]:
         raise ValueError(f"views {views.shape} do not match X {X.shape}: expected "
-                         f"({X.shape[0]}, n_views, {X.shape[1]}).")
-    n, n_views, d = views.shape
+                         f"({X.shape[0]}, n_augmented, {X.shape[1]}).")
+    n, n_augmented, d = views.shape
     if not lazy:
         rows = np.concatenate([X[:, None], views.astype(X.dtype, copy=False)], axis=1).reshape(-1, d)
-        return rows, np.repeat(np.arange(n), n_views + 1)
+        return rows, np.repeat(np.arange(n), n_augmented + 1)
     import dask.array as da
 
     X = da.asarray(X)
     views = da.asarray(views).rechunk({0: X.chunks[0], 1: -1, 2: -1})
     stacked = da.concatenate([X.rechunk({1: -1})[:, None], views.astype(X.dtype)], axis=1)
     rows = stacked.reshape(-1, d)  # whole contents per chunk: the reshape only merges axes 0 and 1
-    return rows, da.arange(rows.shape[0], chunks=rows.chunks[0]) // (n_views + 1)
+    return rows, da.arange(rows.shape[0], chunks=rows.chunks[0]) // (n_augmented + 1)
 
 
 def rows_to_columns(X, view_groups):

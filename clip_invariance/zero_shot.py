@@ -29,6 +29,7 @@ from ._utils import (
     map_classifier_rows,
     normalize_embeddings,
     project_embeddings,
+    unchanged_on_error,
 )
 
 __all__ = ["ZeroShotInvariantClassifier"]
@@ -81,7 +82,7 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
         The projection, usually an :class:`~clip_invariance.InvariantProjector`.
         A clone is fitted on ``X`` in :meth:`fit`, with ``y``, ``view_groups`` and
         ``environments``; text-based interventions go in its
-        ``interventions`` / ``intervention_view_groups`` parameters. ``None`` is
+        ``intervention_embeddings`` / ``intervention_view_groups`` parameters. ``None`` is
         plain zero-shot CLIP.
     temperature : float, default=100.0
         Multiplies the cosine similarities before the softmax (CLIP's learnt
@@ -172,13 +173,8 @@ class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
         self : object
             The fitted classifier.
         """
-        previous = vars(self).copy()
-        try:
+        with unchanged_on_error(self):  # a failed fit leaves the classifier as it was
             return self._fit(X, y, view_groups, environments)
-        except BaseException:  # a failed fit leaves the classifier as it was
-            vars(self).clear()
-            vars(self).update(previous)
-            raise
 
     def _fit(self, X, y, view_groups, environments):
         if self.prompt_embeddings is None:

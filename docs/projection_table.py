@@ -28,7 +28,8 @@ def overlaps(normalize):
     """Overlap with the true subspace for each source of interventions, default ``lam``."""
     data = make_invariant_embeddings(n_samples=3000, normalize=normalize, random_state=1)
     X, view_groups = stack_views(data.X, *data.X_views)
-    text = {"interventions": data.text_interventions, "intervention_view_groups": data.text_view_groups}
+    text = {"intervention_embeddings": data.text_interventions,
+            "intervention_view_groups": data.text_view_groups}
     many = make_invariant_embeddings(n_samples=3000, n_environments=9, normalize=normalize, random_state=1)
     separated = make_invariant_embeddings(n_samples=3000, class_separation=3.0, normalize=normalize,
                                           random_state=1)

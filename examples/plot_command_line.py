@@ -127,7 +127,7 @@ model = ["--model-name", f"local-dir:{model_dir}", "--device", "cpu"]
 store = workdir / "store"
 results = workdir / "results"
 run("--version")
-run("embed", root, "-o", store, *model, "--n-views", 1, "--quiet")
+run("embed", root, "-o", store, *model, "--n-augmented", 1, "--quiet")
 
 # %%
 # ``evaluate`` with small grids and the fast methods: ``--methods`` leaves out

@@ -111,7 +111,7 @@ weak = {
 }
 for n, bunch in texts.items():
     weak[f"text, {n} styles"] = InvariantProjector(
-        D, interventions=bunch.text_interventions, intervention_view_groups=bunch.text_view_groups
+        D, intervention_embeddings=bunch.text_interventions, intervention_view_groups=bunch.text_view_groups
     ).fit(bunch.X[train])
 print(f"\n{'interventional data':<27} {'K at jump':>10} {'jump':>7} {'ratio of comp. 1..K':>20}")
 for name, proj in weak.items():

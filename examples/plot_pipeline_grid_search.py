@@ -117,7 +117,7 @@ print(f"{len(images)} images, {len(SHAPES)} classes, {len(BACKGROUNDS)} environm
 # embedder draws their pixels when it needs them.
 
 views, view_groups = make_image_interventions(
-    images, n_views=1, transforms=["color_jitter", "grayscale", "invert"], random_state=0
+    images, n_augmented=1, transforms=["color_jitter", "grayscale", "invert"], random_state=0
 )
 n_total = len(views) // len(images)
 y_views = np.tile(y, n_total)

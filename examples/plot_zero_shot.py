@@ -53,7 +53,8 @@ def same_classes(normalize, seed=0):
     )
     train = data.environments != data.test_environment
     X_pairs, view_groups = stack_views(data.X[train], *data.X_views[:, train])
-    text = {"interventions": data.text_interventions, "intervention_view_groups": data.text_view_groups}
+    text = {"intervention_embeddings": data.text_interventions,
+            "intervention_view_groups": data.text_view_groups}
     P = data.prompt_embeddings
     variants = {
         "zero-shot CLIP": (ZeroShotInvariantClassifier(P), data.X[train], {}),
@@ -101,7 +102,7 @@ X_pairs, view_groups = stack_views(data.X[train & base], *data.X_views[:, train 
 base_text = data.text_view_groups < 5
 projector = InvariantProjector(
     N_COMPONENTS,
-    interventions=data.text_interventions[base_text],
+    intervention_embeddings=data.text_interventions[base_text],
     intervention_view_groups=data.text_view_groups[base_text],
 )
 base_clf = ZeroShotInvariantClassifier(data.prompt_embeddings[:5], projector=projector)

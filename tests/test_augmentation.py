@@ -20,7 +20,7 @@ def _pixels(view):
 
 
 def test_layout_matches_stack_views(images):
-    views, view_groups = make_image_interventions(images, n_views=2, random_state=0)
+    views, view_groups = make_image_interventions(images, n_augmented=2, random_state=0)
     assert len(views) == 15
     assert views[:5] == images  # the originals first, unchanged
     assert all(isinstance(v, ImageView) for v in views[5:])
@@ -31,14 +31,14 @@ def test_layout_matches_stack_views(images):
 
 
 def test_views_are_seeded_per_image(images):
-    a, _ = make_image_interventions(images, n_views=3, random_state=7)
-    b, _ = make_image_interventions(images, n_views=3, random_state=7)
+    a, _ = make_image_interventions(images, n_augmented=3, random_state=7)
+    b, _ = make_image_interventions(images, n_augmented=3, random_state=7)
     for va, vb in zip(a[5:], b[5:]):
         np.testing.assert_array_equal(_pixels(va), _pixels(vb))
     # A view of image 0 does not depend on which other images are in the call.
-    alone, _ = make_image_interventions(images[:1], n_views=3, random_state=7)
+    alone, _ = make_image_interventions(images[:1], n_augmented=3, random_state=7)
     assert [repr(v) for v in alone[1:]] == [repr(v) for v in a[5::5]]
-    other, _ = make_image_interventions(images, n_views=3, random_state=8)
+    other, _ = make_image_interventions(images, n_augmented=3, random_state=8)
     assert [repr(v) for v in other[5:]] != [repr(v) for v in a[5:]]
 
 
@@ -90,7 +90,7 @@ def test_bad_arguments():
 
 
 def test_views_go_through_the_embedder_and_the_projector(tiny_model, images, tmp_path):
-    views, view_groups = make_image_interventions(images, n_views=2, random_state=0)
+    views, view_groups = make_image_interventions(images, n_augmented=2, random_state=0)
     emb = CLIPEmbedder(tiny_model, pretrained=None, device="cpu", batch_size=4, memory=tmp_path)
     X = emb.transform(views)
     # The lazy views embed exactly like their decoded pixels, in workers too.

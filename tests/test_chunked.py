@@ -126,10 +126,10 @@ def test_classes_and_environments_pool_across_chunks():
 def test_fixed_interventions_join_the_chunked_statistics():
     X, view_groups = lazy_views(3)
     extra = np.random.default_rng(1).standard_normal((6, 16))
-    params = {"interventions": extra, "intervention_view_groups": [0, 0, 1, 1, 2, 2]}
+    params = {"intervention_embeddings": extra, "intervention_view_groups": [0, 0, 1, 1, 2, 2]}
     proj = InvariantProjector(3, **params).fit(X, view_groups=view_groups)
     reference = InvariantProjector(3, **params).fit(X.compute(), view_groups=view_groups.compute())
-    assert proj.intervention_source_ == "view_groups+interventions"
+    assert proj.intervention_source_ == "view_groups+intervention_embeddings"
     assert_same_fit(proj, reference)
 
 

@@ -8,8 +8,8 @@ from clip_invariance.datasets import make_invariant_embeddings
 
 
 def test_shapes_and_reproducibility():
-    a = make_invariant_embeddings(n_samples=400, n_views=2, random_state=3)
-    b = make_invariant_embeddings(n_samples=400, n_views=2, random_state=3)
+    a = make_invariant_embeddings(n_samples=400, n_augmented=2, random_state=3)
+    b = make_invariant_embeddings(n_samples=400, n_augmented=2, random_state=3)
     assert a.X.shape == (400, 64) and a.X.dtype == np.float32
     assert a.X_views.shape == (2, 400, 64)
     assert a.text_interventions.shape == (10 * 12, 64)

@@ -60,11 +60,11 @@ def embed(root, store, tiny_model, **kwargs):
         "device": "cpu",
         "batch_size": 8,
         "num_workers": 0,
-        "n_views": N_VIEWS,
+        "n_augmented": N_VIEWS,
         "ensemble_templates": ENSEMBLE,
         "text_styles": STYLES,
         "text_settings": SETTINGS,
-        "chunk_size": 16,
+        "save_every": 16,
         "progress": False,
         **kwargs,
     }
@@ -93,7 +93,7 @@ def test_embeddings_equal_a_direct_transform(folder, tmp_path, tiny_model, count
     assert store.paths[4] == os.path.join(folder, "photo", "dog", "1.png")
 
     images = CLIPEmbedder(tiny_model, pretrained=None, device="cpu", num_workers=0)
-    views = image_folder_views(store.paths, folder, n_views=N_VIEWS, random_state=0)
+    views = image_folder_views(store.paths, folder, n_augmented=N_VIEWS, random_state=0)
     direct = images.transform([view for _, image_views in views for _, view in image_views])
     direct = direct.reshape(12, 1 + N_VIEWS, 32)
     assert_allclose(store.X, direct[:, 0], rtol=1e-5, atol=1e-6)
@@ -118,9 +118,9 @@ def test_embeddings_equal_a_direct_transform(folder, tmp_path, tiny_model, count
     settings = load_embeddings(tmp_path / "store").settings
     assert settings["model"] == {"model_name": tiny_model, "pretrained": None, "precision": "fp32",
                                  "embedding_dim": 32}
-    assert settings["images"]["n_views"] == N_VIEWS and settings["root"] == str(folder)
+    assert settings["images"]["n_augmented"] == N_VIEWS and settings["root"] == str(folder)
     assert settings["prompts"] == {"template": "a photo of a {}.", "ensemble_templates": ENSEMBLE}
-    assert not (tmp_path / "store" / "chunks").exists()  # folded into the store
+    assert not (tmp_path / "store" / "pending").exists()  # folded into the store
 
 
 def test_second_run_and_other_batch_size_embed_nothing(folder, tmp_path, tiny_model, counts):
@@ -131,7 +131,7 @@ def test_second_run_and_other_batch_size_embed_nothing(folder, tmp_path, tiny_mo
     assert taken(counts) == {"image": 0, "text": 0}
     assert_array_equal(again.X, X)
     assert_array_equal(again.views, views)
-    embed(folder, tmp_path / "store", tiny_model, batch_size=7, chunk_size=3)
+    embed(folder, tmp_path / "store", tiny_model, batch_size=7, save_every=3)
     assert taken(counts) == {"image": 0, "text": 0}
 
 
@@ -143,18 +143,18 @@ def test_interrupted_run_resumes_where_it_stopped(folder, tmp_path, tiny_model, 
         if self.modality == "image":
             calls.append(len(X))
             if len(calls) == 2:
-                raise KeyboardInterrupt  # after the first chunk of images
+                raise KeyboardInterrupt  # after the first part of images
         return counted_transform(self, X)
 
     monkeypatch.setattr(CLIPEmbedder, "transform", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        embed(folder, tmp_path / "store", tiny_model, chunk_size=5)
+        embed(folder, tmp_path / "store", tiny_model, save_every=5)
     assert taken(counts) == {"image": 5, "text": N_TEXT_ITEMS}
     with pytest.raises(ValueError, match="unfinished embedding run: run it again to resume"):
         load_embeddings(tmp_path / "store")
 
     monkeypatch.setattr(CLIPEmbedder, "transform", counted_transform)
-    resumed = embed(folder, tmp_path / "store", tiny_model, chunk_size=5)
+    resumed = embed(folder, tmp_path / "store", tiny_model, save_every=5)
     assert taken(counts) == {"image": N_IMAGE_ITEMS - 5, "text": 0}
     reference = embed(folder, tmp_path / "reference", tiny_model)
     for name in ("X", "views", "prompt_embeddings", "prompt_ensemble_embeddings", "text_interventions"):
@@ -190,26 +190,26 @@ def test_added_changed_and_removed_files_embed_only_their_items(folder, tmp_path
 
 def test_views_do_not_depend_on_the_other_files(folder, tmp_path):
     paths = sorted(str(p) for p in folder.rglob("*.png"))
-    alone = image_folder_views(paths[5:6], folder, n_views=3, random_state=7)
-    among = image_folder_views(paths, folder, n_views=3, random_state=7)[5:6]
+    alone = image_folder_views(paths[5:6], folder, n_augmented=3, random_state=7)
+    among = image_folder_views(paths, folder, n_augmented=3, random_state=7)[5:6]
     assert [key for key, _ in alone[0][1]] == [key for key, _ in among[0][1]]
-    other_seed = image_folder_views(paths[5:6], folder, n_views=3, random_state=8)
+    other_seed = image_folder_views(paths[5:6], folder, n_augmented=3, random_state=8)
     assert [key for key, _ in alone[0][1]][1:] != [key for key, _ in other_seed[0][1]][1:]
 
 
-def test_other_seed_or_n_views_reembeds_views_only(folder, tmp_path, tiny_model, counts):
-    embed(folder, tmp_path / "store", tiny_model, n_views=0)
+def test_other_seed_or_n_augmented_reembeds_views_only(folder, tmp_path, tiny_model, counts):
+    embed(folder, tmp_path / "store", tiny_model, n_augmented=0)
     assert taken(counts)["image"] == 12
     assert load_embeddings(tmp_path / "store").views is None
-    embed(folder, tmp_path / "store", tiny_model, n_views=1)
+    embed(folder, tmp_path / "store", tiny_model, n_augmented=1)
     assert taken(counts) == {"image": 12, "text": 0}
-    embed(folder, tmp_path / "store", tiny_model, n_views=2)
+    embed(folder, tmp_path / "store", tiny_model, n_augmented=2)
     assert taken(counts) == {"image": 12, "text": 0}  # the first view is the same as before
-    embed(folder, tmp_path / "store", tiny_model, n_views=2, random_state=1)
+    embed(folder, tmp_path / "store", tiny_model, n_augmented=2, random_state=1)
     assert taken(counts) == {"image": 24, "text": 0}
 
 
-def test_damaged_chunk_or_store_is_embedded_again(folder, tmp_path, tiny_model, counts):
+def test_damaged_pending_file_or_store_is_embedded_again(folder, tmp_path, tiny_model, counts):
     store = tmp_path / "store"
     embed(folder, store, tiny_model)
     taken(counts)
@@ -219,9 +219,9 @@ def test_damaged_chunk_or_store_is_embedded_again(folder, tmp_path, tiny_model, 
     # the views, prompts and interventions were intact: only the originals are embedded again
     assert taken(counts) == {"image": 12, "text": 0}
 
-    (store / "chunks").mkdir()
-    (store / "chunks" / "cut.npz").write_bytes(b"PK\x03\x04 cut short")
-    with pytest.warns(UserWarning, match=r"Skipping 1 unreadable chunk\(s\): cut.npz"):
+    (store / "pending").mkdir()
+    (store / "pending" / "cut.npz").write_bytes(b"PK\x03\x04 cut short")
+    with pytest.warns(UserWarning, match=r"Skipping 1 unreadable pending file\(s\): cut.npz"):
         embed(folder, store, tiny_model)
     assert taken(counts) == {"image": 0, "text": 0}
 
@@ -240,8 +240,8 @@ def test_progress_bar_reaches_its_end(folder, tmp_path, tiny_model, capsys):
     "change, error, message",
     [
         ({"root": "missing"}, FileNotFoundError, "Image folder not found"),
-        ({"n_views": -1}, ValueError, "'n_views' parameter"),
-        ({"chunk_size": 0}, ValueError, "'chunk_size' parameter"),
+        ({"n_augmented": -1}, ValueError, "'n_augmented' parameter"),
+        ({"save_every": 0}, ValueError, "'save_every' parameter"),
         ({"random_state": None}, ValueError, "'random_state' parameter"),
         ({"template": "a photo"}, ValueError, "has no '{}' or '{classname}' placeholder"),
         ({"ensemble_templates": "nope"}, ValueError, "'ensemble_templates' parameter"),
@@ -265,14 +265,14 @@ def test_mistakes_are_reported_before_anything_is_embedded(folder, tmp_path, tin
 
 
 def test_pacs_mini(pacs_mini, tmp_path, tiny_model, counts):
-    store = embed(pacs_mini, tmp_path / "store", tiny_model, n_views=1, chunk_size=256, batch_size=64,
+    store = embed(pacs_mini, tmp_path / "store", tiny_model, n_augmented=1, save_every=256, batch_size=64,
                   ensemble_templates="simple", text_styles=STYLES)
     assert taken(counts)["image"] == 420 * 2
     assert store.X.shape == (420, 32) and store.views.shape == (420, 1, 32)
     assert store.environment_names == ["art_painting", "cartoon", "photo", "sketch"]
     assert len(store.class_names) == 7 and store.prompt_ensemble_embeddings.shape == (7, 7, 32)
     assert np.bincount(store.y).tolist() == [60] * 7
-    embed(pacs_mini, tmp_path / "store", tiny_model, n_views=1, ensemble_templates="simple",
+    embed(pacs_mini, tmp_path / "store", tiny_model, n_augmented=1, ensemble_templates="simple",
           text_styles=STYLES)
     assert taken(counts) == {"image": 0, "text": 0}
 
@@ -311,16 +311,16 @@ def test_interrupted_shard_resumes_its_own_items(folder, tmp_path, tiny_model, c
 
     def failing(self, X):
         calls.append(self.modality)
-        if calls.count("image") == 2:  # stopped during the second chunk of images
+        if calls.count("image") == 2:  # stopped during the second part of images
             raise KeyboardInterrupt
         return real(self, X)
 
     monkeypatch.setattr(CLIPEmbedder, "transform", failing)
     with pytest.raises(KeyboardInterrupt):
-        embed(folder, tmp_path / "store", tiny_model, shard=(1, 3), chunk_size=4)
+        embed(folder, tmp_path / "store", tiny_model, shard=(1, 3), save_every=4)
     monkeypatch.setattr(CLIPEmbedder, "transform", real)
-    assert taken(counts) == {"image": 4, "text": N_TEXT_ITEMS}  # the texts and one chunk of images
-    embed(folder, tmp_path / "store", tiny_model, shard=(1, 3), chunk_size=4)
+    assert taken(counts) == {"image": 4, "text": N_TEXT_ITEMS}  # the texts and one part of images
+    embed(folder, tmp_path / "store", tiny_model, shard=(1, 3), save_every=4)
     assert taken(counts) == {"image": 4 * (1 + N_VIEWS) - 4, "text": 0}
 
 

@@ -105,7 +105,7 @@ class SpyProjector(InvariantProjector):
 
     def fit(self, X, y=None, *, view_groups=None, environments=None):
         SpyProjector.fits.append({"X": np.array(X), "view_groups": view_groups,
-                                  "interventions": self.interventions,
+                                  "intervention_embeddings": self.intervention_embeddings,
                                   "intervention_view_groups": self.intervention_view_groups})
         return super().fit(X, y, view_groups=view_groups, environments=environments)
 
@@ -141,15 +141,15 @@ def test_text_interventions_naming_the_target_are_dropped(store, spies):
     for target, fit in zip(np.repeat(ENVIRONMENTS, 2), projector_fits):
         named = {"art_painting": {"painting", "art"}}.get(target, {target})
         keep = ~np.isin(data.text_intervention_styles, list(named))
-        assert row_set(fit["interventions"]) == row_set(data.text_interventions[keep])
-        assert len(fit["interventions"]) == keep.sum() == 10 * (len(STYLES) - len(named))
+        assert row_set(fit["intervention_embeddings"]) == row_set(data.text_interventions[keep])
+        assert len(fit["intervention_embeddings"]) == keep.sum() == 10 * (len(STYLES) - len(named))
         assert fit["view_groups"] is None and len(fit["X"]) == 480  # text: fitted on the originals
 
     projector_fits.clear()
     leaky = evaluate_store(store, methods=["zero-shot-icm"], interventions="text", grids=grids,
                            selection="source-val", include_target_name=True)
     assert leaky["interventions"].eq("text+target-name").all()
-    assert all(len(fit["interventions"]) == len(data.text_interventions) for fit in projector_fits)
+    assert all(len(fit["intervention_embeddings"]) == len(data.text_interventions) for fit in projector_fits)
 
 
 def test_probes_learn_from_the_originals_and_the_projector_from_the_views(store, spies):
@@ -331,7 +331,7 @@ def test_pacs_mini_end_to_end(tiny_model, pacs_mini, tmp_path):
     from clip_invariance.embedding import embed_image_folder
 
     store = tmp_path / "pacs-store"
-    embed_image_folder(pacs_mini, store, model_name=tiny_model, pretrained=None, device="cpu", n_views=1,
+    embed_image_folder(pacs_mini, store, model_name=tiny_model, pretrained=None, device="cpu", n_augmented=1,
                        progress=False)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the store has everything: nothing is skipped

@@ -54,15 +54,15 @@ def _fit_source(source, data):
     train, _ = _split(data)
     k = data.invariant_basis.shape[1]
     text = {
-        "interventions": data.text_interventions,
+        "intervention_embeddings": data.text_interventions,
         "intervention_view_groups": data.text_view_groups,
     }
     X_pairs, view_groups = stack_views(data.X[train], *data.X_views[:, train])
     if source == "view_groups":
         return InvariantProjector(k).fit(X_pairs, view_groups=view_groups)
-    if source == "interventions":
+    if source == "intervention_embeddings":
         return InvariantProjector(k, **text).fit(data.X[train])
-    if source == "view_groups+interventions":
+    if source == "view_groups+intervention_embeddings":
         return InvariantProjector(k, **text).fit(X_pairs, view_groups=view_groups)
     if source == "environments":
         return InvariantProjector(k).fit(
@@ -75,7 +75,7 @@ def _fit_source(source, data):
 # interventions 0.87/0.88, both 0.99/0.94, environments (9 envs) 0.86/0.85.
 @pytest.mark.parametrize(
     "source, min_overlap",
-    [("view_groups", 0.95), ("interventions", 0.8), ("view_groups+interventions", 0.9)],
+    [("view_groups", 0.95), ("intervention_embeddings", 0.8), ("view_groups+intervention_embeddings", 0.9)],
 )
 def test_recovers_invariant_subspace_and_improves_ood(data, source, min_overlap):
     proj = _fit_source(source, data)
@@ -193,17 +193,18 @@ def test_partial_fit_matches_fit():
 
 def test_partial_fit_with_constructor_interventions_matches_fit():
     data = make_invariant_embeddings(n_samples=600, random_state=0)
-    text = {"interventions": data.text_interventions, "intervention_view_groups": data.text_view_groups}
+    text = {"intervention_embeddings": data.text_interventions,
+            "intervention_view_groups": data.text_view_groups}
     full = InvariantProjector(8, **text).fit(data.X)
     streamed = InvariantProjector(8, **text)
     for batch in np.array_split(np.arange(600), 3):
         streamed.partial_fit(data.X[batch])
-    assert streamed.intervention_source_ == "interventions"
+    assert streamed.intervention_source_ == "intervention_embeddings"
     assert_allclose(streamed.nuisance_scatter_, full.nuisance_scatter_, rtol=1e-12)
     assert_allclose(streamed.second_moment_, full.second_moment_, rtol=1e-4, atol=1e-6)
     assert_allclose(np.abs(streamed.components_ @ full.components_.T), np.eye(8), atol=1e-4)
     # A new fit recomputes the constructor's interventions after set_params.
-    refit = full.set_params(interventions=2 * data.text_interventions).fit(data.X)
+    refit = full.set_params(intervention_embeddings=2 * data.text_interventions).fit(data.X)
     assert_allclose(refit.nuisance_scatter_, 4 * streamed.nuisance_scatter_, rtol=1e-5)
 
 
@@ -287,13 +288,14 @@ BAD_INPUTS = [
      "The 'lam' parameter of InvariantProjector must be a float in the range"),
     ("unknown solver", {"solver": "svd"}, _with(), {"view_groups": _PAIRS}, ValueError,
      "The 'solver' parameter of InvariantProjector must be a str among"),
-    ("interventions without view groups", {"interventions": np.ones((4, 5))}, _with(), {}, ValueError,
+    ("interventions without view groups", {"intervention_embeddings": np.ones((4, 5))}, _with(), {},
+     ValueError,
      "without intervention_view_groups"),
     ("interventions' features",
-     {"interventions": np.ones((4, 3)), "intervention_view_groups": [0, 0, 1, 1]}, _with(), {},
-     ValueError, "interventions have 3 features but X has 5"),
+     {"intervention_embeddings": np.ones((4, 3)), "intervention_view_groups": [0, 0, 1, 1]}, _with(), {},
+     ValueError, "intervention_embeddings have 3 features but X has 5"),
     ("interventions' singleton groups",
-     {"interventions": _X[:4], "intervention_view_groups": [0, 1, 2, 3]}, _with(), {}, ValueError,
+     {"intervention_embeddings": _X[:4], "intervention_view_groups": [0, 1, 2, 3]}, _with(), {}, ValueError,
      "Every group in `intervention_view_groups` is a singleton"),
     ("NaN in X", {}, _with(cells={(3, 1): np.nan}), {"view_groups": _PAIRS}, ValueError,
      "Input X contains NaN"),
@@ -464,9 +466,9 @@ def test_pickle_holds_the_statistics_once():
 
 def test_constructor_interventions_survive_clone():
     extra = np.random.RandomState(0).standard_normal((6, 4))
-    proj = InvariantProjector(2, interventions=extra, intervention_view_groups=[0, 0, 1, 1, 2, 2])
+    proj = InvariantProjector(2, intervention_embeddings=extra, intervention_view_groups=[0, 0, 1, 1, 2, 2])
     twin = clone(proj)
-    assert_allclose(twin.get_params()["interventions"], extra)
+    assert_allclose(twin.get_params()["intervention_embeddings"], extra)
     X = np.random.RandomState(1).standard_normal((30, 4))
     assert_allclose(twin.fit(X).components_, proj.fit(X).components_)
 

@@ -161,7 +161,8 @@ def test_text_interventions_recover_the_content_subspace():
     X = np.zeros((400, 16))
     X[:, :4] = np.array([content[c] for c in classes])[y] + 0.5 * rng.standard_normal((400, 4))
     X[:, 4:12] = 2 * rng.standard_normal((400, 8))
-    projector = InvariantProjector(n_components=4, interventions=T, intervention_view_groups=view_groups)
+    projector = InvariantProjector(n_components=4, intervention_embeddings=T,
+                                   intervention_view_groups=view_groups)
     clf = ZeroShotInvariantClassifier(prompts, classes=classes, projector=projector).fit(X)
     assert subspace_overlap(clf.projector_.components_.T, np.eye(16)[:, :4]) > 0.95
 

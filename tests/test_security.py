@@ -32,7 +32,7 @@ def _fitted(name):
         return model.fit(X, y, proj__view_groups=view_groups), data.X
     if name == "zero-shot":
         text = {
-            "interventions": data.text_interventions,
+            "intervention_embeddings": data.text_interventions,
             "intervention_view_groups": data.text_view_groups,
         }
         model = ZeroShotInvariantClassifier(

@@ -111,7 +111,7 @@ def _all_pairs_scatter(X, view_groups):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_helmert_blocks_match_all_pairs(dtype, monkeypatch):
-    monkeypatch.setattr(statistics_module, "_CHUNK_ROWS", 7)  # force several blocks
+    monkeypatch.setattr(statistics_module, "_BLOCK_ROWS", 7)  # force several blocks
     rng = np.random.RandomState(0)
     view_groups = rng.randint(0, 15, size=60)  # sizes 1..many, unsorted
     X = (rng.standard_normal((60, 5)) + 3).astype(dtype)
@@ -133,11 +133,11 @@ def _brute_force_moments(X, view_groups):
 
 
 @pytest.mark.parametrize("layout", ["stacked", "repeated", "shuffled", "unequal", "with singletons"])
-@pytest.mark.parametrize("chunk_rows", [6, 16384])
-def test_every_layout_gives_the_exact_moments(layout, chunk_rows, monkeypatch):
+@pytest.mark.parametrize("block_rows", [6, 16384])
+def test_every_layout_gives_the_exact_moments(layout, block_rows, monkeypatch):
     # Stacked (row i and i + n/V: views, strided reads), repeated (consecutive rows), any order (gathers),
     # groups of unequal sizes (rows scaled by 1/sqrt(n_g)), singletons (their rows count in the gram only).
-    monkeypatch.setattr(statistics_module, "_CHUNK_ROWS", chunk_rows)
+    monkeypatch.setattr(statistics_module, "_BLOCK_ROWS", block_rows)
     rng = np.random.RandomState(1)
     view_groups = {
         "stacked": np.tile(np.arange(10), 4),

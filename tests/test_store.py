@@ -272,7 +272,7 @@ def test_unreadable_or_absent_metadata(store, tmp_path):
     os.remove(store / "store.json")
     with pytest.raises(ValueError, match="no store.json; not an embedding store"):
         load_embeddings(store)
-    (store / "chunks").mkdir()
+    (store / "pending").mkdir()
     with pytest.raises(ValueError, match="unfinished embedding run: run it again to resume"):
         load_embeddings(store)
     with pytest.raises(FileNotFoundError, match="Embedding store not found"):

@@ -98,8 +98,8 @@ def test_interleave_views_puts_each_content_before_its_views():
 
 
 @pytest.mark.parametrize(("views", "message"), [
-    (np.zeros((4, 3)), r"views of shape \(n, n_views, D\); got \(4, 3\) and \(4, 3\)"),
-    (np.zeros((5, 2, 3)), r"views \(5, 2, 3\) do not match X \(4, 3\): expected \(4, n_views, 3\)"),
+    (np.zeros((4, 3)), r"views of shape \(n, n_augmented, D\); got \(4, 3\) and \(4, 3\)"),
+    (np.zeros((5, 2, 3)), r"views \(5, 2, 3\) do not match X \(4, 3\): expected \(4, n_augmented, 3\)"),
     (np.zeros((4, 2, 2)), r"views \(4, 2, 2\) do not match X \(4, 3\)"),
 ])
 def test_interleave_views_names_mismatched_shapes(views, message):

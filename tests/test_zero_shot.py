@@ -30,7 +30,7 @@ def _text_projector(data, keep=None):
     keep = slice(None) if keep is None else keep
     return InvariantProjector(
         n_components=K,
-        interventions=data.text_interventions[keep],
+        intervention_embeddings=data.text_interventions[keep],
         intervention_view_groups=data.text_view_groups[keep],
     )
 
@@ -51,7 +51,8 @@ def test_invariant_subspace_beats_plain_zero_shot_out_of_distribution(bench, var
         clf = ZeroShotInvariantClassifier(
             data.prompt_embeddings, projector=_text_projector(data)
         ).fit(X_pairs, view_groups=view_groups)
-    expected_source = {"image": "view_groups", "text": "interventions", "both": "view_groups+interventions"}
+    expected_source = {"image": "view_groups", "text": "intervention_embeddings",
+                       "both": "view_groups+intervention_embeddings"}
     assert clf.projector_.intervention_source_ == expected_source[variant]
     baseline = plain.score(data.X[test], data.y[test])
     invariant = clf.score(data.X[test], data.y[test])

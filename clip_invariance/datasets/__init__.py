@@ -14,7 +14,7 @@ from ._store import (
     known_rows,
     load_embeddings,
     save_embeddings,
-    write_chunk,
+    save_pending,
 )
 from ._synthetic import make_invariant_embeddings
 from ._templates import make_multi_template_embeddings
@@ -33,5 +33,5 @@ __all__ = [
     "check_store_path",
     "check_shard_path",
     "known_rows",
-    "write_chunk",
+    "save_pending",
 ]

@@ -10,8 +10,8 @@ store is ever executed.
 The data path is ``arrays -> checked together -> written into a fresh
 sibling folder -> swapped in by two renames``: an interrupted save leaves the
 previous store (or none), never a half-written one. A store may also hold
-``chunks/``, the per-item embeddings of an unfinished
-:func:`~clip_invariance.embedding.embed_image_folder`, each chunk written
+``pending/``, the per-item embeddings of an unfinished
+:func:`~clip_invariance.embedding.embed_image_folder`, each save written
 atomically (temp file, then ``os.replace``). A sharded store is a folder of
 such stores, ``shards/IIIII-of-NNNNN``, each written by one shard alone and
 read as one store. The read path is ``store.json -> every file checked
@@ -33,10 +33,10 @@ import numpy as np
 from sklearn.utils import Bunch
 
 from ._store_format import (
-    CHUNK_FOLDER,
     EMBEDDING_FIELDS,
     FIELDS,
     METADATA_FILE,
+    PENDING_FOLDER,
     ROW_FIELDS,
     SHARD_FOLDER,
     STORE_FORMAT,
@@ -64,7 +64,7 @@ __all__ = [
     "known_rows",
     "load_embeddings",
     "save_embeddings",
-    "write_chunk",
+    "save_pending",
 ]
 
 
@@ -342,7 +342,7 @@ def check_store_path(path):
     ------
     ValueError
         If ``path`` is a file, or a non-empty folder without ``store.json``
-        or ``chunks/``: saving would delete someone's files.
+        or ``pending/``: saving would delete someone's files.
     """
     path = Path(path)
     if not path.exists():
@@ -355,7 +355,7 @@ def check_store_path(path):
     if is_sharded(path):
         raise ValueError(f"{str(path)!r} is a sharded store ({SHARD_FOLDER}/): embed into it shard by shard "
                          "(shard=(i, n), --shard i/N), or choose another folder.")
-    if any(path.iterdir()) and not ((path / METADATA_FILE).is_file() or (path / CHUNK_FOLDER).is_dir()):
+    if any(path.iterdir()) and not ((path / METADATA_FILE).is_file() or (path / PENDING_FOLDER).is_dir()):
         raise ValueError(
             f"{str(path)!r} is a non-empty folder that is not an embedding store (no {METADATA_FILE}); "
             "refusing to replace it: choose a new or empty folder."
@@ -421,26 +421,26 @@ def _stored_rows(path):
 
 
 def known_rows(store):
-    """Item key -> embedding, from a store's arrays (memory-mapped) and its unfinished ``chunks/``.
+    """Item key -> embedding, from a store's arrays (memory-mapped) and its unfinished ``pending/``.
 
     What an embedding run that resumes into ``store`` can reuse; unreadable
-    fields and chunks are skipped with a warning, and only their items are
+    fields and pending files are skipped with a warning, and only their items are
     embedded again.
     """
     store = Path(store)
     known = _stored_rows(store) if (store / METADATA_FILE).is_file() else {}
     if store.is_dir():
-        known.update(_read_chunks(store))
+        known.update(_read_pending(store))
     return known
 
 
-def write_chunk(path, keys, embeddings):
-    """Save embeddings under their item keys in ``path/chunks/``, atomically.
+def save_pending(path, keys, embeddings):
+    """Save embeddings under their item keys in ``path/pending/``, atomically.
 
-    A reader sees the whole chunk or none of it: it is written to a temporary
+    A reader sees the whole file or none of it: it is written to a temporary
     file and renamed.
     """
-    folder = Path(path) / CHUNK_FOLDER
+    folder = Path(path) / PENDING_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
     try:
@@ -453,17 +453,17 @@ def write_chunk(path, keys, embeddings):
         raise
 
 
-def _read_chunks(path):
-    """Every embedding in ``path/chunks/``, as a dict from item key to row.
+def _read_pending(path):
+    """Every embedding in ``path/pending/``, as a dict from item key to row.
 
-    A chunk that cannot be read (cut short by a crash, foreign) is skipped
+    A file that cannot be read (cut short by a crash, foreign) is skipped
     with a warning: its items are embedded again.
     """
     rows, damaged = {}, []
-    for file in sorted((Path(path) / CHUNK_FOLDER).glob("*.npz")):
+    for file in sorted((Path(path) / PENDING_FOLDER).glob("*.npz")):
         try:
-            with np.load(file, allow_pickle=False) as chunk:
-                keys, embeddings = chunk["keys"], chunk["embeddings"]
+            with np.load(file, allow_pickle=False) as saved:
+                keys, embeddings = saved["keys"], saved["embeddings"]
             if keys.ndim != 1 or embeddings.ndim != 2 or len(keys) != len(embeddings):
                 raise ValueError(f"keys {keys.shape} do not match embeddings {embeddings.shape}")
         except Exception as exc:  # whatever is in the file, its items are recomputed
@@ -471,8 +471,8 @@ def _read_chunks(path):
             continue
         rows.update(zip(keys.tolist(), embeddings))
     if damaged:
-        warnings.warn(f"Skipping {len(damaged)} unreadable chunk(s): {'; '.join(damaged)}", UserWarning,
-                      stacklevel=2)
+        warnings.warn(f"Skipping {len(damaged)} unreadable pending file(s): {'; '.join(damaged)}",
+                      UserWarning, stacklevel=2)
     return rows
 
 

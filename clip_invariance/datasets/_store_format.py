@@ -17,7 +17,7 @@ __all__ = [
     "STORE_FORMAT",
     "STORE_VERSION",
     "METADATA_FILE",
-    "CHUNK_FOLDER",
+    "PENDING_FOLDER",
     "SHARD_FOLDER",
     "FIELDS",
     "REQUIRED",
@@ -43,7 +43,8 @@ __all__ = [
 STORE_FORMAT = "clip-invariance embedding store"
 STORE_VERSION = 1
 METADATA_FILE = "store.json"
-CHUNK_FOLDER = "chunks"
+# Per-item embeddings of an unfinished embedding run, one .npz file per save.
+PENDING_FOLDER = "pending"
 SHARD_FOLDER = "shards"
 
 # Field -> (kind, allowed ndims). Shapes are checked together in check_fields.
@@ -171,9 +172,9 @@ def read_metadata(path):
     """The checked ``store.json`` of the store folder ``path``; a ValueError says what is wrong."""
     file = path / METADATA_FILE
     if not file.is_file():
-        chunks = (path / CHUNK_FOLDER).is_dir()
+        pending = (path / PENDING_FOLDER).is_dir()
         raise ValueError(f"{path}: no {METADATA_FILE}" + (
-            "; this is an unfinished embedding run: run it again to resume." if chunks else
+            "; this is an unfinished embedding run: run it again to resume." if pending else
             "; not an embedding store."))
     try:
         metadata = json.loads(file.read_text())

@@ -22,7 +22,7 @@ CAUSAL_MODEL_CONSTRAINTS = {
     "n_invariant": [Interval(Integral, 1, None, closed="left")],
     "n_variant": [Interval(Integral, 1, None, closed="left")],
     "n_features": [Interval(Integral, 2, None, closed="left")],
-    "n_views": [Interval(Integral, 1, None, closed="left")],
+    "n_augmented": [Interval(Integral, 1, None, closed="left")],
     "spurious_correlation": [Interval(Real, 0, 1, closed="both")],
     "class_separation": [Interval(Real, 0, None, closed="left")],
     "style_scale": [Interval(Real, 0, None, closed="left")],
@@ -47,7 +47,7 @@ def make_invariant_embeddings(
     n_invariant=8,
     n_variant=8,
     n_features=64,
-    n_views=1,
+    n_augmented=1,
     n_text_styles=12,
     spurious_correlation=0.9,
     class_separation=1.5,
@@ -90,7 +90,7 @@ def make_invariant_embeddings(
         Dimensions of the invariant and variant latents.
     n_features : int, default=64
         Embedding dimension; at least ``n_invariant + n_variant``.
-    n_views : int, default=1
+    n_augmented : int, default=1
         Augmented views per image.
     n_text_styles : int, default=12
         Styles per class in the text interventions.
@@ -113,7 +113,7 @@ def make_invariant_embeddings(
     data : :class:`~sklearn.utils.Bunch`
         ``X`` (n_samples, n_features) float32 image embeddings; ``y``;
         ``environments``; ``test_environment`` (int); ``X_views``
-        (n_views, n_samples, n_features); ``prompt_embeddings``
+        (n_augmented, n_samples, n_features); ``prompt_embeddings``
         (n_classes, n_features); ``text_interventions``
         (n_classes * n_text_styles, n_features) with
         ``text_view_groups`` (the class of each row);
@@ -174,7 +174,7 @@ def make_invariant_embeddings(
     X_views = np.stack(
         [
             embed(z_inv, z_var + style_scale * rng.standard_normal(z_var.shape))
-            for _ in range(n_views)
+            for _ in range(n_augmented)
         ]
     )
     prompt_inv = offset + class_means

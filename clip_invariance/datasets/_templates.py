@@ -137,7 +137,7 @@ class_separation, noise, normalize, random_state
         n_invariant=n_invariant,
         n_variant=n_variant,
         n_features=n_features,
-        n_views=max(n_views - 1, 1),
+        n_augmented=max(n_views - 1, 1),
         spurious_correlation=spurious_correlation,
         class_separation=class_separation,
         style_scale=style_scale,

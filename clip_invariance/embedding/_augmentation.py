@@ -1,6 +1,6 @@
 """Image interventions of CLIP-ICM: augmented views that keep the content and change the style.
 
-``images -> (views, view_groups)``: every image gets ``n_views`` augmented
+``images -> (views, view_groups)``: every image gets ``n_augmented`` augmented
 copies, each from one style transform picked at random (colour jitter,
 grayscale, Gaussian blur, invert, posterize, solarize, equalize), and all
 copies of an image share its view-group id. Embed the views with
@@ -81,7 +81,7 @@ class ImageView:
 @validate_params(
     {
         "images": ["array-like"],
-        "n_views": [Interval(Integral, 1, None, closed="left")],
+        "n_augmented": [Interval(Integral, 1, None, closed="left")],
         "transforms": [list, tuple, None],
         "strength": [Interval(Real, 0, 1, closed="both"), dict],
         "include_original": ["boolean"],
@@ -92,7 +92,7 @@ class ImageView:
 def make_image_interventions(
     images,
     *,
-    n_views=1,
+    n_augmented=1,
     transforms=None,
     strength=1.0,
     include_original=True,
@@ -104,7 +104,7 @@ def make_image_interventions(
     ----------
     images : list, 1-D array or pandas Series of n images
         Paths, PIL images or arrays, as accepted by the embedder.
-    n_views : int, default=1
+    n_augmented : int, default=1
         Augmented views per image (the paper uses one).
     transforms : list of str, default=None
         Which transforms to pick from, uniformly per view; ``None`` means all
@@ -139,7 +139,7 @@ def make_image_interventions(
     >>> import numpy as np
     >>> from clip_invariance.embedding import make_image_interventions
     >>> images = [np.zeros((8, 8, 3), dtype=np.uint8), np.ones((8, 8), dtype=np.uint8)]
-    >>> views, view_groups = make_image_interventions(images, n_views=2, random_state=0)
+    >>> views, view_groups = make_image_interventions(images, n_augmented=2, random_state=0)
     >>> len(views), view_groups.tolist()
     (6, [0, 1, 0, 1, 0, 1])
     >>> views[2].load_image().size
@@ -160,12 +160,12 @@ def make_image_interventions(
     seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
 
     views = list(images) if include_original else []
-    for v in range(n_views):
+    for v in range(n_augmented):
         for i, image in enumerate(images):
             rng = np.random.default_rng([seed, v, i])
             name = names[rng.integers(len(names))]
             views.append(ImageView(image, name, _DRAW[name](rng, strengths[name])))
-    n_total = n_views + bool(include_original)
+    n_total = n_augmented + bool(include_original)
     return views, np.tile(np.arange(len(images)), n_total)
 
 

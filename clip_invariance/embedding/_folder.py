@@ -2,8 +2,9 @@
 
 The data path is ``folder listing (with a shard, its part) -> every argument
 and the weights checked -> one key per item (image, view, text) -> items
-already in the store or its chunks are reused -> the others embedded chunk by
-chunk, each chunk saved at once -> the store assembled and swapped in``. An item's key is a digest of
+already in the store or its pending files are reused -> the others embedded
+``save_every`` items at a time, each part saved at once -> the store assembled
+and swapped in``. An item's key is a digest of
 the model's identity and what determines the embedding: the image's path
 under the root, size and modification time; for a view also its index, the
 seed and the drawn transform; for a text the string. So an interrupted run
@@ -27,7 +28,7 @@ from ..datasets import (
     load_embeddings,
     load_image_folder,
     save_embeddings,
-    write_chunk,
+    save_pending,
 )
 from ._augmentation import make_image_interventions
 from ._cache import digest
@@ -54,13 +55,13 @@ TEXT_TEMPLATE = "a {style} of a {classname}{setting}."
         "device": [str],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "num_workers": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
-        "n_views": [Interval(Integral, 0, None, closed="left")],
+        "n_augmented": [Interval(Integral, 0, None, closed="left")],
         "template": [str],
         "ensemble_templates": [StrOptions({"simple", "openai"}), list, tuple, None],
         "text_styles": [list, tuple, None],
         "text_settings": [list, tuple],
         "random_state": [Interval(Integral, 0, None, closed="left")],
-        "chunk_size": [Interval(Integral, 1, None, closed="left")],
+        "save_every": [Interval(Integral, 1, None, closed="left")],
         "progress": ["boolean"],
         "shard": [tuple, None],
     },
@@ -75,13 +76,13 @@ def embed_image_folder(
     device="auto",
     batch_size=64,
     num_workers="auto",
-    n_views=1,
+    n_augmented=1,
     template="a photo of a {}.",
     ensemble_templates="simple",
     text_styles=DEFAULT_STYLES,
     text_settings=DEFAULT_SETTINGS,
     random_state=0,
-    chunk_size=512,
+    save_every=512,
     progress=True,
     shard=None,
 ):
@@ -89,9 +90,9 @@ def embed_image_folder(
 
     Everything cheap is checked before anything is embedded: the arguments,
     the folder and its layout, the store path, the templates, and the weights
-    (loaded once). Then the originals, ``n_views`` augmented views of each
+    (loaded once). Then the originals, ``n_augmented`` augmented views of each
     image, the class prompts (``template`` and the ensemble) and the text
-    interventions are embedded in chunks of ``chunk_size`` items, each saved
+    interventions are embedded ``save_every`` items at a time, each part saved
     under per-item keys as soon as it is done; the finished store replaces the
     previous one, and a second run over an unchanged folder embeds nothing.
 
@@ -104,7 +105,7 @@ def embed_image_folder(
         replaced).
     model_name, pretrained, device, batch_size, num_workers
         As in :class:`~clip_invariance.CLIPEmbedder`.
-    n_views : int, default=1
+    n_augmented : int, default=1
         Augmented views per image (:func:`~clip_invariance.embedding.make_image_interventions`);
         0 embeds the originals only.
     template : str, default="a photo of a {}."
@@ -119,7 +120,7 @@ def embed_image_folder(
     random_state : int, default=0
         Seed of the augmentations. Each image's views depend only on it and
         the image's path under ``root``, so adding a file changes no other view.
-    chunk_size : int, default=512
+    save_every : int, default=512
         Items embedded and saved together: the most work an interruption loses.
     progress : bool, default=True
         Show a progress bar over items (those found in the store count as done).
@@ -204,10 +205,12 @@ def embed_image_folder(
     model_key = digest(model)
 
     # One key per item; the item keys of a field have the field's shape without its last axis.
-    views = image_folder_views(data.paths, root, n_views=n_views, random_state=random_state)
+    views = image_folder_views(data.paths, root, n_augmented=n_augmented, random_state=random_state)
     image_items = [(digest((model_key, view_key)), view) for _, image in views for view_key, view in image]
-    image_keys = np.array([key for key, _ in image_items], dtype=str).reshape(len(views), 1 + n_views)
-    item_keys = {"X": image_keys[:, 0], "views": image_keys[:, 1:]} if n_views else {"X": image_keys[:, 0]}
+    image_keys = np.array([key for key, _ in image_items], dtype=str).reshape(len(views), 1 + n_augmented)
+    item_keys = {"X": image_keys[:, 0]}
+    if n_augmented:
+        item_keys["views"] = image_keys[:, 1:]
     text_items = []
     for name, texts_of_field in strings.items():
         flat = np.ravel(texts_of_field).tolist()
@@ -220,10 +223,10 @@ def embed_image_folder(
     n_items = len({key for key, _ in image_items + text_items})
     with _progress_bar(progress, n_items, n_items - sum(map(len, todo.values())), model_name) as bar:
         for modality, items in todo.items():  # texts first: seconds, and then only images remain
-            for start in range(0, len(items), chunk_size):
-                keys, inputs = zip(*items[start : start + chunk_size])
+            for start in range(0, len(items), save_every):
+                keys, inputs = zip(*items[start : start + save_every])
                 embeddings = encoders[modality].transform(list(inputs))
-                write_chunk(store, keys, embeddings)
+                save_pending(store, keys, embeddings)
                 known.update(zip(keys, embeddings))
                 bar.update(len(keys))
 
@@ -235,7 +238,8 @@ def embed_image_folder(
         "model": model,
         "device": getattr(images, "device_", device),
         "root": str(root),
-        "images": {"n_views": n_views, "random_state": random_state, "transforms": "all", "strength": 1.0},
+        "images": {"n_augmented": n_augmented, "random_state": random_state, "transforms": "all",
+                   "strength": 1.0},
         "prompts": {"template": template, "ensemble_templates": _template_strings(ensemble_templates)},
         "text_interventions": None if texts is None else {
             "template": TEXT_TEMPLATE, "styles": list(text_styles), "settings": list(text_settings)},
@@ -248,8 +252,8 @@ def embed_image_folder(
     return load_embeddings(store)
 
 
-def image_folder_views(paths, root, *, n_views, random_state):
-    """Each image's identity and its views: the original, then ``n_views`` augmented ones.
+def image_folder_views(paths, root, *, n_augmented, random_state):
+    """Each image's identity and its views: the original, then ``n_augmented`` augmented ones.
 
     An image's views are drawn by
     :func:`~clip_invariance.embedding.make_image_interventions` from a
@@ -262,7 +266,7 @@ def image_folder_views(paths, root, *, n_views, random_state):
         Image files under ``root``.
     root : str or path
         The folder the identities are relative to.
-    n_views : int
+    n_augmented : int
         Augmented views per image.
     random_state : int
         Seed of the augmentations.
@@ -271,7 +275,7 @@ def image_folder_views(paths, root, *, n_views, random_state):
     -------
     views : list of (tuple, list)
         Per image, its identity ``("file", path under root, size,
-        modification time in ns)`` and its ``1 + n_views`` views (the path,
+        modification time in ns)`` and its ``1 + n_augmented`` views (the path,
         then :class:`~clip_invariance.embedding.ImageView` recipes), each
         view given as its identity and the input to embed.
 
@@ -283,7 +287,7 @@ def image_folder_views(paths, root, *, n_views, random_state):
     >>> root = Path(tempfile.mkdtemp())
     >>> _ = (root / "a.png").write_bytes(b"123")
     >>> [(identity, [key[0] for key, _ in views])
-    ...  for identity, views in image_folder_views([root / "a.png"], root, n_views=2, random_state=0)]
+    ...  for identity, views in image_folder_views([root / "a.png"], root, n_augmented=2, random_state=0)]
     [(('file', 'a.png', 3, ...), ['original', 'view', 'view'])]
     """
     out = []
@@ -292,10 +296,10 @@ def image_folder_views(paths, root, *, n_views, random_state):
         stat = os.stat(path)
         identity = ("file", Path(os.path.relpath(path, root)).as_posix(), stat.st_size, stat.st_mtime_ns)
         views = [(("original", identity), path)]
-        if n_views:
+        if n_augmented:
             seed = int.from_bytes(hashlib.blake2b(repr((random_state, identity[1])).encode(),
                                                   digest_size=4).digest(), "little") >> 1
-            augmented, _ = make_image_interventions([path], n_views=n_views, include_original=False,
+            augmented, _ = make_image_interventions([path], n_augmented=n_augmented, include_original=False,
                                                     random_state=seed)
             views += [(("view", v + 1, random_state, view.cache_key(identity)), view)
                       for v, view in enumerate(augmented)]

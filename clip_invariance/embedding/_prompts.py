@@ -237,7 +237,7 @@ def encode_prompts(encoder, prompts, batch_size=256):
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
 
-    chunks = []
+    parts = []
     for start in range(0, len(flat), batch_size):
         batch = flat[start : start + batch_size]
         out = _to_numpy(encoder(batch))
@@ -246,8 +246,8 @@ def encode_prompts(encoder, prompts, batch_size=256):
                 f"encoder returned shape {out.shape} for {len(batch)} strings; "
                 "expected (n_strings, n_features)."
             )
-        chunks.append(out)
-    embeddings = np.concatenate(chunks)
+        parts.append(out)
+    embeddings = np.concatenate(parts)
     if not np.all(np.isfinite(embeddings)):
         raise ValueError("encoder returned NaN or infinite values.")
     if nested:

@@ -76,7 +76,7 @@ def evaluate_synthetic(n_samples=2000, normalize=False, n_components=None, lam=1
     if k > data.X.shape[1]:
         raise ValueError(f"n_components={k} must be at most the embedding size, {data.X.shape[1]}.")
     text = {
-        "interventions": data.text_interventions,
+        "intervention_embeddings": data.text_interventions,
         "intervention_view_groups": data.text_view_groups,
     }
 

@@ -182,7 +182,7 @@ def evaluate_store(store, *, protocol="dg", methods=None, interventions=None, se
 
 
 def evaluate_image_folder(root, store, *, model_name="ViT-B-32", pretrained="openai", device="auto",
-                          batch_size=64, n_views=1, random_state=0, progress=False, **evaluate_kwargs):
+                          batch_size=64, n_augmented=1, random_state=0, progress=False, **evaluate_kwargs):
     """Embed an image folder into a store (resumably), then :func:`evaluate_store` on it.
 
     Every argument, the evaluation's included, is checked before the first
@@ -198,7 +198,7 @@ def evaluate_image_folder(root, store, *, model_name="ViT-B-32", pretrained="ope
         Folder laid out as ``<environment>/<class>/<image>``.
     store : str or path
         Where the embeddings are kept (created, or resumed).
-    model_name, pretrained, device, batch_size, n_views, random_state
+    model_name, pretrained, device, batch_size, n_augmented, random_state
         As in :func:`~clip_invariance.embedding.embed_image_folder`.
     progress : bool, default=False
         Progress bars while embedding and evaluating.
@@ -223,14 +223,14 @@ def evaluate_image_folder(root, store, *, model_name="ViT-B-32", pretrained="ope
                          f"{data.environment_names}.")
     embedder = CLIPEmbedder(model_name, pretrained, device=device, batch_size=batch_size, progress=False)
     dim = embedder.fit().embedding_dim_  # loads the weights once: the store's embedder reuses them
-    plan_evaluation(_placeholder_store(data, dim, n_views), **plan_arguments)
+    plan_evaluation(_placeholder_store(data, dim, n_augmented), **plan_arguments)
     embedded = embed_image_folder(root, store, model_name=model_name, pretrained=pretrained, device=device,
-                                  batch_size=batch_size, n_views=n_views, random_state=random_state,
+                                  batch_size=batch_size, n_augmented=n_augmented, random_state=random_state,
                                   progress=progress)
     return evaluate_store(embedded, **plan_arguments)
 
 
-def _placeholder_store(data, dim, n_views):
+def _placeholder_store(data, dim, n_augmented):
     """What embed_image_folder will store, with zero-cost zero arrays in place of embeddings."""
     from ..embedding import DEFAULT_SETTINGS, DEFAULT_STYLES, get_templates, text_interventions_with_styles
 
@@ -243,7 +243,7 @@ def _placeholder_store(data, dim, n_views):
     )
     return Bunch(
         X=zeros(n, dim), y=data.y, environments=data.environments,
-        views=zeros(n, n_views, dim) if n_views else None,
+        views=zeros(n, n_augmented, dim) if n_augmented else None,
         class_names=data.class_names, environment_names=data.environment_names,
         prompt_embeddings=zeros(n_classes, dim),
         prompt_ensemble_embeddings=zeros(len(get_templates("simple")), n_classes, dim),

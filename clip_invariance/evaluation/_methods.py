@@ -175,7 +175,7 @@ def make_method(method, *, grids, prompts=None, classes=None, text_interventions
         raise ValueError(f"Unknown method {method!r}; choose from {list(METHODS)}.")
     projector = None
     if method in ICM_METHODS:
-        projector = InvariantProjector(interventions=text_interventions,
+        projector = InvariantProjector(intervention_embeddings=text_interventions,
                                        intervention_view_groups=text_view_groups)
     if method in ("zero-shot", "zero-shot-icm"):
         estimator = ZeroShotInvariantClassifier(prompts, classes=classes, projector=projector)

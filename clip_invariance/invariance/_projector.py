@@ -65,7 +65,7 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     1. ``view_groups`` passed to :meth:`fit`: rows of ``X`` sharing a group id are
        interventional views of one content (an image and its augmented copies).
        See :func:`clip_invariance.views.stack_views`.
-    2. ``interventions`` / ``intervention_view_groups`` given to the constructor:
+    2. ``intervention_embeddings`` / ``intervention_view_groups`` given to the constructor:
        fixed extra interventional embeddings, e.g. text prompts describing one
        class under several domains. Pooled with 1. when both are present (each
        source weighs equally).
@@ -90,11 +90,11 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         formula is divided by ``lam_scale_`` to give this one.
     solver : {"ratio", "difference"}, default="ratio"
         Which objective to solve, see above.
-    interventions : array-like of shape (n_interventions, n_features), default=None
-        Fixed extra interventional embeddings (e.g. text-based interventions).
+    intervention_embeddings : array-like of shape (n_interventions, n_features), default=None
+        Fixed extra interventional embeddings (e.g. the embeddings of text interventions).
     intervention_view_groups : array-like of shape (n_interventions,), default=None
-        Group id of each row of ``interventions``; rows sharing an id describe
-        the same content. Required when ``interventions`` is given.
+        Group id of each row of ``intervention_embeddings``; rows sharing an id
+        describe the same content. Required when ``intervention_embeddings`` is given.
 
     Attributes
     ----------
@@ -118,12 +118,12 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         the units of ``X`` (inf where those overflow float64).
     nuisance_scatter_ : ndarray of shape (n_features, n_features)
         :math:`S_\Delta`, derived likewise (with the constructor's
-        ``interventions``).
+        ``intervention_embeddings``).
     lam_scale_ : float
         :math:`\operatorname{tr} S_Z / \operatorname{tr} S_\Delta`.
     intervention_source_ : str
-        Which source was used: ``"view_groups"``, ``"interventions"``,
-        ``"view_groups+interventions"``, ``"environments"`` or ``"labels"``.
+        Which source was used: ``"view_groups"``, ``"intervention_embeddings"``,
+        ``"view_groups+intervention_embeddings"``, ``"environments"`` or ``"labels"``.
     n_samples_seen_ : int
         Rows of ``X`` seen so far.
     n_features_in_ : int
@@ -157,7 +157,7 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         "n_components": [Interval(Integral, 1, None, closed="left"), None],
         "lam": [Interval(Real, 0, None, closed="left")],
         "solver": [StrOptions({"ratio", "difference"})],
-        "interventions": ["array-like", None],
+        "intervention_embeddings": ["array-like", None],
         "intervention_view_groups": ["array-like", None],
     }
 
@@ -167,13 +167,13 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         *,
         lam=10.0,
         solver="ratio",
-        interventions=None,
+        intervention_embeddings=None,
         intervention_view_groups=None,
     ):
         self.n_components = n_components
         self.lam = lam
         self.solver = solver
-        self.interventions = interventions
+        self.intervention_embeddings = intervention_embeddings
         self.intervention_view_groups = intervention_view_groups
 
     # ------------------------------------------------------------------ fit
@@ -281,7 +281,7 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     def _fit_statistics(self, statistics, source, dtype, *, reset):
         """Nuisance scatter -> solver -> components, from the statistics of every row seen."""
         fixed_scatter = None
-        if "interventions" in source:  # fixed data: computed once per fit, not per partial_fit
+        if "intervention_embeddings" in source:  # fixed data: computed once per fit, not per partial_fit
             fixed_scatter = None if reset else self._fixed_scatter
             if fixed_scatter is None:
                 fixed_scatter = self._fixed_intervention_scatter(statistics.gram.shape[0])
@@ -308,11 +308,12 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
     def _fixed_intervention_scatter(self, d):
         """Nuisance scatter of the constructor's interventions and its exponent."""
         if self.intervention_view_groups is None:
-            raise ValueError("interventions were given without intervention_view_groups: say which rows "
-                             "describe the same content.")
-        extra = check_array(self.interventions, dtype=[np.float64, np.float32], input_name="interventions")
+            raise ValueError("intervention_embeddings were given without intervention_view_groups: say "
+                             "which rows describe the same content.")
+        extra = check_array(self.intervention_embeddings, dtype=[np.float64, np.float32],
+                            input_name="intervention_embeddings")
         if extra.shape[1] != d:
-            raise ValueError(f"interventions have {extra.shape[1]} features but X has {d}.")
+            raise ValueError(f"intervention_embeddings have {extra.shape[1]} features but X has {d}.")
         groups = check_labels(self.intervention_view_groups, extra.shape[0], "intervention_view_groups")
         statistics = InterventionStatistics.from_block(extra, view_groups=groups)
         return statistics.group_nuisance("intervention_view_groups"), statistics.exponent
@@ -401,9 +402,9 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
 # ------------------------------------------------------------ source, state
 def _choose_source(view_groups, has_fixed, environments, y):
     if view_groups is not None:
-        return "view_groups+interventions" if has_fixed else "view_groups"
+        return "view_groups+intervention_embeddings" if has_fixed else "view_groups"
     if has_fixed:
-        return "interventions"
+        return "intervention_embeddings"
     if environments is not None:
         return "environments"
     if y is not None:
@@ -411,14 +412,14 @@ def _choose_source(view_groups, has_fixed, environments, y):
     raise ValueError(
         "InvariantProjector needs interventional data. Pass `view_groups` (rows that "
         "are views of the same content share an id; see stack_views), give "
-        "`interventions` and `intervention_view_groups` to the constructor, pass "
+        "`intervention_embeddings` and `intervention_view_groups` to the constructor, pass "
         "`environments` together with `y`, or at least `y`."
     )
 
 
 def _source_and_labels(projector, view_groups, environments, y, target_type):
     """The intervention source and the labels that ``from_block`` needs for it."""
-    source = _choose_source(view_groups, projector.interventions is not None, environments, y)
+    source = _choose_source(view_groups, projector.intervention_embeddings is not None, environments, y)
     if source in ("environments", "labels"):
         if target_type(y).startswith("continuous"):
             raise ValueError("y looks continuous (floats that are not whole numbers): the projector "
@@ -461,7 +462,8 @@ def _unit_average_eigenvalue(gram, nuisance, dtype):
     d = gram.shape[0]
     trace_z, trace_d = np.trace(gram), np.trace(nuisance)
     if not (np.isfinite(trace_z) and np.isfinite(trace_d)):
-        raise ValueError("The second moments overflowed: interventions and X differ too much in scale.")
+        raise ValueError("The second moments overflowed: intervention_embeddings and X differ too much in "
+                         "scale.")
     if not trace_z > 0:
         raise ValueError("X is all zeros: there is no variance to keep.")
     if not trace_d > 0:

@@ -2,7 +2,7 @@
 
 Every statistic is a sum over rows, so the statistics of a concatenation of
 blocks are the sum of the blocks' statistics: ``partial_fit`` adds them batch
-by batch, and a distributed fit can compute them per chunk on workers and add
+by batch, and a distributed fit can compute them per dask chunk on workers and add
 them up. Plain numpy, float64 sums, no estimator state, picklable.
 
 From one block of rows ``X`` (``n`` rows, ``D`` features) and its labels:
@@ -33,7 +33,7 @@ __all__ = ["InterventionStatistics"]
 
 # Rows gathered per block when forming within-group contrasts; small enough to
 # stay in cache, large enough for BLAS to run at full speed.
-_CHUNK_ROWS = 16384
+_BLOCK_ROWS = 16384
 
 
 @dataclass(eq=False)
@@ -315,20 +315,20 @@ def _within_group_moments(X, view_groups):
     sizes = np.diff(np.append(starts, n))
     dof = n - starts.size
 
-    # Float64 sums of float32 (or float64) products, one chunk at a time:
+    # Float64 sums of float32 (or float64) products, one block of rows at a time:
     # contrasts -> 2 W, group sums of size m -> sum s s^T (m = 1: already
     # divided by the size). Singletons are groups whose sum is the row.
     twice_within = np.zeros((d, d))
     sums_by_size = {}
     singles = order[starts[sizes == 1]]
-    for lo in range(0, singles.size, _CHUNK_ROWS):
-        block = _rows(X, singles[lo : lo + _CHUNK_ROWS], None)
+    for lo in range(0, singles.size, _BLOCK_ROWS):
+        block = _rows(X, singles[lo : lo + _BLOCK_ROWS], None)
         _accumulate(sums_by_size, 1, block)
 
     multi_starts = starts[sizes > 1]
     multi_sizes = sizes[sizes > 1]
     if multi_starts.size:
-        _helmert_chunks(X, order, multi_starts, multi_sizes, twice_within, sums_by_size)
+        _helmert_blocks(X, order, multi_starts, multi_sizes, twice_within, sums_by_size)
     within = np.multiply(twice_within, 0.5, out=twice_within)  # exact
     gram = within.copy()
     for size, total in sums_by_size.items():
@@ -336,8 +336,8 @@ def _within_group_moments(X, view_groups):
     return gram, within, dof
 
 
-def _helmert_chunks(X, order, starts, sizes, twice_within, sums_by_size):
-    """Add ``2 W`` and the group sums' products of the groups (all of size >= 2), chunk by chunk.
+def _helmert_blocks(X, order, starts, sizes, twice_within, sums_by_size):
+    """Add ``2 W`` and the group sums' products of the groups (all of size >= 2), block by block.
 
     The contrasts are scaled by ``sqrt(2)`` (those of pairs, ``x0 - x1``,
     are then not scaled at all: one pass fewer over the rows), hence ``2 W``.
@@ -345,13 +345,13 @@ def _helmert_chunks(X, order, starts, sizes, twice_within, sums_by_size):
     """
     d, dtype = X.shape[1], X.dtype
     rows_before = np.concatenate([[0], np.cumsum(sizes)])
-    # Buffers reused by every chunk: fresh large arrays cost page faults.
-    max_groups = min(starts.size, _CHUNK_ROWS // 2)
+    # Buffers reused by every block: fresh large arrays cost page faults.
+    max_groups = min(starts.size, _BLOCK_ROWS // 2)
     running_sum, member = (np.empty((max_groups, d), dtype=dtype) for _ in range(2))
-    contrasts = np.empty((min(_CHUNK_ROWS, int(rows_before[-1])), d), dtype=dtype)
+    contrasts = np.empty((min(_BLOCK_ROWS, int(rows_before[-1])), d), dtype=dtype)
     g0 = 0
     while g0 < starts.size:
-        g1 = int(np.searchsorted(rows_before, rows_before[g0] + _CHUNK_ROWS, side="right")) - 1
+        g1 = int(np.searchsorted(rows_before, rows_before[g0] + _BLOCK_ROWS, side="right")) - 1
         g1 = min(max(g1, g0 + 1), starts.size, g0 + max_groups)
         st, sz = starts[g0:g1], sizes[g0:g1]
         g = g1 - g0
