@@ -24,6 +24,7 @@ from .._utils import (
     map_classifier_rows,
     normalize_embeddings,
     project_embeddings,
+    unchanged_on_error,
 )
 from ..views import columns_to_rows, split_columns
 from ._adapters import TemplateAdapters
@@ -270,13 +271,8 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         self : object
             The fitted classifier.
         """
-        previous = vars(self).copy()
-        try:
+        with unchanged_on_error(self):  # a failed fit leaves the classifier as it was
             return self._fit(X, y, environments)
-        except BaseException:  # a failed fit leaves the classifier as it was
-            vars(self).clear()
-            vars(self).update(previous)
-            raise
 
     def _fit(self, X, y, environments):
         X, y = validate_data(self, X, y, dtype=[np.float64, np.float32])
