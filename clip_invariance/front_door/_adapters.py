@@ -70,7 +70,9 @@ class TemplateAdapters:
                     "left and right must have the same shape (n_templates, D, rank), "
                     f"got {left.shape} and {right.shape}."
                 )
-        self.left, self.right, self.maps = left, right, maps
+        self.left = left
+        self.right = right
+        self.maps = maps
 
     @classmethod
     def identity(cls, n_templates, n_features, dtype=np.float64):

@@ -242,15 +242,30 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         random_state=None,
         verbose=False,
     ):
-        self.prompt_embeddings, self.anchor_embeddings = prompt_embeddings, anchor_embeddings
-        self.classes, self.n_views, self.pairing = classes, n_views, pairing
-        self.evidence, self.temperature = evidence, temperature
-        self.beta, self.decoupling_reduction, self.gamma = beta, decoupling_reduction, gamma
-        self.fused_loss, self.kl_annealing_epochs = fused_loss, kl_annealing_epochs
-        self.alpha, self.rank, self.prompt_span = alpha, rank, prompt_span
-        self.learning_rate, self.batch_size, self.max_iter = learning_rate, batch_size, max_iter
-        self.tol, self.n_iter_no_change, self.validation_fraction = tol, n_iter_no_change, validation_fraction
-        self.projector, self.random_state, self.verbose = projector, random_state, verbose
+        self.prompt_embeddings = prompt_embeddings
+        self.anchor_embeddings = anchor_embeddings
+        self.classes = classes
+        self.n_views = n_views
+        self.pairing = pairing
+        self.evidence = evidence
+        self.temperature = temperature
+        self.beta = beta
+        self.decoupling_reduction = decoupling_reduction
+        self.gamma = gamma
+        self.fused_loss = fused_loss
+        self.kl_annealing_epochs = kl_annealing_epochs
+        self.alpha = alpha
+        self.rank = rank
+        self.prompt_span = prompt_span
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.validation_fraction = validation_fraction
+        self.projector = projector
+        self.random_state = random_state
+        self.verbose = verbose
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y, environments=None):
@@ -311,7 +326,8 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
 
         n_templates, _, dim = prompts.shape
         if self.max_iter == 0:
-            adapters, loss_curve = TemplateAdapters.identity(n_templates, dim, views.dtype), []
+            adapters = TemplateAdapters.identity(n_templates, dim, views.dtype)
+            loss_curve = []
         else:
             from ._training import train_adapters  # torch from here on
 
@@ -320,9 +336,13 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
                 views, y_idx, prompts, anchors, pairs, seed=seed, environments=environments,
                 **{name: getattr(self, name) for name in _TRAINING_PARAMS},
             )
-        self.classes_, self.projector_ = classes, projector
-        self.n_templates_, self.pairs_, self.adapters_ = n_templates, pairs, adapters
-        self.n_iter_, self.loss_curve_ = len(loss_curve), loss_curve
+        self.classes_ = classes
+        self.projector_ = projector
+        self.n_templates_ = n_templates
+        self.pairs_ = pairs
+        self.adapters_ = adapters
+        self.n_iter_ = len(loss_curve)
+        self.loss_curve_ = loss_curve
         self.class_embeddings_ = l2_normalize(adapters.apply(prompts)).astype(views.dtype)
         return self
 
@@ -469,8 +489,10 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         info = np.finfo(views.dtype)
         bad = ~((squares >= views.shape[2] * info.tiny / info.eps) & (squares < np.inf))[..., 0]
         if bad.any():  # only those rows change: a row's scores do not depend on the batch
-            unit, views = self._normalize_views(views), views.copy()
-            views[bad], squares[bad] = unit[bad], 1.0
+            unit = self._normalize_views(views)
+            views = views.copy()
+            views[bad] = unit[bad]
+            squares[bad] = 1.0
         return views, self.temperature / np.sqrt(squares)
 
     def _scores(self, X):
