@@ -343,7 +343,10 @@ class NpyBlocks:
     """
 
     def __init__(self, file, shape, dtype, check=None):
-        self.file, self.shape, self.dtype, self.check = os.fspath(file), tuple(shape), np.dtype(dtype), check
+        self.file = os.fspath(file)
+        self.shape = tuple(shape)
+        self.dtype = np.dtype(dtype)
+        self.check = check
         self.ndim = len(self.shape)
         self._array = None
 

@@ -73,7 +73,9 @@ class _EmbeddingCache:
         self.dim = dim
         buffer = io.BytesIO()
         np.save(buffer, np.zeros(dim, dtype=np.float32))
-        self.size, self.header = buffer.tell(), buffer.getvalue()[: -4 * dim]
+        # An entry of ours is this header followed by the row's bytes: compared, never parsed.
+        self.size = buffer.tell()
+        self.header = buffer.getvalue()[: -4 * dim]
 
     def _path(self, key):
         name = digest(key)

@@ -38,11 +38,13 @@ class CLIPEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
     Parameters
     ----------
     model_name : str, default="ViT-B-32"
-        open_clip architecture, or ``"hf-hub:org/repo"`` / ``"local-dir:/path"``
-        (then ``pretrained`` is ignored, as in open_clip). A checkpoint *file*
-        of OpenAI weights needs a ``-quickgelu`` name (``"ViT-B-32-quickgelu"``),
-        or the embeddings are degraded: a warning says so when the file name
-        contains "openai" (a pretrained *tag* sets QuickGELU by itself).
+        open_clip architecture, or ``"hf-hub:org/repo"`` /
+        ``"local-dir:/path"`` (then ``pretrained`` is ignored, as in open_clip).
+        OpenAI checkpoints were trained with QuickGELU: with a pretrained
+        *tag* open_clip switches it on by itself; with a checkpoint *file*
+        use a ``-quickgelu`` name (e.g. ``"ViT-B-32-quickgelu"``), otherwise
+        the embeddings are silently degraded (a warning is issued when the
+        file name contains "openai").
     pretrained : str, path or None, default="openai"
         open_clip pretrained tag (looked up in the local cache first; when it
         is not cached and the hub cannot be reached, an OSError comes at once
@@ -74,13 +76,15 @@ class CLIPEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
     modality : {"image", "text"}, default="image"
         What :meth:`transform` embeds.
     memory : str, path or joblib.Memory, default=None
-        Folder of an embedding cache: one ``.npy`` file per input, keyed on
-        the model and the input (a file's absolute path, size and modification
-        time; an array's pixels; a view's recipe; the text), so no input is
-        embedded twice, whatever the batch size or order, and the work done
-        before a failure is kept. Entries are read with ``allow_pickle=False``;
-        a damaged one is recomputed with a warning. Of a ``joblib.Memory``
-        only the ``location`` is used.
+        Folder of an embedding cache. Each input's embedding is one ``.npy``
+        file under the model's identity and the input's identity (a file's
+        absolute path, size and modification time; the pixels of an
+        in-memory image; a view's recipe; the text), so re-embedding the same
+        inputs is free whatever the batch size or order, adding inputs embeds
+        only those, and the work done before a failure is kept. Entries are
+        read with ``allow_pickle=False``; a damaged one is recomputed with a
+        warning. A ``joblib.Memory`` is accepted for scikit-learn habits: only
+        its ``location`` is used (``None``: no cache).
     progress : bool or "auto", default="auto"
         Show a tqdm bar over batches; ``"auto"`` shows it when there are more
         than 10 batches and stderr is a terminal.
