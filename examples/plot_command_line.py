@@ -18,7 +18,7 @@ held-out environment, and writes ``results.csv``, ``results.md`` and
 ``config.json``.
 
 This example makes a tiny folder of generated images, runs both commands
-through :mod:`subprocess` (``python -m clip_invariance.cli`` is the same
+through :mod:`subprocess` (``python -m clip_invariance`` is the same
 program as the ``clip-invariance`` script) and plots ``results.csv`` with
 :func:`clip_invariance.evaluation.plot_results`.
 
@@ -113,7 +113,7 @@ env["PYTHONPATH"] = os.pathsep.join(
 
 
 def run(*arguments, echo=True):
-    command = [sys.executable, "-m", "clip_invariance.cli", *map(str, arguments)]
+    command = [sys.executable, "-m", "clip_invariance", *map(str, arguments)]
     print("$ clip-invariance " + " ".join(map(str, arguments)))
     done = subprocess.run(command, capture_output=True, text=True, env=env)
     if echo:

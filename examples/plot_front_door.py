@@ -20,7 +20,7 @@ the projector on the image and its views (one view group per image) and
 scores views, prompts and anchors in the invariant subspace: it is the
 recommended use whenever augmented views or text interventions exist. We
 then read the fused uncertainty of that path with a risk-coverage curve
-(:mod:`clip_invariance.evaluation`), and predict new classes from their
+(:func:`~clip_invariance.evaluation.risk_coverage_curve`), and predict new classes from their
 prompts alone with
 :meth:`~clip_invariance.FrontDoorEnsembleClassifier.with_prompts`.
 """

@@ -42,7 +42,7 @@ N_TEXT_STYLES = 12
 # Same classes, new environment: where the interventions come from
 # -----------------------------------------------------------------
 # Image-only: the projector sees image/augmentation pairs (``view_groups``).
-# Text-only: it sees text interventions (its ``interventions`` parameter).
+# Text-only: it sees text interventions (its ``intervention_embeddings``).
 # Both: it pools the two. Zero-shot CLIP has no projector. No classifier here
 # uses a label.
 
