@@ -4,7 +4,7 @@ Embeddings larger than one machine's memory arrive as a dask array chunked
 along rows. Prediction is row-wise, so ``transform`` and ``predict`` of a
 dask array are the in-memory methods mapped lazily over the chunks
 (:func:`map_rows`, :func:`map_classifier_rows`); the projector's fit sums
-per-chunk statistics (``clip_invariance.invariance``).
+per-chunk statistics (``invariance/_chunked.py``).
 
 dask is imported here only once the input is a dask array:
 :func:`is_dask_array` recognises one without importing dask, so

@@ -5,7 +5,8 @@ in batches -> decode and preprocess (DataLoader workers,
 :func:`~clip_invariance.embedding.read_image`) -> batched forward -> float32
 embeddings -> written to the cache``. torch and open_clip are imported inside
 the functions that need them, so importing this module is cheap; the loaded
-model lives in :mod:`clip_invariance.embedding`, never on the estimator.
+model lives in the process-wide cache of ``_backbone.py``, never on the
+estimator.
 
 The embedding cache (``memory=``) is in ``_cache.py``.
 """

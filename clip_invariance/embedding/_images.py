@@ -2,7 +2,7 @@
 
 The data path is ``path, PIL image, array or lazy view -> decode -> RGB``:
 :func:`read_image` is what :class:`~clip_invariance.CLIPEmbedder`'s DataLoader
-workers and the augmented views of :mod:`clip_invariance.embedding` call
+workers and the augmented views of ``_augmentation.py`` call
 on every image. It handles what real datasets contain: EXIF rotation,
 grayscale, palette, 16-bit, CMYK and transparent images (composited on
 white), and refuses empty, NaN or out-of-range arrays with a message that

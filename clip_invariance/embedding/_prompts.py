@@ -120,8 +120,8 @@ def make_text_interventions(
     exactly what the invariant projection needs. All style x setting
     combinations are generated, and each string's group id is its class
     index, so once embedded they go straight into
-    :class:`~clip_invariance.InvariantProjector` as ``interventions`` and
-    ``intervention_view_groups``.
+    :class:`~clip_invariance.InvariantProjector` as ``intervention_embeddings``
+    and ``intervention_view_groups``.
 
     Parameters
     ----------

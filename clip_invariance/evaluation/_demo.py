@@ -6,7 +6,8 @@ where the true invariant subspace is known, so it can report how well the
 subspace was recovered next to the accuracies. It needs no weights and no
 network and runs in seconds. It returns plain rows (dictionaries); printing
 is the command line's job. Evaluations that choose hyper-parameters without
-the target are :mod:`clip_invariance.evaluation`'s.
+the target are :func:`~clip_invariance.evaluation.evaluate_store`'s
+(``_evaluate.py``).
 """
 
 from numbers import Integral, Real

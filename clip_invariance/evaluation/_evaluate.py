@@ -4,14 +4,16 @@ The data path is ``store -> every argument checked against it -> for each
 protocol, target, seed and method: selection splits on the sources -> grid
 search -> fit on the sources' training parts -> accuracy on the target -> one
 tidy row per split``. :func:`evaluate_store` returns those rows as a pandas
-DataFrame; :mod:`clip_invariance.evaluation` writes them as files and plots.
+DataFrame; ``_reporting.py`` writes them as files and plots
+(:func:`~clip_invariance.evaluation.write_results`).
 
 Protocols: ``"dg"``, DomainBed's leave-one-domain-out (CLIP-ICM Table 1);
 ``"open-class"``, the same rounds with the classes split into base (the first
 half) and new (CLIP-ICM Table 2, and CDC's base-to-new for the front door):
 the projector and the classifiers learn from base classes of the sources
 only, and the prompt methods predict the new classes through
-``with_prompts``. Selection rules: :mod:`clip_invariance.evaluation`.
+``with_prompts``. Selection rules: ``_protocols.py``
+(:func:`~clip_invariance.evaluation.selection_splits`).
 
 Rows layout of a store: the originals ``X`` first, then each round of views
 ``views[:, v]``, with ``view_groups = tile(arange(n), V + 1)``; the front door
@@ -73,7 +75,7 @@ def evaluate_store(store, *, protocol="dg", methods=None, interventions=None, se
         Leave-one-domain-out, its base/new class split, or both.
     methods : list of str or None, default=None
         Among ``zero-shot, zero-shot-icm, probe, probe-icm, front-door,
-        front-door-icm`` (:mod:`clip_invariance.evaluation`). ``None``: every
+        front-door-icm`` (:data:`METHODS`). ``None``: every
         method the store supports, the others skipped with a warning (the
         prompt methods without prompts; the invariant ones without any
         intervention). A method asked for that the store cannot run is an error.
@@ -86,7 +88,7 @@ def evaluate_store(store, *, protocol="dg", methods=None, interventions=None, se
         One round per seed: the seed draws the sources' 80/20 split (and the
         front door's training).
     selection : {"source-val", "lodo-cv", "views-val", "oracle"} or None, default=None
-        How hyper-parameters are chosen (:mod:`clip_invariance.evaluation`);
+        How hyper-parameters are chosen (:data:`SELECTION_RULES`);
         ``"oracle"`` peeks at the target and every row says so in its
         ``selection`` column. ``None``: :data:`DEFAULT_SELECTION`,
         ``"views-val"``, which picked closest to the oracle on synthetic

@@ -240,7 +240,8 @@ class FirstViewsProjector(TransformerMixin, BaseEstimator):
     :class:`~clip_invariance.FrontDoorEnsembleClassifier` fits its projector
     on every view with their view groups (image interventions). Wrapped in
     this, the projector sees the originals alone, so an ``InvariantProjector``
-    with fixed ``interventions`` learns from them only (text interventions).
+    with fixed ``intervention_embeddings`` learns from them only (text
+    interventions).
 
     Parameters
     ----------

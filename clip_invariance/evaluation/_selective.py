@@ -4,8 +4,10 @@ A classifier that may abstain keeps the predictions whose confidence reaches
 a threshold ``t`` and hands the others back. Its *coverage* is the fraction
 kept and its *selective risk* the error rate among the kept. These functions
 work with any confidence (larger means surer), in the style of
-:mod:`sklearn.metrics`: ``1 - FrontDoorEnsembleClassifier.predict_uncertainty(X)``,
-the largest ``predict_proba`` of any classifier, a margin.
+:mod:`sklearn.metrics`: the largest ``predict_proba`` of any classifier, a
+margin, or ``-U`` for the front door's fused uncertainty
+``U = FrontDoorEnsembleClassifier.predict_uncertainty(X)`` (not ``1 - U``,
+which rounds to exactly 1 when ``U`` is tiny).
 
 Samples of equal confidence are kept or dropped together: a threshold
 cannot split a tie, so every curve here moves from one distinct confidence

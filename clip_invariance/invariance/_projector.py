@@ -2,7 +2,7 @@
 
 The data path, in the order :meth:`InvariantProjector.fit` reads:
 ``validate -> sufficient statistics -> nuisance scatter -> solver -> components``.
-The statistics (:mod:`clip_invariance.invariance`) are ``(D, D)`` sums over
+The statistics (``_statistics.py``) are ``(D, D)`` sums over
 the rows, accumulated in one pass (``partial_fit`` adds them batch by batch);
 the solver is a symmetric eigenproblem on them, so fitting costs ``O(N D^2)``
 time and ``O(D^2)`` memory beyond ``X``.
@@ -188,7 +188,7 @@ class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         X : array-like of shape (n_samples, n_features)
             Embeddings (raw or L2-normalised). A dask array, chunked along rows
             with complete view groups per chunk, is reduced chunk by chunk on
-            the workers (:func:`~clip_invariance.invariance._chunked.chunked_statistics`);
+            the workers (:func:`~clip_invariance.invariance.chunked_statistics`);
             its labels may be dask arrays too.
         y : array-like of shape (n_samples,), default=None
             Class labels; used with ``environments``, or alone as the weakest
