@@ -63,6 +63,18 @@ def skip_metadata_request_setters(app, what, name, obj, skip, options):
     return None
 
 
+def drop_inherited_type_docstrings(app, what, name, obj, options, lines):
+    """Leave out the docstring of a constant's type (``tuple``, ``str``) that autodoc would show.
+
+    A constant a subpackage re-exports (``METHODS``, ``IMAGE_TRANSFORMS``) has no docstring of its own,
+    so autodoc falls back to its type's ("Built-in immutable sequence..."); the API page writes what
+    each constant means under its ``autodata`` directive instead.
+    """
+    type_doc = type(obj).__doc__
+    if what == "data" and type_doc and " ".join(" ".join(lines).split()) == " ".join(type_doc.split()):
+        lines.clear()
+
+
 def build_figures(app):
     """Draw the causal graphs and compute the guide's tables, into docs/_generated (not in git)."""
     for script in ("causal_graphs.py", "demo_table.py", "projection_table.py"):
@@ -71,4 +83,5 @@ def build_figures(app):
 
 def setup(app):
     app.connect("autodoc-skip-member", skip_metadata_request_setters)
+    app.connect("autodoc-process-docstring", drop_inherited_type_docstrings, priority=400)  # before numpydoc
     app.connect("builder-inited", build_figures)

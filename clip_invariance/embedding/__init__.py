@@ -1,12 +1,18 @@
-"""Images and texts -> CLIP embeddings: the only part of the package that runs torch and open_clip.
+"""Images and texts -> CLIP embeddings: the only subpackage that runs torch and open_clip.
 
-:class:`CLIPEmbedder` embeds images or texts with a frozen open_clip model
-(its per-input cache in ``_cache.py``, the loaded models in ``_backbone.py``);
-images of any kind are decoded by :func:`read_image`; image interventions
-(:func:`make_image_interventions`) and text interventions
-(:func:`make_text_interventions`) are the augmented views and style-varied
-prompts CLIP-ICM learns from; :func:`embed_image_folder` embeds a whole
-image folder into an embedding store, resumably and in shards.
+:class:`~clip_invariance.CLIPEmbedder` (``_embedder.py``) embeds images or
+texts with a frozen open_clip model: ``_backbone.py`` loads that model
+(weights resolved offline-first, device and precision checked, a small
+process-wide cache that :func:`clear_backbone_cache` empties), ``_cache.py``
+keeps one embedding per input on disk (``memory=``) and ``_images.py``
+decodes every image input (:func:`read_image`). The interventional data
+CLIP-ICM learns from are made here too: image interventions, augmented views
+of each image (:func:`make_image_interventions`, ``_augmentation.py``), and
+text interventions, each class described in many styles
+(:func:`make_text_interventions`, ``_prompts.py``, which also builds and
+encodes the class prompts of a template list). ``_folder.py`` embeds a whole
+image folder into an embedding store, resumably and in shards
+(:func:`embed_image_folder`, what ``clip-invariance embed`` runs).
 
 torch and open_clip are imported inside the functions that need them:
 importing this subpackage is cheap.

@@ -1,12 +1,14 @@
 """Embeddings -> the invariant subspace (CLIP-ICM), with numpy and scipy only.
 
-:class:`InvariantProjector` learns, in closed form, the directions of the
-embeddings that keep their variance and change little under intervention:
-``_statistics.py`` holds the summable sufficient statistics it is solved
-from (:class:`InterventionStatistics`, per block of rows; ``_chunked.py``
-sums them over a dask array's chunks on the workers), ``_eigensolvers.py``
-the two solvers, and ``_subspace.py`` the principal angles that compare two
-subspaces.
+:class:`~clip_invariance.InvariantProjector` (``_projector.py``) learns, in
+closed form, the directions of the embeddings that keep their variance and
+change little under intervention. ``_statistics.py`` holds the summable
+sufficient statistics it is solved from (:class:`InterventionStatistics`,
+one per block of rows), ``_chunked.py`` sums them over the chunks of a dask
+array on the workers (:func:`chunked_statistics`), ``_eigensolvers.py`` holds
+the two solvers (``solver="ratio"`` and ``"difference"``) and
+``_subspace.py`` the principal angles that compare two subspaces
+(:func:`principal_angles`, :func:`subspace_overlap`).
 """
 
 from ._chunked import chunked_statistics
