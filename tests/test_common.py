@@ -32,7 +32,7 @@ ESTIMATORS = [
 # CLIPEmbedder embeds images and texts; the checks feed float feature matrices,
 # which it rejects as ambiguous (a 2-D array is neither a batch of images nor
 # of texts), and its fit learns nothing, so it does not inspect X.
-# tests/test_embedding.py covers the same properties (pickling, idempotence,
+# tests/embedding/test_embedder.py covers the same properties (pickling, idempotence,
 # unchanged state, dtypes, bad input) with real images.
 _NOT_IMAGES = "float feature matrices are not images: transform rejects 2-D arrays as ambiguous"
 _FIT_IGNORES_X = "fit only loads the backbone and ignores X; bad inputs are rejected by transform"

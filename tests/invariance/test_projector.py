@@ -162,7 +162,7 @@ def test_fitted_statistics_are_the_paper_moments_and_keep_dtype():
         X64 = X.astype(np.float64)
         tol = 1e-4 if dtype == np.float32 else 1e-10
         assert_allclose(proj.second_moment_, X64.T @ X64 / len(X), rtol=tol)
-        expected = proj.statistics_.group_nuisance()  # brute force in tests/test_statistics.py
+        expected = proj.statistics_.group_nuisance()  # brute force in tests/invariance/test_statistics.py
         assert_allclose(proj.nuisance_scatter_, expected, rtol=1e-12)
         assert proj.components_.dtype == dtype
         assert proj.transform(X).dtype == dtype
