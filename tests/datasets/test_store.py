@@ -27,7 +27,7 @@ def full_fields(dtype=np.float32, n=6, V=2, D=5, C=3, M=4, T=7, seed=0):
         "text_intervention_texts": [f"a text number {i}" for i in range(T)],
         "text_intervention_styles": ["photo", "sketch", "cartoon", "pencil drawing", "photo", "x", "y"],
         "paths": [f"/data/img_{i}.png" for i in range(n)],
-        "settings": {"model": {"model_name": "RN50", "pretrained": None}, "n_views": V},
+        "settings": {"model": {"model_name": "RN50", "pretrained": None}, "n_augmented": V},
     }
 
 

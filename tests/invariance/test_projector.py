@@ -191,7 +191,7 @@ def test_partial_fit_matches_fit():
     assert_allclose(np.abs(streamed.components_ @ full.components_.T), np.eye(4), atol=1e-5)
 
 
-def test_partial_fit_with_constructor_interventions_matches_fit():
+def test_partial_fit_with_intervention_embeddings_matches_fit():
     data = make_invariant_embeddings(n_samples=600, random_state=0)
     text = {"intervention_embeddings": data.text_interventions,
             "intervention_view_groups": data.text_view_groups}
@@ -464,7 +464,7 @@ def test_pickle_holds_the_statistics_once():
     assert twin.n_samples_seen_ == 2010
 
 
-def test_constructor_interventions_survive_clone():
+def test_intervention_embeddings_survive_clone():
     extra = np.random.RandomState(0).standard_normal((6, 4))
     proj = InvariantProjector(2, intervention_embeddings=extra, intervention_view_groups=[0, 0, 1, 1, 2, 2])
     twin = clone(proj)
