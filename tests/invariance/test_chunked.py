@@ -324,7 +324,8 @@ def test_front_door_predictions_are_lazy(dtype):
         FrontDoorEnsembleClassifier(prompts, max_iter=0).predict(X)
 
 
-def test_import_stays_free_of_dask():
+def test_in_memory_fit_and_transform_never_import_dask():
+    # Not import lightness (tests/test_layout.py checks that): numpy in, numpy out, no dask on the way.
     code = (
         "import sys, numpy as np, clip_invariance, clip_invariance._utils;"
         "from clip_invariance import InvariantProjector;"
