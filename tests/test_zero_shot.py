@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from _cases import PROMPT_SHAPES, assert_unchanged, snapshot, with_value
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn import config_context
 from sklearn.exceptions import NotFittedError
@@ -227,21 +228,13 @@ def _fitted():
     return ZeroShotInvariantClassifier(P2, classes=["cat", "dog"]).fit(X4)
 
 
-def _with(X, row, value):
-    X = X.copy()
-    X[row] = value
-    return X
-
-
-_SHAPES = r"must have shape \(n_classes, n_features\) or \(n_templates, n_classes, n_features\)"
-
 BAD_INPUT = {
     "NaN in X": (
-        lambda: ZeroShotInvariantClassifier(P2).fit(_with(X4, (0, 0), np.nan)),
+        lambda: ZeroShotInvariantClassifier(P2).fit(with_value(X4, (0, 0), np.nan)),
         ValueError, "Input X contains NaN",
     ),
     "infinity in X at predict": (
-        lambda: _fitted().predict(_with(X4, (0, 0), np.inf)),
+        lambda: _fitted().predict(with_value(X4, (0, 0), np.inf)),
         ValueError, "Input X contains infinity",
     ),
     "wrong feature count at predict": (
@@ -258,11 +251,11 @@ BAD_INPUT = {
     ),
     "4-D prompts": (
         lambda: ZeroShotInvariantClassifier(np.ones((1, 2, 3, 4))).fit(X4),
-        ValueError, _SHAPES + r", got \(1, 2, 3, 4\)",
+        ValueError, PROMPT_SHAPES + r", got \(1, 2, 3, 4\)",
     ),
     "1-D prompts": (
         lambda: ZeroShotInvariantClassifier(np.ones(4)).fit(X4),
-        ValueError, _SHAPES + r", got \(4,\)",
+        ValueError, PROMPT_SHAPES + r", got \(4,\)",
     ),
     "ragged ensemble": (
         lambda: ZeroShotInvariantClassifier([np.ones((3, 4)), np.ones((2, 4))]).fit(X4),
@@ -281,15 +274,15 @@ BAD_INPUT = {
         ValueError, "prompt_embeddings must hold numbers",
     ),
     "NaN in prompts": (
-        lambda: ZeroShotInvariantClassifier(_with(P2, (1, 1), np.nan)).fit(X4),
+        lambda: ZeroShotInvariantClassifier(with_value(P2, (1, 1), np.nan)).fit(X4),
         ValueError, "Input prompt_embeddings contains NaN",
     ),
     "all-zero prompt": (
-        lambda: ZeroShotInvariantClassifier(_with(P2, 1, 0.0)).fit(X4),
+        lambda: ZeroShotInvariantClassifier(with_value(P2, 1, 0.0)).fit(X4),
         ValueError, r"prompt_embeddings has all-zero class row\(s\) for class index\(es\) \[1\]",
     ),
     "all-zero template row in an ensemble": (
-        lambda: ZeroShotInvariantClassifier(np.stack([P2, _with(P2, 0, 0.0)])).fit(X4),
+        lambda: ZeroShotInvariantClassifier(np.stack([P2, with_value(P2, 0, 0.0)])).fit(X4),
         ValueError, r"all-zero class row\(s\) for class index\(es\) \[0\]",
     ),
     "duplicate classes": (
@@ -347,39 +340,26 @@ def test_bad_input_raises_a_clear_error(case):
 def test_all_zero_rows_warn_and_get_uniform_probabilities():
     # A zero embedding has no direction: never a silent first class.
     clf = _fitted()
-    X = _with(X4, 1, 0.0)
+    X = with_value(X4, 1, 0.0)
     message = r"X has 1 all-zero row\(s\) \(row 1\): .* favours no class. .* uniform"
     with pytest.warns(UserWarning, match=message):
         proba = clf.predict_proba(X)
     assert_allclose(proba[1], 0.5)
     assert_allclose(np.delete(proba, 1, axis=0), clf.predict_proba(np.delete(X4, 1, axis=0)))
     with pytest.warns(UserWarning, match=r"X has 1 all-zero row\(s\) \(row 2\)"):
-        ZeroShotInvariantClassifier().fit(_with(X4, 2, 0.0), [0, 1, 0, 1, 0, 1])
-
-
-def _state(estimator):
-    return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in vars(estimator).items()}
-
-
-def _assert_same_state(estimator, state):
-    assert set(vars(estimator)) == set(state)
-    for key, value in state.items():
-        if isinstance(value, np.ndarray):
-            assert_array_equal(getattr(estimator, key), value)
-        else:
-            assert getattr(estimator, key) is value, key
+        ZeroShotInvariantClassifier().fit(with_value(X4, 2, 0.0), [0, 1, 0, 1, 0, 1])
 
 
 def test_failed_fit_leaves_a_fitted_classifier_unchanged():
     pd = pytest.importorskip("pandas")
     clf = ZeroShotInvariantClassifier(P2, classes=["cat", "dog"]).fit(X4)
-    state, proba = _state(clf), clf.predict_proba(X4)
+    state, proba = snapshot(clf), clf.predict_proba(X4)
     X5 = pd.DataFrame(np.ones((6, 5)), columns=list("abcde"))  # would set feature_names_in_
     with pytest.raises(ValueError, match="have 4 features but the embeddings of X have 5"):
         clf.fit(X5)
     with pytest.raises(ValueError, match="not in classes"):
         clf.fit(X4, ["cow"] * 6)
-    _assert_same_state(clf, state)
+    assert_unchanged(clf, state)
     assert not hasattr(clf, "feature_names_in_") and clf.n_features_in_ == 4
     assert_allclose(clf.predict_proba(X4), proba)
     # A failed first fit leaves no fitted attribute behind.

@@ -6,15 +6,11 @@ import threading
 
 import numpy as np
 import pytest
+from _cases import cpu_embedder
 
 from clip_invariance import CLIPEmbedder
 from clip_invariance.embedding import _backbone, clear_backbone_cache
 from clip_invariance.embedding._backbone import available_devices, get_backbone, resolve_device
-
-
-def _embedder(model, **params):
-    params = {"pretrained": None, "device": "cpu", "batch_size": 4, "num_workers": 0, **params}
-    return CLIPEmbedder(model, **params)
 
 
 @pytest.fixture
@@ -36,7 +32,7 @@ def test_cold_start_from_threads_loads_once_and_matches_a_serial_load(tiny_model
     def work(k):
         try:
             barrier.wait()
-            results[k] = _embedder(tiny_model).transform(images)
+            results[k] = cpu_embedder(tiny_model).transform(images)
         except Exception as exc:  # surfaced below, with the thread's error
             errors.append(exc)
 
@@ -54,7 +50,7 @@ def test_cold_start_from_threads_loads_once_and_matches_a_serial_load(tiny_model
 
     clear_backbone_cache()
     torch.manual_seed(99)  # whatever the global state, the random weights are the same
-    np.testing.assert_array_equal(_embedder(tiny_model).transform(images), results[0])
+    np.testing.assert_array_equal(cpu_embedder(tiny_model).transform(images), results[0])
     assert len(count_loads) == 2
 
 
@@ -89,7 +85,7 @@ def test_unavailable_device_fails_before_loading(tiny_model, monkeypatch, count_
     assert resolve_device("auto") == "cpu"
     for device in ["cuda", "cuda:1", "mps"]:
         with pytest.raises(ValueError, match=rf"device='{device}' is not .*available: 'cpu', 'auto'\."):
-            _embedder(tiny_model, device=device).fit()
+            cpu_embedder(tiny_model, device=device).fit()
     assert count_loads == []
 
 
@@ -108,17 +104,17 @@ def tiny_local_dir(tmp_path, tiny_checkpoint):
 
 
 def test_local_dir_and_cached_hub_repo(tiny_model, tiny_checkpoint, tiny_local_dir, images, monkeypatch):
-    expected = _embedder(tiny_model, pretrained=tiny_checkpoint["safetensors"]).transform(images)
-    got = _embedder(f"local-dir:{tiny_local_dir}").transform(images)
+    expected = cpu_embedder(tiny_model, pretrained=tiny_checkpoint["safetensors"]).transform(images)
+    got = cpu_embedder(f"local-dir:{tiny_local_dir}").transform(images)
     np.testing.assert_array_equal(got, expected)
     # A cached hub repo is read from its snapshot folder, with no network call.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(_backbone, "cached_hub_snapshot", lambda repo: str(tiny_local_dir))
-    np.testing.assert_array_equal(_embedder("hf-hub:org/tiny").transform(images), expected)
+    np.testing.assert_array_equal(cpu_embedder("hf-hub:org/tiny").transform(images), expected)
     monkeypatch.setattr(_backbone, "cached_hub_snapshot", lambda repo: None)
     clear_backbone_cache()
     with pytest.raises(OSError, match="not in the local cache.*local-dir:"):
-        _embedder("hf-hub:org/tiny").fit()
+        cpu_embedder("hf-hub:org/tiny").fit()
 
 
 def test_backbone_records_the_weights_it_read(tiny_model, tiny_checkpoint, tiny_local_dir):
@@ -149,5 +145,5 @@ def test_openai_checkpoint_without_quickgelu_warns(tiny_model, tiny_checkpoint, 
     path = tmp_path / "openai-tiny.safetensors"
     shutil.copy(tiny_checkpoint["safetensors"], path)
     with pytest.warns(UserWarning, match="QuickGELU.*-quickgelu") as record:
-        _embedder(tiny_model, pretrained=str(path)).fit()
+        cpu_embedder(tiny_model, pretrained=str(path)).fit()
     assert record[0].filename == __file__  # points at the user's call

@@ -10,21 +10,17 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pytest
+from _cases import cpu_embedder
 from PIL import Image
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 
-from clip_invariance import CLIPEmbedder, InvariantProjector
+from clip_invariance import InvariantProjector
 from clip_invariance._utils import l2_normalize
 from clip_invariance.datasets import load_image_folder
 from clip_invariance.embedding import _backbone, clear_backbone_cache
 from clip_invariance.embedding import _embedder as embedding_module
-
-
-def _embedder(model, **params):
-    params = {"pretrained": None, "device": "cpu", "batch_size": 4, "num_workers": 0, **params}
-    return CLIPEmbedder(model, **params)
 
 
 def _reference(model_name, pretrained, images):
@@ -58,7 +54,7 @@ def image_files(tmp_path, rgb_images):
 def test_matches_open_clip_reference(tiny_model, tiny_checkpoint, rgb_images):
     pil = [Image.fromarray(a) for a in rgb_images]
     expected = _reference(tiny_model, str(tiny_checkpoint["safetensors"]), pil)
-    got = _embedder(tiny_model, pretrained=tiny_checkpoint["safetensors"]).transform(pil)
+    got = cpu_embedder(tiny_model, pretrained=tiny_checkpoint["safetensors"]).transform(pil)
     assert got.dtype == np.float32 and got.shape == (6, 32)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
@@ -66,7 +62,7 @@ def test_matches_open_clip_reference(tiny_model, tiny_checkpoint, rgb_images):
 def test_every_input_form_gives_the_same_embedding(tiny_model, rgb_images, image_files):
     import pandas as pd
 
-    emb = _embedder(tiny_model)
+    emb = cpu_embedder(tiny_model)
     from_paths = emb.transform(image_files)
     np.testing.assert_allclose(emb.transform([Image.fromarray(a) for a in rgb_images]), from_paths, atol=1e-6)
     np.testing.assert_allclose(emb.transform(rgb_images), from_paths, atol=1e-6)
@@ -79,7 +75,7 @@ def test_every_input_form_gives_the_same_embedding(tiny_model, rgb_images, image
 
 def test_grayscale_array_equals_its_rgb_copy(tiny_model):
     gray = np.random.default_rng(1).integers(0, 256, (30, 30), dtype=np.uint8)
-    emb = _embedder(tiny_model)
+    emb = cpu_embedder(tiny_model)
     np.testing.assert_allclose(
         emb.transform([gray]), emb.transform([np.repeat(gray[:, :, None], 3, axis=2)]), atol=1e-6
     )
@@ -87,17 +83,17 @@ def test_grayscale_array_equals_its_rgb_copy(tiny_model):
 
 
 def test_normalize_and_batching(tiny_model, image_files):
-    raw = _embedder(tiny_model, batch_size=1).transform(image_files)
-    np.testing.assert_allclose(_embedder(tiny_model, batch_size=5).transform(image_files), raw, atol=1e-5)
-    unit = _embedder(tiny_model, normalize=True).transform(image_files)
+    raw = cpu_embedder(tiny_model, batch_size=1).transform(image_files)
+    np.testing.assert_allclose(cpu_embedder(tiny_model, batch_size=5).transform(image_files), raw, atol=1e-5)
+    unit = cpu_embedder(tiny_model, normalize=True).transform(image_files)
     np.testing.assert_allclose(unit, l2_normalize(raw), atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1, atol=1e-5)
     assert not np.allclose(np.linalg.norm(raw, axis=1), 1, atol=1e-3)
 
 
 def test_workers_give_the_same_result(tiny_model, image_files):
-    serial = _embedder(tiny_model, num_workers=0).transform(image_files)
-    np.testing.assert_array_equal(_embedder(tiny_model, num_workers=2).transform(image_files), serial)
+    serial = cpu_embedder(tiny_model, num_workers=0).transform(image_files)
+    np.testing.assert_array_equal(cpu_embedder(tiny_model, num_workers=2).transform(image_files), serial)
 
 
 def test_text_modality_matches_open_clip(tiny_model):
@@ -105,7 +101,7 @@ def test_text_modality_matches_open_clip(tiny_model):
     import torch
 
     texts = ["a photo of a dog", "a sketch of a house", "a cartoon giraffe"]
-    got = _embedder(tiny_model, modality="text").transform(texts)
+    got = cpu_embedder(tiny_model, modality="text").transform(texts)
     torch.manual_seed(0)
     model = open_clip.create_model(tiny_model, pretrained=None).eval()
     with torch.no_grad():
@@ -117,17 +113,17 @@ def test_text_modality_matches_open_clip(tiny_model):
 def test_fit_records_runtime_and_feature_names(tiny_model):
     import torch
 
-    emb = _embedder(tiny_model, device="auto", precision="auto").fit()
+    emb = cpu_embedder(tiny_model, device="auto", precision="auto").fit()
     expected = ("cuda", "fp16") if torch.cuda.is_available() else ("cpu", "fp32")  # no MPS on the CI
     assert (emb.device_, emb.precision_, emb.embedding_dim_) == (*expected, 32)
-    emb = _embedder(tiny_model, device="cpu", precision="auto").fit()
+    emb = cpu_embedder(tiny_model, device="cpu", precision="auto").fit()
     assert (emb.device_, emb.precision_) == ("cpu", "fp32")
     assert emb.get_feature_names_out()[:2].tolist() == ["clipembedder0", "clipembedder1"]
 
 
 def test_bf16_autocast_is_close_to_fp32(tiny_model, image_files):
-    fp32 = _embedder(tiny_model).transform(image_files)
-    bf16 = _embedder(tiny_model, precision="bf16").transform(image_files)
+    fp32 = cpu_embedder(tiny_model).transform(image_files)
+    bf16 = cpu_embedder(tiny_model, precision="bf16").transform(image_files)
     assert bf16.dtype == np.float32
     assert not np.array_equal(bf16, fp32)
     np.testing.assert_allclose(bf16, fp32, atol=0.1 * np.abs(fp32).max())
@@ -141,10 +137,10 @@ def _cuda_available():
 
 @pytest.mark.skipif(not _cuda_available(), reason="needs a CUDA device")
 def test_cuda_matches_cpu(tiny_model, image_files):
-    cpu = _embedder(tiny_model).transform(image_files)
-    fp32 = _embedder(tiny_model, device="cuda", precision="fp32").transform(image_files)
+    cpu = cpu_embedder(tiny_model).transform(image_files)
+    fp32 = cpu_embedder(tiny_model, device="cuda", precision="fp32").transform(image_files)
     np.testing.assert_allclose(fp32, cpu, atol=1e-4)
-    fp16 = _embedder(tiny_model, device="cuda", precision="auto").transform(image_files)
+    fp16 = cpu_embedder(tiny_model, device="cuda", precision="auto").transform(image_files)
     assert fp16.dtype == np.float32 and not np.array_equal(fp16, fp32)
     np.testing.assert_allclose(fp16, cpu, atol=0.01 * np.abs(cpu).max())
 
@@ -152,15 +148,16 @@ def test_cuda_matches_cpu(tiny_model, image_files):
 # -------------------------------------------------------------- weights
 @pytest.mark.parametrize("kind", ["safetensors", "bin", "pt"])
 def test_checkpoint_round_trip(tiny_model, tiny_checkpoint, rgb_images, kind):
-    from_file = _embedder(tiny_model, pretrained=str(tiny_checkpoint[kind])).transform(rgb_images)
-    from_safetensors = _embedder(tiny_model, pretrained=tiny_checkpoint["safetensors"]).transform(rgb_images)
+    from_file = cpu_embedder(tiny_model, pretrained=str(tiny_checkpoint[kind])).transform(rgb_images)
+    from_safetensors = cpu_embedder(tiny_model, pretrained=tiny_checkpoint["safetensors"]).transform(
+        rgb_images)
     np.testing.assert_array_equal(from_file, from_safetensors)
-    assert not np.allclose(from_file, _embedder(tiny_model).transform(rgb_images))
+    assert not np.allclose(from_file, cpu_embedder(tiny_model).transform(rgb_images))
 
 
 # ---------------------------------------------- laziness, pickling, clones
 def test_backbone_is_lazy_and_not_pickled(tiny_model, tiny_checkpoint, count_loads, rgb_images):
-    emb = _embedder(tiny_model, pretrained=str(tiny_checkpoint["safetensors"]))
+    emb = cpu_embedder(tiny_model, pretrained=str(tiny_checkpoint["safetensors"]))
     assert count_loads == []
     before = emb.fit_transform(rgb_images)
     assert len(count_loads) == 1
@@ -178,7 +175,7 @@ def test_grid_search_loads_the_weights_once(tiny_model, count_loads, rgb_images)
     X = rng.integers(0, 256, (24, 32, 32, 3), dtype=np.uint8)
     X[:12, :, :, 0] = 255  # class 1 is red
     y = np.r_[np.ones(12), np.zeros(12)].astype(int)
-    pipe = make_pipeline(_embedder(tiny_model, batch_size=8), LogisticRegression(max_iter=500))
+    pipe = make_pipeline(cpu_embedder(tiny_model, batch_size=8), LogisticRegression(max_iter=500))
     grid = GridSearchCV(
         pipe,
         {"clipembedder__normalize": [False, True], "logisticregression__C": [0.1, 1.0, 10.0]},
@@ -207,7 +204,7 @@ def _entries(folder):
 
 def test_memory_makes_re_embedding_free(tiny_model, image_files, tmp_path, count_decodes):
     memory = tmp_path / "cache"
-    emb = _embedder(tiny_model, memory=str(memory), batch_size=2)
+    emb = cpu_embedder(tiny_model, memory=str(memory), batch_size=2)
     first = emb.transform(image_files)
     assert count_decodes == [0, 1, 2, 3, 4, 5]
     count_decodes.clear()
@@ -235,20 +232,20 @@ def test_memory_makes_re_embedding_free(tiny_model, image_files, tmp_path, count
 
 def test_cache_is_per_input(tiny_model, rgb_images, tmp_path, count_decodes):
     """Another batch size, another order or one added input does not re-embed the rest."""
-    emb = _embedder(tiny_model, memory=tmp_path, batch_size=2)
+    emb = cpu_embedder(tiny_model, memory=tmp_path, batch_size=2)
     first = emb.transform(rgb_images[:5])
     count_decodes.clear()
     order = [5, 4, 0, 1, 2, 3]
     got = emb.set_params(batch_size=3).transform([rgb_images[i] for i in order])
     assert count_decodes == [0]  # only the new image, now at index 0
     np.testing.assert_allclose(got[1:], first[order[1:]], atol=1e-6)
-    np.testing.assert_allclose(got[0], _embedder(tiny_model).transform(rgb_images[5:])[0], atol=1e-5)
-    texts = _embedder(tiny_model, memory=tmp_path, modality="text")
+    np.testing.assert_allclose(got[0], cpu_embedder(tiny_model).transform(rgb_images[5:])[0], atol=1e-5)
+    texts = cpu_embedder(tiny_model, memory=tmp_path, modality="text")
     np.testing.assert_array_equal(texts.transform(["a dog", "a cat"])[1], texts.transform(["a cat"])[0])
 
 
 def test_cache_holds_only_plain_npy_files(tiny_model, rgb_images, tmp_path):
-    _embedder(tiny_model, memory=tmp_path).transform(rgb_images)
+    cpu_embedder(tiny_model, memory=tmp_path).transform(rgb_images)
     entries = _entries(tmp_path)
     assert len(entries) == len(rgb_images) and {p.suffix for p in entries} == {".npy"}
     for path in entries:
@@ -288,7 +285,7 @@ def _damage(kind, path):
 def test_damaged_entry_is_recomputed_with_one_warning(tiny_model, rgb_images, tmp_path, kind, count_decodes):
     if os.path.exists(_Planted.marker):
         os.remove(_Planted.marker)
-    emb = _embedder(tiny_model, memory=tmp_path)
+    emb = cpu_embedder(tiny_model, memory=tmp_path)
     first = emb.transform(rgb_images)
     entry = _entries(tmp_path)[0]
     _damage(kind, entry)
@@ -316,7 +313,7 @@ def test_cache_is_written_atomically(tiny_model, rgb_images, tmp_path, monkeypat
 
     monkeypatch.setattr(embedding_module.np, "save", failing_save)
     with pytest.raises(OSError, match="disk full"):
-        _embedder(tiny_model, memory=tmp_path).transform(rgb_images)
+        cpu_embedder(tiny_model, memory=tmp_path).transform(rgb_images)
     assert _entries(tmp_path) == []
 
 
@@ -324,7 +321,7 @@ def test_work_before_a_corrupt_file_is_kept(tiny_model, image_files, tmp_path, c
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"not an image at all")
     paths = image_files[:4] + [str(bad)] + image_files[4:]
-    emb = _embedder(tiny_model, memory=tmp_path / "cache", batch_size=2)
+    emb = cpu_embedder(tiny_model, memory=tmp_path / "cache", batch_size=2)
     with pytest.raises(ValueError, match=r"Cannot read input 4 \('.*broken.jpg'\)"):
         emb.transform(paths)
     count_decodes.clear()
@@ -349,18 +346,18 @@ def _corrupt_files(folder):
 def test_corrupt_files_raise_with_index_and_name(tiny_model, image_files, tmp_path):
     for bad in _corrupt_files(tmp_path):
         with pytest.raises(ValueError, match=rf"Cannot read input 1 \('{bad}'\)"):
-            _embedder(tiny_model).transform([image_files[0], bad, image_files[1]])
+            cpu_embedder(tiny_model).transform([image_files[0], bad, image_files[1]])
 
 
 def test_corrupt_files_become_nan_rows_with_a_warning(tiny_model, image_files, tmp_path):
     bad = _corrupt_files(tmp_path)
     paths = [image_files[0], bad[0], image_files[1], bad[1], bad[2], image_files[2], bad[3]]
     with pytest.warns(UserWarning, match="Skipped 4") as record:
-        X = _embedder(tiny_model, on_error="nan", batch_size=3).transform(paths)
+        X = cpu_embedder(tiny_model, on_error="nan", batch_size=3).transform(paths)
     message = str(record[0].message)
     assert all(os.path.basename(b) in message for b in bad)
     assert np.isnan(X[[1, 3, 4, 6]]).all()
-    np.testing.assert_allclose(X[[0, 2, 5]], _embedder(tiny_model).transform(image_files[:3]), atol=1e-6)
+    np.testing.assert_allclose(X[[0, 2, 5]], cpu_embedder(tiny_model).transform(image_files[:3]), atol=1e-6)
 
 
 # ------------------------------------------------ bad inputs and faults
@@ -546,7 +543,7 @@ def test_bad_inputs(tiny_model, tiny_checkpoint, tmp_path, monkeypatch, case):
     """Each bad input or fault: one exception of a clear type, with a message that names it."""
     make, error, match = BAD_INPUTS[case]
     params, X = make(_Context(tmp_path, tiny_checkpoint, monkeypatch))
-    emb = _embedder(params.pop("model_name", tiny_model), **params)
+    emb = cpu_embedder(params.pop("model_name", tiny_model), **params)
     before = emb.get_params()
     with pytest.raises(error, match=match) as info:
         emb.transform(X)
@@ -559,7 +556,8 @@ def test_pacs_pipeline_fit_save_reload(tiny_model, tiny_checkpoint, pacs_mini, t
     from clip_invariance.embedding import make_image_interventions
 
     data = load_image_folder(pacs_mini, environments=["photo", "sketch"])
-    emb = _embedder(tiny_model, pretrained=str(tiny_checkpoint["safetensors"]), batch_size=32, num_workers=1)
+    emb = cpu_embedder(tiny_model, pretrained=str(tiny_checkpoint["safetensors"]), batch_size=32,
+                       num_workers=1)
     views, view_groups = make_image_interventions(data.paths, random_state=0)
     projector = InvariantProjector(n_components=8).fit(emb.transform(views), view_groups=view_groups)
     assert projector.intervention_source_ == "view_groups"
@@ -579,10 +577,10 @@ def test_pacs_pipeline_fit_save_reload(tiny_model, tiny_checkpoint, pacs_mini, t
 
 
 def test_progress_bar_is_optional_and_reaches_its_total(tiny_model, image_files, capsys):
-    _embedder(tiny_model, progress=True, batch_size=2).transform(image_files)
+    cpu_embedder(tiny_model, progress=True, batch_size=2).transform(image_files)
     err = capsys.readouterr().err
     assert "Embedding" in err and "3/3" in err
-    _embedder(tiny_model, progress=True, batch_size=4, modality="text").transform(["a"] * 6)
+    cpu_embedder(tiny_model, progress=True, batch_size=4, modality="text").transform(["a"] * 6)
     assert "2/2" in capsys.readouterr().err
-    _embedder(tiny_model, progress=False, batch_size=2).transform(image_files)
+    cpu_embedder(tiny_model, progress=False, batch_size=2).transform(image_files)
     assert "Embedding" not in capsys.readouterr().err
