@@ -106,8 +106,8 @@ def chunked_statistics(X, *, view_groups=None, y=None, environments=None, split_
     X : dask array of shape (n_samples, n_features)
         Chunked along rows only.
     view_groups : array-like or dask array of shape (n_samples,), default=None
-        Group ids; every chunk must hold complete groups
-        (:func:`check_complete_groups`).
+        Group ids; every chunk must hold complete groups (checked before
+        ``X`` is read: a group found in two chunks is a ValueError).
     y, environments : array-like or dask array of shape (n_samples,), default=None
         Class and environment labels; pooled across chunks by label.
     split_every : int, default=8
