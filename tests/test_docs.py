@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # every test here builds the docs or the wheel
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS_NEEDS = ["sphinx", "numpydoc", "sphinx_gallery", "sphinx-mathjax-offline", "matplotlib"]
 MISSING = [name for name in DOCS_NEEDS if importlib.util.find_spec(name) is None]

@@ -42,6 +42,7 @@ def test_example_is_a_gallery_page(script):
     assert "show" not in calls, "an example saves its figures; plt.show() blocks a build"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", EXAMPLES, ids=[p.stem for p in EXAMPLES])
 def test_example_runs(script, tmp_path):
     # The package under test is this checkout's, whatever is installed; the figures go to the cwd.

@@ -30,12 +30,14 @@ def test_there_is_a_self_contained_example():
     assert SELF_CONTAINED
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("block", SELF_CONTAINED, ids=lambda b: b.splitlines()[-1][:40])
 def test_readme_block_runs(block):
     namespace = {}
     exec(compile(block, "README.md", "exec"), namespace)
 
 
+@pytest.mark.slow
 def test_the_result_table_is_what_evaluate_prints_now():
     pytest.importorskip("pandas")  # clip-invariance evaluate needs the evaluate extra
     table = readme_table_module().readme_table()
