@@ -13,8 +13,10 @@ from clip_invariance.front_door import fuse_opinions
 
 torch = pytest.importorskip("torch")
 from clip_invariance.front_door._training import (  # noqa: E402  (needs torch)
+    TrainingOptions,
     consistency_loss,
     decoupling_loss,
+    proximal_penalty,
     torch_evidence,
     trusted_cross_entropy,
 )
@@ -74,6 +76,17 @@ def test_decoupling_loss_prefers_templates_that_disagree():
     spread = decoupling_loss(torch.stack([eye, mixed]), 5.0)
     assert spread < same  # higher entropy across templates = lower loss
     assert decoupling_loss(torch.stack([eye, rotated]), 5.0) == pytest.approx(same.item())
+
+
+def test_proximal_penalty_hand_value():
+    # Template 0 moved by squared distances 1 and 3 (mean 2), template 1 by 0 and 4 (mean 2).
+    prompts = torch.zeros(2, 2, 3, dtype=torch.float64)
+    moved = prompts.clone()
+    moved[0, 0, 0] = 1.0
+    moved[0, 1] = 1.0
+    moved[1, 1, 2] = 2.0
+    assert proximal_penalty(moved, prompts).item() == pytest.approx(4.0)
+    assert proximal_penalty(prompts, prompts).item() == 0.0
 
 
 @pytest.mark.parametrize("kind", ["exp", "softplus", "relu"])
@@ -354,6 +367,19 @@ def test_early_stopping(data):
     assert stopped.fit(X, y).n_iter_ == 3  # the first epoch, then 2 without a 1e6 gain
     full = FrontDoorEnsembleClassifier(**kwargs, max_iter=3, tol=None).fit(X, y)
     assert full.n_iter_ == 3
+
+
+def test_training_options_are_the_constructor_parameters_of_the_training():
+    from dataclasses import fields
+
+    names = {option.name for option in fields(TrainingOptions)}
+    params = set(FrontDoorEnsembleClassifier().get_params())
+    assert names <= set(FrontDoorEnsembleClassifier._parameter_constraints)
+    # A new constructor parameter is either a training option or one of these, which set up the ensemble.
+    assert params - names == {"prompt_embeddings", "anchor_embeddings", "classes", "n_views", "pairing",
+                              "projector", "random_state"}
+    options = TrainingOptions.from_estimator(FrontDoorEnsembleClassifier(beta=0.3, rank=2, tol=None))
+    assert (options.beta, options.rank, options.tol, options.max_iter) == (0.3, 2, None, 50)
 
 
 def test_untrained_adapters_are_the_identity(data):

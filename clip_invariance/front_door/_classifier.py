@@ -29,6 +29,7 @@ from .._utils import (
 from ..views import columns_to_rows, split_columns
 from ._adapters import TemplateAdapters
 from ._evidence import EVIDENCE_FUNCTIONS, fuse_scores, log_evidence, opinion_from_evidence
+from ._training import TrainingOptions, train_adapters
 
 __all__ = ["FrontDoorEnsembleClassifier"]
 
@@ -329,13 +330,10 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
             adapters = TemplateAdapters.identity(n_templates, dim, views.dtype)
             loss_curve = []
         else:
-            from ._training import train_adapters  # torch from here on
-
             seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-            adapters, loss_curve = train_adapters(
-                views, y_idx, prompts, anchors, pairs, seed=seed, environments=environments,
-                **{name: getattr(self, name) for name in _TRAINING_PARAMS},
-            )
+            options = TrainingOptions.from_estimator(self)
+            adapters, loss_curve = train_adapters(views, y_idx, prompts, anchors, pairs, options, seed=seed,
+                                                  environments=environments)  # torch from here on
         self.classes_ = classes
         self.projector_ = projector
         self.n_templates_ = n_templates
@@ -512,7 +510,6 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         return tags
 
 
-# The constructor parameters passed on to clip_invariance.front_door._training.train_adapters.
 # ------------------------------------------------------------ input helpers
 def make_pairs(pairing, n_views, n_templates):
     """``(template, view)`` of every opinion, template-major (``pairing`` as the classifier's)."""
@@ -555,8 +552,3 @@ def check_anchor_embeddings(anchor_embeddings, prompts):
             f"(n_classes, n_features), got {np.shape(anchor_embeddings)}."
         )
     return anchors[0]
-
-
-_TRAINING_PARAMS = ("evidence", "temperature", "beta", "gamma", "alpha", "rank", "prompt_span", "tol",
-                    "learning_rate", "batch_size", "max_iter", "n_iter_no_change", "validation_fraction",
-                    "decoupling_reduction", "fused_loss", "kl_annealing_epochs", "verbose")

@@ -1,10 +1,9 @@
-r"""The front door's training: per-template adapters and the three CDC losses (torch).
+r"""The front door's training: per-template adapters and the CDC losses (torch).
 
 :class:`~clip_invariance.FrontDoorEnsembleClassifier` imports this module,
 and torch only when it trains (``max_iter > 0``): every torch import is inside
-:func:`train_adapters`, so ``import clip_invariance`` stays free of torch.
-The losses work on torch tensors, in float32, on CPU; the numpy helpers at
-the end prepare the prompts and apply the learned maps.
+a function, so ``import clip_invariance`` stays free of torch. The losses
+work on torch tensors, in float32, on CPU.
 
 For template ``m`` with class embeddings :math:`w^m_c` (adapted and
 normalised), opinion ``k`` pairs a template with a view, and
@@ -13,13 +12,20 @@ normalised), opinion ``k`` pairs a template with a view, and
 
     L = \underbrace{\sum_k \operatorname{mean}_i
             \left[\psi(S^k_i) - \psi(\alpha^k_{i, y_i})\right]}_{L_{tce}}
-        + \beta L_{de} + \gamma L_{con},
+        + \beta L_{de} + \gamma L_{con}
+        + \alpha \sum_m \operatorname{mean}_c \lVert w^m_c - p^m_c \rVert^2,
 
-with :func:`trusted_cross_entropy`, :func:`decoupling_loss` and
-:func:`consistency_loss`; :func:`train_adapters` minimises it with Adam.
+with :func:`trusted_cross_entropy`, :func:`decoupling_loss`,
+:func:`consistency_loss` and :func:`proximal_penalty` (to the training-free
+class embeddings ``p``); TMC's options add the fused opinion
+(:func:`fused_evidence`) to the ``k`` and an annealed :func:`kl_to_uniform`.
+:func:`train_adapters` minimises it with Adam, its options the estimator's
+training parameters (:class:`TrainingOptions`).
 """
 
 import math
+from dataclasses import dataclass, fields
+from typing import Optional
 
 import numpy as np
 
@@ -32,6 +38,8 @@ __all__ = [
     "trusted_cross_entropy",
     "decoupling_loss",
     "consistency_loss",
+    "proximal_penalty",
+    "TrainingOptions",
     "train_adapters",
     "fused_evidence",
     "kl_to_uniform",
@@ -208,34 +216,122 @@ def consistency_loss(class_embeddings, anchors, temperature):
     return -torch.diagonal(log_p, dim1=1, dim2=2).mean(dim=1).sum()
 
 
-def train_adapters(
-    views,
-    y_idx,
-    prompts,
-    anchors,
-    pairs,
-    *,
-    seed,
-    evidence,
-    temperature,
-    beta,
-    gamma,
-    rank,
-    learning_rate,
-    batch_size,
-    max_iter,
-    tol,
-    n_iter_no_change,
-    alpha=0.0,
-    prompt_span=False,
-    validation_fraction=None,
-    environments=None,
-    decoupling_reduction="mean",
-    fused_loss=False,
-    kl_annealing_epochs=None,
-    verbose=False,
-):
-    """Adam on ``L_tce + beta L_de + gamma L_con``; returns (adapters, loss curve).
+def proximal_penalty(class_embeddings, prompts):
+    r"""``sum_m mean_c ||w^m_c - p^m_c||^2``: how far training moved the class embeddings.
+
+    Parameters
+    ----------
+    class_embeddings : torch.Tensor of shape (n_templates, n_classes, n_features)
+        Adapted, normalised class embeddings ``w``.
+    prompts : torch.Tensor of shape (n_templates, n_classes, n_features)
+        The training-free ones ``p`` (normalised prompt embeddings).
+
+    Returns
+    -------
+    loss : torch.Tensor, a scalar.
+    """
+    return ((class_embeddings - prompts) ** 2).sum(dim=-1).mean(dim=1).sum()
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """The estimator's training parameters: one field per constructor parameter of the same name.
+
+    :class:`~clip_invariance.FrontDoorEnsembleClassifier` passes
+    ``TrainingOptions.from_estimator(self)`` to :func:`train_adapters`, so
+    its list of training parameters is this class's fields and nothing else.
+
+    Attributes
+    ----------
+    evidence : {"softplus", "relu", "exp"}
+        The evidence function ``h`` of every opinion (:func:`torch_evidence`).
+    temperature : float
+        Scale of the cosines, in the evidence and in the softmaxes of
+        :func:`decoupling_loss` and :func:`consistency_loss`.
+    beta : float
+        Weight of :func:`decoupling_loss` (skipped at 0).
+    decoupling_reduction : {"mean", "sum"}
+        Its reduction over templates.
+    gamma : float
+        Weight of :func:`consistency_loss` (skipped at 0).
+    fused_loss : bool
+        Add the fused opinion (:func:`fused_evidence`) to the opinions whose
+        :func:`trusted_cross_entropy` (and KL term) is summed.
+    kl_annealing_epochs : int or None
+        Add :func:`kl_to_uniform` weighted ``min(1, epoch / kl_annealing_epochs)``,
+        epochs counted from 1; ``None``: no KL term.
+    alpha : float
+        Weight of :func:`proximal_penalty` (skipped at 0).
+    rank : int or None
+        Rank of each update (``A_m = L_m R_m^T``); ``None``: a full ``A_m``.
+    prompt_span : bool
+        Confine the updates to the span of the prompts and anchors.
+    learning_rate : float
+        Adam's step size.
+    batch_size : int
+        Minibatch size, capped at the number of training rows.
+    max_iter : int
+        Maximum number of epochs.
+    tol : float or None
+        Minimum improvement of the monitored loss; ``None`` stops only on
+        the held-out loss (with ``validation_fraction``), or never.
+    n_iter_no_change : int
+        Epochs without improvement before stopping.
+    validation_fraction : float or None
+        Hold out this fraction of the rows (or of the environments) and
+        monitor their loss, keeping the best epoch's weights; ``None``:
+        monitor the epoch's training loss.
+    verbose : bool
+        A progress bar (tqdm) over the epochs.
+    """
+
+    evidence: str
+    temperature: float
+    beta: float
+    decoupling_reduction: str
+    gamma: float
+    fused_loss: bool
+    kl_annealing_epochs: Optional[int]
+    alpha: float
+    rank: Optional[int]
+    prompt_span: bool
+    learning_rate: float
+    batch_size: int
+    max_iter: int
+    tol: Optional[float]
+    n_iter_no_change: int
+    validation_fraction: Optional[float]
+    verbose: bool
+
+    @classmethod
+    def from_estimator(cls, estimator):
+        """The options of ``estimator``: its parameters named as the fields."""
+        return cls(**{option.name: getattr(estimator, option.name) for option in fields(cls)})
+
+
+def train_adapters(views, y_idx, prompts, anchors, pairs, options, *, seed, environments=None):
+    r"""Learn one adapter per template by Adam; returns (adapters, loss curve).
+
+    Template ``m``'s map is :math:`W_m = I + Q A_m Q^\top`, with ``Q`` an
+    orthonormal basis of the span of the prompts and anchors
+    (``options.prompt_span``; else ``Q = I``) and :math:`A_m` full or
+    :math:`L_m R_m^\top` (``options.rank``), zero at the start (``R`` drawn
+    at random), so that every map starts at the identity. Each minibatch step
+    minimises (:meth:`_AdapterTrainer.loss`)
+
+    .. math::
+
+        L_{tce} + w_e \operatorname{KL} + \beta L_{de} + \gamma L_{con}
+        + \alpha \sum_m \operatorname{mean}_c \lVert w^m_c - p^m_c \rVert^2,
+
+    where :math:`L_{tce}` (and the KL term) sum over the opinions and, with
+    ``options.fused_loss``, the fused opinion; the KL term, weighted
+    :math:`w_e = \min(1, e / \text{kl\_annealing\_epochs})` at epoch ``e``
+    (from 1), is there only with ``kl_annealing_epochs``; terms of weight 0
+    are skipped. Early stopping monitors the held-out loss with
+    ``options.validation_fraction`` (the best epoch's weights are kept), or
+    else, with ``options.tol``, the epoch's training loss: it stops after
+    ``n_iter_no_change`` epochs that did not improve on the best by ``tol``.
 
     Parameters
     ----------
@@ -244,153 +340,217 @@ def train_adapters(
     y_idx : ndarray of int, shape (n_samples,)
         Class index of each sample.
     prompts : ndarray of shape (n_templates, n_classes, n_features)
-        Normalised prompt embeddings.
+        Normalised prompt embeddings ``p``.
     anchors : ndarray of shape (n_classes, n_features)
         Normalised anchor embeddings ``w^0``.
     pairs : ndarray of shape (n_opinions, 2)
         ``(template, view)`` of every opinion.
+    options : TrainingOptions
+        The estimator's training parameters.
     seed : int
-        Seeds a local torch generator (adapter initialisation, minibatch
-        order, validation split); torch's global generator is not touched.
-    environments : ndarray of shape (n_samples,) or None
+        Seeds a local torch generator, drawn in this order: the initial
+        ``R`` (with ``rank``), the validation split (with
+        ``validation_fraction``), each epoch's minibatch order. Torch's
+        global generator is not touched.
+    environments : ndarray of shape (n_samples,) or None, default=None
         With ``validation_fraction``, hold out whole environments
         (:func:`validation_split`).
-    evidence, temperature, beta, gamma, rank, learning_rate, batch_size, \
-max_iter, tol, n_iter_no_change, verbose
-        The estimator's parameters of the same names.
 
     Returns
     -------
     adapters : TemplateAdapters
-        The maps ``W_m = I + update_m``, in ``views``' dtype, at their rank.
+        The maps ``W_m``, in ``views``' dtype, at their rank.
     loss_curve : list of float
-        Mean loss of each epoch run.
+        Mean training loss of each epoch run.
     """
     import torch
-
-    generator = torch.Generator().manual_seed(int(seed))
-    dtype = torch.float32
-    views_t = torch.as_tensor(views, dtype=dtype)
-    prompts_t = torch.as_tensor(prompts, dtype=dtype)
-    anchors_t = torch.as_tensor(anchors, dtype=dtype)
-    y_t = torch.as_tensor(y_idx, dtype=torch.long)
-    pair_m = torch.as_tensor(pairs[:, 0], dtype=torch.long)
-    pair_v = torch.as_tensor(pairs[:, 1], dtype=torch.long)
-    n_templates, _, dim = prompts.shape
-    n = views_t.shape[1]
-
-    # With prompt_span the update lives in the span of the prompts (what a soft prompt can reach):
-    # basis Q (D, K) and update Q A Q^T with a (K, K) or rank-r A.
-    if prompt_span:
-        flat = torch.cat([prompts_t.reshape(-1, dim), anchors_t])
-        _, sv, vh = torch.linalg.svd(flat.double(), full_matrices=False)
-        basis = vh[sv > sv[0] * 1e-6].T.to(dtype)
-    else:
-        basis = torch.eye(dim, dtype=dtype)
-    k = basis.shape[1]
-    # Updates start at zero, so every adapter starts at the identity.
-    if rank is None:
-        delta = torch.zeros(n_templates, k, k, dtype=dtype, requires_grad=True)
-        weights = [delta]
-
-        def inner():
-            return delta
-    else:
-        left = torch.zeros(n_templates, k, rank, dtype=dtype, requires_grad=True)
-        right = torch.randn(n_templates, k, rank, generator=generator, dtype=dtype)
-        right = (right / k**0.5).requires_grad_(True)
-        weights = [left, right]
-
-        def inner():
-            return left @ right.transpose(1, 2)
-
-    def update():
-        return basis @ inner() @ basis.T if prompt_span else inner()
-
-    def class_embeddings():
-        if prompt_span:  # P (Q A Q^T)^T as (P Q) A^T Q^T: no (D, D) product per step
-            adapted = prompts_t + (prompts_t @ basis) @ inner().transpose(1, 2) @ basis.T
-        else:
-            adapted = prompts_t + prompts_t @ update().transpose(1, 2)
-        return torch.nn.functional.normalize(adapted, dim=-1)
-
-    def batch_loss(idx, emb, epoch):
-        scores = torch.bmm(views_t[:, idx][pair_v], emb[pair_m].transpose(1, 2))
-        opinions = torch_evidence(t * scores, evidence)
-        if fused_loss:  # TMC: the fused opinion is one more opinion to train
-            opinions = torch.cat([opinions, fused_evidence(opinions)])
-        loss = trusted_cross_entropy(opinions, y_t[idx])
-        if kl_annealing_epochs is not None:
-            loss = loss + min(1.0, (epoch + 1) / kl_annealing_epochs) * kl_to_uniform(opinions, y_t[idx])
-        if beta > 0:
-            loss = loss + beta * decoupling_loss(emb, t, decoupling_reduction)
-        if gamma > 0:
-            loss = loss + gamma * consistency_loss(emb, anchors_t, t)
-        if alpha > 0:  # proximal: class embeddings stay near the training-free ones
-            loss = loss + alpha * ((emb - prompts_t) ** 2).sum(dim=-1).mean(dim=1).sum()
-        return loss
-
-    if validation_fraction is not None:  # (drawn only then: the minibatch order stays reproducible)
-        train_idx, val_idx = (
-            torch.as_tensor(i) for i in validation_split(n, validation_fraction, environments, generator)
-        )
-    else:
-        train_idx = torch.arange(n)
-    n_train = len(train_idx)
-    optimizer = torch.optim.Adam(weights, lr=learning_rate)
-    batch_size = min(batch_size, n_train)
-    t = temperature
-    loss_curve, best, stall, best_weights = [], np.inf, 0, None
     from tqdm.auto import tqdm
 
+    generator = torch.Generator().manual_seed(int(seed))
+    trainer = _AdapterTrainer(views, y_idx, prompts, anchors, pairs, options, generator)
+    n_samples = views.shape[1]
+    if options.validation_fraction is None:
+        train_rows = torch.arange(n_samples)
+        held_out = None
+    else:
+        split = validation_split(n_samples, options.validation_fraction, environments, generator)
+        train_rows, held_out = (torch.as_tensor(rows) for rows in split)
+    monitored = held_out is not None or options.tol is not None
+    stopping = _EarlyStopping(options.tol, options.n_iter_no_change) if monitored else None
+    optimizer = torch.optim.Adam(trainer.weights, lr=options.learning_rate)
+    batch_size = min(options.batch_size, len(train_rows))
+    loss_curve = []
+    best_weights = None
     # Redrawn at every epoch (an epoch is long enough), so the bar always shows the epochs run.
-    bar = tqdm(total=max_iter, desc="Front-door training", unit="epoch", disable=not verbose, leave=False,
-               mininterval=0, miniters=1)
-    for epoch in range(max_iter):
-        order = train_idx[torch.randperm(n_train, generator=generator)]
+    bar = tqdm(total=options.max_iter, desc="Front-door training", unit="epoch", disable=not options.verbose,
+               leave=False, mininterval=0, miniters=1)
+    for epoch in range(options.max_iter):
+        order = train_rows[torch.randperm(len(train_rows), generator=generator)]
         epoch_loss = 0.0
-        for start in range(0, n_train, batch_size):
-            idx = order[start : start + batch_size]
-            loss = batch_loss(idx, class_embeddings(), epoch)
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            loss = trainer.loss(rows, epoch)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            epoch_loss += loss.item() * len(idx)
-        loss_curve.append(epoch_loss / n_train)
+            epoch_loss += loss.item() * len(rows)
+        loss_curve.append(epoch_loss / len(order))
         bar.update()
         bar.set_postfix_str(f"loss {loss_curve[-1]:.4g}", refresh=False)
-        if validation_fraction is not None:  # early stopping on the held-out loss, best weights kept
-            with torch.no_grad():
-                score = batch_loss(val_idx, class_embeddings(), epoch).item()
-            if score < best - (0.0 if tol is None else tol):
-                best, stall = score, 0
-                best_weights = [w.detach().clone() for w in weights]
-            else:
-                stall += 1
-                if stall >= n_iter_no_change:
-                    break
-        elif tol is not None:
-            if loss_curve[-1] < best - tol:
-                best, stall = loss_curve[-1], 0
-            else:
-                stall += 1
-                if stall >= n_iter_no_change:
-                    break
-
-    if best_weights is not None:
-        with torch.no_grad():
-            for w, b in zip(weights, best_weights):
-                w.copy_(b)
-    bar.close()
-    # Stored at their rank, in the views' precision: W_m = I + left_m right_m^T.
-    with torch.no_grad():
-        if rank is None:
-            left, right = (basis @ delta, basis) if prompt_span else (delta, torch.eye(dim))
+        if stopping is None:
+            continue
+        if held_out is None:
+            score = loss_curve[-1]
         else:
-            left, right = (basis @ left, basis @ right) if prompt_span else (left, right)
-    adapters = TemplateAdapters.from_factors(left.detach().numpy(), right.detach().numpy(),
-                                             dtype=views.dtype)
-    return adapters, loss_curve
+            with torch.no_grad():
+                score = trainer.loss(held_out, epoch).item()
+        if stopping.improved(score):
+            if held_out is not None:
+                best_weights = trainer.copy_weights()
+        elif stopping.exhausted:
+            break
+    bar.close()
+    if best_weights is not None:
+        trainer.set_weights(best_weights)
+    return trainer.adapters(views.dtype), loss_curve
+
+
+class _EarlyStopping:
+    """Stop after ``n_iter_no_change`` epochs whose score did not beat the best by ``tol``."""
+
+    def __init__(self, tol, n_iter_no_change):
+        self.tol = 0.0 if tol is None else tol
+        self.n_iter_no_change = n_iter_no_change
+        self.best = np.inf
+        self.stall = 0
+
+    def improved(self, score):
+        """Record an epoch's score; whether it is the new best."""
+        if score < self.best - self.tol:
+            self.best = score
+            self.stall = 0
+            return True
+        self.stall += 1
+        return False
+
+    @property
+    def exhausted(self):
+        return self.stall >= self.n_iter_no_change
+
+
+class _AdapterTrainer:
+    """The adapters' weights and the training objective, on float32 tensors (CPU).
+
+    See :func:`train_adapters` for the maps and the objective.
+    """
+
+    def __init__(self, views, y_idx, prompts, anchors, pairs, options, generator):
+        import torch
+
+        dtype = torch.float32
+        self.options = options
+        self.views = torch.as_tensor(views, dtype=dtype)
+        self.prompts = torch.as_tensor(prompts, dtype=dtype)
+        self.anchors = torch.as_tensor(anchors, dtype=dtype)
+        self.y = torch.as_tensor(y_idx, dtype=torch.long)
+        self.pair_templates = torch.as_tensor(pairs[:, 0], dtype=torch.long)
+        self.pair_views = torch.as_tensor(pairs[:, 1], dtype=torch.long)
+        self.basis = self._basis()
+        self.weights = self._initial_weights(generator)
+
+    def _basis(self):
+        """``Q`` (D, K): the right singular vectors of the prompts and anchors, or ``I``."""
+        import torch
+
+        dim = self.prompts.shape[-1]
+        if not self.options.prompt_span:
+            return torch.eye(dim, dtype=self.prompts.dtype)
+        # What a soft prompt can reach: the span of the prompts.
+        flat = torch.cat([self.prompts.reshape(-1, dim), self.anchors])
+        _, sv, vh = torch.linalg.svd(flat.double(), full_matrices=False)
+        return vh[sv > sv[0] * 1e-6].T.to(self.prompts.dtype)
+
+    def _initial_weights(self, generator):
+        """``[A]`` or ``[L, R]`` with ``A = L R^T = 0``: every map starts at the identity."""
+        import torch
+
+        n_templates = self.prompts.shape[0]
+        k = self.basis.shape[1]
+        dtype = self.prompts.dtype
+        rank = self.options.rank
+        if rank is None:
+            return [torch.zeros(n_templates, k, k, dtype=dtype, requires_grad=True)]
+        left = torch.zeros(n_templates, k, rank, dtype=dtype, requires_grad=True)
+        right = torch.randn(n_templates, k, rank, generator=generator, dtype=dtype)
+        return [left, (right / k**0.5).requires_grad_(True)]
+
+    def _update(self):
+        """``A_m`` (n_templates, K, K), in the basis' coordinates."""
+        if self.options.rank is None:
+            return self.weights[0]
+        left, right = self.weights
+        return left @ right.transpose(1, 2)
+
+    def class_embeddings(self):
+        """``w^m_c``: the prompts through ``W_m``, normalised."""
+        import torch
+
+        update_t = self._update().transpose(1, 2)
+        if self.options.prompt_span:  # P (Q A Q^T)^T as (P Q) A^T Q^T: no (D, D) product per step
+            adapted = self.prompts + (self.prompts @ self.basis) @ update_t @ self.basis.T
+        else:
+            adapted = self.prompts + self.prompts @ update_t
+        return torch.nn.functional.normalize(adapted, dim=-1)
+
+    def loss(self, rows, epoch):
+        """The objective on the samples ``rows`` at ``epoch`` (from 0): one training step's loss."""
+        import torch
+
+        options = self.options
+        t = options.temperature
+        emb = self.class_embeddings()
+        y = self.y[rows]
+        scores = torch.bmm(self.views[:, rows][self.pair_views], emb[self.pair_templates].transpose(1, 2))
+        opinions = torch_evidence(t * scores, options.evidence)
+        if options.fused_loss:  # TMC: the fused opinion is one more opinion to train
+            opinions = torch.cat([opinions, fused_evidence(opinions)])
+        loss = trusted_cross_entropy(opinions, y)
+        if options.kl_annealing_epochs is not None:
+            loss = loss + min(1.0, (epoch + 1) / options.kl_annealing_epochs) * kl_to_uniform(opinions, y)
+        if options.beta > 0:
+            loss = loss + options.beta * decoupling_loss(emb, t, options.decoupling_reduction)
+        if options.gamma > 0:
+            loss = loss + options.gamma * consistency_loss(emb, self.anchors, t)
+        if options.alpha > 0:  # class embeddings stay near the training-free ones
+            loss = loss + options.alpha * proximal_penalty(emb, self.prompts)
+        return loss
+
+    def copy_weights(self):
+        return [weight.detach().clone() for weight in self.weights]
+
+    def set_weights(self, values):
+        import torch
+
+        with torch.no_grad():
+            for weight, value in zip(self.weights, values):
+                weight.copy_(value)
+
+    def adapters(self, dtype):
+        """The maps ``W_m = I + left_m right_m^T`` at their rank, in the embeddings' coordinates."""
+        import torch
+
+        with torch.no_grad():
+            if self.options.rank is None:  # Q A Q^T = (Q A) Q^T; Q = I without prompt_span
+                left = self.weights[0]
+                right = self.basis
+                if self.options.prompt_span:
+                    left = self.basis @ left
+            else:  # Q L R^T Q^T = (Q L) (Q R)^T
+                left, right = self.weights
+                if self.options.prompt_span:
+                    left = self.basis @ left
+                    right = self.basis @ right
+        return TemplateAdapters.from_factors(left.detach().numpy(), right.detach().numpy(), dtype=dtype)
 
 
 def validation_split(n_samples, validation_fraction, environments, generator):
