@@ -293,7 +293,7 @@ def _parser():
     )
     evaluate.add_argument("source", metavar="STORE_OR_ROOT",
                           help="a store made by 'clip-invariance embed' (sharded or not), or an image folder")
-    evaluate.add_argument("--protocol", choices=["dg", "open-class", "all"], default="dg")
+    evaluate.add_argument("--protocol", choices=["dg", "open-class", "base-to-new", "all"], default="dg")
     evaluate.add_argument("--methods", type=_choices_list(METHODS), default=None,
                           help="comma list of " + ", ".join(METHODS) + " (default: all the store supports)")
     evaluate.add_argument(

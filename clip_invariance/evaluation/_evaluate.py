@@ -8,11 +8,16 @@ DataFrame; ``_reporting.py`` writes them as files and plots
 (:func:`~clip_invariance.evaluation.write_results`).
 
 Protocols: ``"dg"``, DomainBed's leave-one-domain-out (CLIP-ICM Table 1);
-``"open-class"``, the same rounds with the classes split into base (the first
-half) and new (CLIP-ICM Table 2, and CDC's base-to-new for the front door):
-the projector and the classifiers learn from base classes of the sources
-only, and the prompt methods predict the new classes through
-``with_prompts``. Selection rules: ``_protocols.py``
+``"open-class"``, the same rounds scored as CLIP-ICM's Table 2: the first
+``floor(C / 2)`` classes are the base, the projector and the classifiers learn
+from the base classes of the sources only, and the target's base and new
+images are both classified among *all* ``C`` classes (the prompt methods reach
+the new ones through ``with_prompts``), with the harmonic mean of the two;
+``"base-to-new"``, a labelled variant (CoOp's scoring, this package's first
+open-class protocol): ``ceil(C / 2)`` base classes, base images among the base classes,
+new images among the new classes only, and ``"total"`` among all. Scoring new
+images among the new classes alone is easier: the numbers of the two are not
+comparable. Selection rules: ``_protocols.py``
 (:func:`~clip_invariance.evaluation.selection_splits`).
 
 Rows layout of a store: the originals ``X`` first, then each round of views
@@ -71,8 +76,11 @@ def evaluate_store(store, *, protocol="dg", methods=None, interventions=None, se
     ----------
     store : str, path or :class:`~sklearn.utils.Bunch`
         A store folder, or what :func:`~clip_invariance.datasets.load_embeddings` returns.
-    protocol : {"dg", "open-class", "all"}, default="dg"
-        Leave-one-domain-out, its base/new class split, or both.
+    protocol : {"dg", "open-class", "base-to-new", "all"}, default="dg"
+        Leave-one-domain-out; its base/new class split scored as CLIP-ICM
+        scores it (every image among all classes); the same split scored as
+        CoOp does (each half among its own classes, a labelled variant); or
+        all three.
     methods : list of str or None, default=None
         Among ``zero-shot, zero-shot-icm, probe, probe-icm, front-door,
         front-door-icm`` (:data:`METHODS`). ``None``: every
@@ -124,8 +132,10 @@ def evaluate_store(store, *, protocol="dg", methods=None, interventions=None, se
         columns :data:`COLUMNS`: the selected hyper-parameters (NaN where the
         method has none), ``validation_accuracy`` (of the chosen parameters),
         ``n_train`` (source images trained on), ``n_test``. ``split`` is
-        ``"all"`` in ``dg``; ``"base"``, ``"new"``, ``"total"`` in
-        ``open-class`` (the probes only have ``"base"``).
+        ``"all"`` in ``dg``; ``"base"``, ``"new"`` and their ``"harmonic"``
+        mean in ``open-class``; ``"base"``, ``"new"``, ``"total"`` in
+        ``base-to-new`` (the probes only have ``"base"``, among the base
+        classes).
         ``results.attrs["config"]`` holds everything needed to rerun.
 
     Raises
@@ -334,7 +344,10 @@ def _evaluate_round(plan, protocol, target, seed, method, source):
     layout = plan.layout
     every = np.arange(plan.n_classes)
     classes, keep = every, np.ones(len(layout.y), dtype=bool)
-    if protocol == "open-class":  # CoOp's base-to-new split: base = the first half, rounded up
+    if protocol == "open-class":  # CLIP-ICM's split: base = the first half, rounded down
+        classes = every[: plan.n_classes // 2]
+        keep = np.isin(layout.y, classes)
+    elif protocol == "base-to-new":  # CoOp's split: base = the first half, rounded up
         classes = every[: (plan.n_classes + 1) // 2]
         keep = np.isin(layout.y, classes)
     front_door = method.startswith("front-door")
@@ -382,6 +395,8 @@ def _evaluate_round(plan, protocol, target, seed, method, source):
     label = "none" if source is None else source
     if plan.include_target_name and source in ("text", "both"):
         label += "+target-name"
+    elif plan.texts_unfiltered and source in ("text", "both"):
+        label += "+unfiltered"  # the store's texts carry no style: those naming the target may remain
     templates = None
     if prompts is not None and not probe:
         templates = plan.templates if not front_door else ("ensemble" if np.ndim(prompts) == 3 else "single")
@@ -392,17 +407,30 @@ def _evaluate_round(plan, protocol, target, seed, method, source):
         "n_train": int(np.count_nonzero(layout.is_original[train])),
         "templates": templates, "train_views": bool(probe and plan.probe_views),
     }
-    scored = [("all" if protocol == "dg" else "base", classes, model)]
-    if protocol == "open-class" and not probe:
-        new = every[len(classes):]
-        scored += [("new", new, model.with_prompts(prompts[..., new, :], classes=new)),
-                   ("total", every, model.with_prompts(prompts, classes=every))]
+    new = every[len(classes):]
+    if protocol == "dg":
+        scored = [("all", classes, model)]
+    elif probe:  # a probe knows the base classes only: base images among them, nothing more
+        scored = [("base", classes, model)]
+    elif protocol == "open-class":  # every image among all the classes
+        everything = model.with_prompts(prompts, classes=every)
+        scored = [("base", classes, everything), ("new", new, everything)]
+    else:  # base-to-new: each half among its own classes
+        scored = [("base", classes, model),
+                  ("new", new, model.with_prompts(prompts[..., new, :], classes=new)),
+                  ("total", every, model.with_prompts(prompts, classes=every))]
     test = layout.is_original & (layout.environments == target)
     out = []
     for split, split_classes, scorer in scored:
         mask = (test & np.isin(layout.y, split_classes))[: len(X)]  # originals come first
         accuracy = float(scorer.score(X[mask], y[mask])) if mask.any() else np.nan
         out.append({**common, "split": split, "accuracy": accuracy, "n_test": int(mask.sum())})
+    if protocol == "open-class" and not probe:
+        base_accuracy, new_accuracy = out[0]["accuracy"], out[1]["accuracy"]
+        harmonic = (2 * base_accuracy * new_accuracy / (base_accuracy + new_accuracy)
+                    if base_accuracy + new_accuracy > 0 else 0.0)
+        out.append({**common, "split": "harmonic", "accuracy": harmonic,
+                    "n_test": out[0]["n_test"] + out[1]["n_test"]})
     return out
 
 

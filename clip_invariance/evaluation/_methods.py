@@ -199,12 +199,39 @@ def make_method(method, *, grids, prompts=None, classes=None, text_interventions
     return estimator, {path: list(grids[name]) for name, path in paths.items()}, dict(paths)
 
 
+# Look-alike style words of the domain names of PACS, VLCS, Office-31, OfficeHome, DomainNet, NICO and
+# ImageNet's variants: a text intervention that names any of them describes the target's style even
+# without its exact name ("pencil drawing" for sketch, "clipart illustration" for cartoon). A word of an
+# environment's name pulls in its whole row. Phrases of several words match as a sequence.
+STYLE_SYNONYMS = {
+    "sketch": ("sketch", "sketches", "pencil", "drawing", "drawn", "line art", "charcoal", "doodle"),
+    "quickdraw": ("quickdraw", "quick draw", "doodle", "scribble", "sketch", "drawing"),
+    "cartoon": ("cartoon", "cartoons", "comic", "animated", "animation", "anime", "clipart", "clip art",
+                "illustration"),
+    "clipart": ("clipart", "clip art", "clip-art", "illustration", "vector", "icon", "cartoon"),
+    "painting": ("painting", "paintings", "painted", "artwork", "art", "watercolor", "watercolour",
+                 "oil painting", "acrylic"),
+    "art": ("art", "artwork", "artistic", "painting", "painted"),
+    "photo": ("photo", "photos", "photograph", "photography", "picture", "real", "realistic", "camera",
+              "snapshot"),
+    "real": ("real", "realistic", "photo", "photograph", "picture", "camera"),
+    "product": ("product", "catalog", "catalogue", "studio photo", "white background"),
+    "infograph": ("infograph", "infographic", "chart", "diagram", "poster"),
+    "sculpture": ("sculpture", "statue", "carving", "figurine"),
+    "rendition": ("rendition", "render", "rendering", "tattoo", "embroidery", "origami", "toy"),
+    "webcam": ("webcam", "web camera", "low quality", "low resolution", "blurry"),
+    "dslr": ("dslr", "high resolution", "professional photo"),
+}
+
+
 def mentions_environment(strings, environment):
-    """Which strings name an environment: its name or any of its words, case-insensitive.
+    """Which strings name an environment: its name, its words, or a look-alike style word.
 
     ``"art_painting"`` is named by ``"art painting"``, ``"a painting of a
-    dog."`` and ``"Art"``; words of one or two letters are ignored (``"of"``
-    would match everything).
+    dog."`` and ``"Art"``, and, through :data:`STYLE_SYNONYMS`, by ``"an
+    oil painting"`` or ``"watercolor"``; ``"sketch"`` by ``"a pencil drawing"``;
+    ``"Real World"`` by ``"a photo"``. Words of one or two letters are ignored
+    (``"of"`` would match everything). Matching is by whole words, case-insensitive.
 
     Parameters
     ----------
@@ -222,16 +249,27 @@ def mentions_environment(strings, environment):
     >>> from clip_invariance.evaluation._methods import mentions_environment
     >>> mentions_environment(["painting", "sketch", "black and white photo"], "art_painting").tolist()
     [True, False, False]
-    >>> mentions_environment(["a sketch of a dog.", "a photo of a sketchbook."], "sketch").tolist()
+    >>> mentions_environment(["a sketch of a dog.", "a photo of a sketchbook.", "pencil drawing"],
+    ...                      "sketch").tolist()
+    [True, False, True]
+    >>> mentions_environment(["clipart illustration", "photo"], "cartoon").tolist()
     [True, False]
     """
-    words = {w for w in _words(environment) if len(w) > 2}
-    return np.array([bool(words & set(_words(text))) for text in np.asarray(strings, dtype=str).ravel()],
-                    dtype=bool)
+    phrases = set()
+    for word in _words(environment):
+        if len(word) > 2:
+            phrases.add((word,))
+            phrases.update(tuple(_words(synonym)) for synonym in STYLE_SYNONYMS.get(word, ()))
+    mentioned = []
+    for text in np.asarray(strings, dtype=str).ravel():
+        words = [w for w in _words(text) if w]
+        grams = {tuple(words[i:i + k]) for k in range(1, 4) for i in range(len(words) - k + 1)}
+        mentioned.append(bool(phrases & grams))
+    return np.array(mentioned, dtype=bool)
 
 
 def _words(text):
-    return re.split(r"[^0-9a-z]+", str(text).lower())
+    return [w for w in re.split(r"[^0-9a-z]+", str(text).lower()) if w]
 
 
 class FirstViewsProjector(TransformerMixin, BaseEstimator):

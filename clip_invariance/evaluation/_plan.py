@@ -30,7 +30,7 @@ from ._protocols import SELECTION_RULES
 __all__ = ["PROTOCOLS", "INTERVENTIONS", "TEMPLATES", "DEFAULT_SELECTION", "plan_evaluation",
            "StoreLayout", "target_text_interventions"]
 
-PROTOCOLS = ("dg", "open-class")
+PROTOCOLS = ("dg", "open-class", "base-to-new")
 INTERVENTIONS = ("image", "text", "both")
 TEMPLATES = ("single", "ensemble")
 
@@ -93,8 +93,8 @@ def plan_evaluation(store, *, protocol, methods, interventions, seeds, selection
     if selection == "views-val" and not has_views:
         raise ValueError("selection='views-val' validates on augmented views, but the store has none: "
                          "embed at least one view per image, or choose another selection rule.")
-    if "open-class" in protocols and n_classes < 2:
-        raise ValueError("The open-class protocol needs at least two classes (base and new).")
+    if {"open-class", "base-to-new"} & set(protocols) and n_classes < 2:
+        raise ValueError("The open-class protocols need at least two classes (base and new).")
     grids = _grids(grids, dim)
     prompts = store.prompt_embeddings if templates == "single" else store.prompt_ensemble_embeddings
     if templates == "ensemble" and prompts is None:
@@ -140,6 +140,8 @@ def plan_evaluation(store, *, protocol, methods, interventions, seeds, selection
         holdout=holdout, grids=grids, prompts=prompts, templates=templates,
         front_door_prompts=ensemble if ensemble is not None else store.prompt_embeddings,
         probe_views=bool(probe_views), include_target_name=bool(include_target_name), texts=texts,
+        # No style labels and no texts: nothing names the target for sure, so nothing is dropped.
+        texts_unfiltered=texts is not None and not include_target_name and _no_style_labels(store),
         front_door_params=front_door_params, layout=StoreLayout(store), n_classes=n_classes,
         skipped=skipped, progress=bool(progress),
         arguments={
@@ -185,6 +187,10 @@ class StoreLayout:
         return self._columns[with_view_rows]
 
 
+def _no_style_labels(store):
+    return store.text_intervention_styles is None and store.text_intervention_texts is None
+
+
 def target_text_interventions(store, targets, include_target_name, skip):
     """Target -> (text interventions, their view groups) without those naming the target."""
     texts, groups = np.asarray(store.text_interventions), np.asarray(store.text_view_groups)
@@ -193,7 +199,7 @@ def target_text_interventions(store, targets, include_target_name, skip):
         strings = store.text_intervention_texts
     if strings is None and not include_target_name:
         skip("The store's text interventions carry neither texts nor styles: those naming the target "
-             "environment cannot be told, and none is dropped.")
+             "environment cannot be told, and none is dropped (rows labelled +unfiltered).")
     out = {}
     for target in targets:
         keep = np.ones(len(texts), dtype=bool)

@@ -23,6 +23,8 @@ as ``cv``:
 Training rows never include the target; only ``"oracle"`` validates on it.
 """
 
+import hashlib
+
 import numpy as np
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV
@@ -152,7 +154,10 @@ def holdout_split(environments, view_groups, holdout=0.2, random_state=0):
 
     Exactly ``round(holdout * n_e)`` of the ``n_e`` contents of every
     environment are drawn (not a Bernoulli draw per content, whose share
-    varies), and all views of a content fall on the same side.
+    varies), and all views of a content fall on the same side. Each
+    environment is drawn with its own generator, seeded by ``random_state``
+    and the environment's name, so its split depends on nothing else: adding,
+    removing or resizing another environment leaves it unchanged.
 
     Parameters
     ----------
@@ -163,7 +168,8 @@ def holdout_split(environments, view_groups, holdout=0.2, random_state=0):
     holdout : float, default=0.2
         Share of every environment's contents held out.
     random_state : int, RandomState instance or None, default=0
-        Seed of the draw.
+        Seed of the draw (a RandomState instance or None: one int is drawn
+        from it first).
 
     Returns
     -------
@@ -186,13 +192,31 @@ def holdout_split(environments, view_groups, holdout=0.2, random_state=0):
     content_environment[content_index] = environments
     if np.any(content_environment[content_index] != environments):
         raise ValueError("The views of one content (one view group) span several environments.")
-    rng = check_random_state(random_state)
+    seed = _base_seed(random_state)
     held = np.zeros(len(contents), dtype=bool)
     for environment in np.unique(content_environment):
         members = np.flatnonzero(content_environment == environment)
         n_held = int(round(holdout * len(members)))
+        # Each environment's draw is seeded by the seed and its own name alone: a source's split does
+        # not change when another environment (the target, say) gains or loses rows.
+        rng = np.random.default_rng([seed, _name_code(environment)])
         held[rng.permutation(members)[:n_held]] = True
     return held[content_index]
+
+
+def _base_seed(random_state):
+    """An int seed: ``random_state`` itself, or one drawn from a RandomState (None: fresh entropy)."""
+    if isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool):
+        if random_state < 0:
+            raise ValueError(f"random_state must be non-negative, got {random_state}.")
+        return int(random_state)
+    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+
+
+def _name_code(name):
+    """A stable non-negative integer of an environment's name (the same in every process)."""
+    value = name.item() if isinstance(name, np.generic) else name
+    return int.from_bytes(hashlib.blake2b(repr(value).encode(), digest_size=8).digest(), "little")
 
 
 def _is_row_aligned(value, n):

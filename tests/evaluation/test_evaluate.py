@@ -5,10 +5,11 @@ import warnings
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
+from sklearn.utils import Bunch
 
 import clip_invariance.evaluation as evaluation
 import clip_invariance.evaluation._methods as methods
-from clip_invariance import InvariantProjector
+from clip_invariance import InvariantProjector, ZeroShotInvariantClassifier
 from clip_invariance.datasets import load_embeddings, make_invariant_embeddings, save_embeddings
 from clip_invariance.evaluation import (
     COLUMNS,
@@ -16,6 +17,7 @@ from clip_invariance.evaluation import (
     default_grids,
     evaluate_ablation,
     evaluate_store,
+    holdout_split,
     make_method,
 )
 from clip_invariance.evaluation._methods import FirstViewsProjector, mentions_environment
@@ -139,7 +141,8 @@ def test_text_interventions_naming_the_target_are_dropped(store, spies):
     assert results["interventions"].eq("text").all()
     assert len(projector_fits) == 2 * len(ENVIRONMENTS)  # per target: the search's one split, the refit
     for target, fit in zip(np.repeat(ENVIRONMENTS, 2), projector_fits):
-        named = {"art_painting": {"painting", "art"}}.get(target, {target})
+        # Look-alike styles go too: a "drawing" is a sketch (evaluation._methods.STYLE_SYNONYMS).
+        named = {"art_painting": {"painting", "art"}, "sketch": {"sketch", "drawing"}}.get(target, {target})
         keep = ~np.isin(data.text_intervention_styles, list(named))
         assert row_set(fit["intervention_embeddings"]) == row_set(data.text_interventions[keep])
         assert len(fit["intervention_embeddings"]) == keep.sum() == 10 * (len(STYLES) - len(named))
@@ -150,6 +153,15 @@ def test_text_interventions_naming_the_target_are_dropped(store, spies):
                            selection="source-val", include_target_name=True)
     assert leaky["interventions"].eq("text+target-name").all()
     assert all(len(fit["intervention_embeddings"]) == len(data.text_interventions) for fit in projector_fits)
+
+
+def test_text_interventions_without_styles_are_labelled_unfiltered(store):
+    data = load_embeddings(store)
+    data.update(text_intervention_styles=None, text_intervention_texts=None)
+    with pytest.warns(UserWarning, match=r"neither texts nor styles.*labelled \+unfiltered"):
+        results = evaluate_store(data, methods=["zero-shot-icm"], interventions=["text", "image"],
+                                 grids={"n_components": [8], "lam": [10.0]}, selection="source-val")
+    assert set(results["interventions"]) == {"text+unfiltered", "image"}
 
 
 def test_probes_learn_from_the_originals_and_the_projector_from_the_views(store, spies):
@@ -186,12 +198,15 @@ def test_open_class_learns_from_base_classes_and_predicts_new_ones(store, spies)
     results = evaluate_store(store, protocol="open-class", methods=["zero-shot", "zero-shot-icm", "probe"],
                              interventions="both", grids={"n_components": [8], "lam": [10.0], "C": [0.316]})
     splits = results.groupby("method")["split"].agg(lambda s: sorted(set(s))).to_dict()
-    assert splits == {"probe": ["base"], "zero-shot": ["base", "new", "total"],
-                      "zero-shot-icm": ["base", "new", "total"]}
+    assert splits == {"probe": ["base"], "zero-shot": ["base", "harmonic", "new"],
+                      "zero-shot-icm": ["base", "harmonic", "new"]}
     icm = results.query("method == 'zero-shot-icm'").set_index(["target", "split"])["accuracy"]
     zero_shot = results.query("method == 'zero-shot'").set_index(["target", "split"])["accuracy"]
-    # Classes the projector never saw, predicted from their prompts alone, still gain on average.
+    # Classes the projector never saw, predicted from their prompts alone among all ten, still gain.
     assert icm.xs("new", level="split").mean() > zero_shot.xs("new", level="split").mean() + 0.15
+    for scores in (icm, zero_shot):  # the harmonic mean of base and new, per target
+        base, new_ = scores.xs("base", level="split"), scores.xs("new", level="split")
+        np.testing.assert_allclose(scores.xs("harmonic", level="split"), 2 * base * new_ / (base + new_))
     assert set(results.query("split == 'new'")["n_test"]) == {int((new & (data.environments == e)).sum())
                                                               for e in ENVIRONMENTS}
     assert projector_fits
@@ -205,11 +220,12 @@ def test_front_door_rows_on_both_protocols(store):
                              interventions=["image", "text"], selection="views-val", grids=GRIDS,
                              front_door_params=FAST_FRONT_DOOR, seeds=[0, 1])
     assert set(results["interventions"]) == {"none", "image", "text"}
-    assert set(results["split"]) == {"all", "base", "new", "total"}
+    assert set(results["split"]) == {"all", "base", "new", "harmonic", "total"}
     assert results["temperature"].eq(10.0).all() and results["accuracy"].between(0, 1).all()
     icm = results.query("method == 'front-door-icm' and protocol == 'dg'")
     assert icm["n_components"].isin([4, 8]).all()
-    assert len(results) == 2 * 4 * 3 * (1 + 3)  # seeds x targets x variants x (dg + open-class splits)
+    # seeds x targets x variants x (dg + open-class + base-to-new splits)
+    assert len(results) == 2 * 4 * 3 * (1 + 3 + 3)
 
 
 def test_a_store_without_prompts_skips_the_prompt_methods(tmp_path):
@@ -341,5 +357,77 @@ def test_pacs_mini_end_to_end(tiny_model, pacs_mini, tmp_path):
     assert set(results["target"]) == {"art_painting", "cartoon", "photo", "sketch"}
     assert set(results["method"]) == set(methods.METHODS)
     assert results["accuracy"].between(0, 1).all()
-    assert set(results.query("protocol == 'open-class'")["split"]) == {"base", "new", "total"}
+    assert set(results.query("protocol == 'open-class'")["split"]) == {"base", "new", "harmonic"}
+    assert set(results.query("protocol == 'base-to-new'")["split"]) == {"base", "new", "total"}
     assert set(results["templates"].dropna()) == {"single", "ensemble"}  # zero-shot / front door
+
+
+def _odd_store(n_classes=5):
+    data = make_invariant_embeddings(n_samples=500, n_classes=n_classes, random_state=4)
+    return Bunch(X=data.X, y=data.y, environments=np.array(ENVIRONMENTS)[data.environments],
+                 environment_names=ENVIRONMENTS, class_names=[f"c{c}" for c in range(n_classes)],
+                 views=data.X_views.transpose(1, 0, 2), prompt_embeddings=data.prompt_embeddings,
+                 prompt_ensemble_embeddings=None, text_interventions=None, text_view_groups=None,
+                 text_intervention_texts=None, text_intervention_styles=None, paths=None, settings={})
+
+
+def test_open_class_scores_as_clip_icm_and_base_to_new_as_coop():
+    store = _odd_store()  # 5 classes: CLIP-ICM's base is 0-1 (floor), CoOp's 0-2 (ceil)
+    results = evaluate_store(store, protocol="all", methods=["zero-shot", "zero-shot-icm"],
+                             interventions="image", grids={"n_components": [4], "lam": [10.0]})
+    test = (store.environments == "sketch")
+    counts = {name: int(np.isin(store.y[test], classes).sum())
+              for name, classes in {"01": [0, 1], "234": [2, 3, 4], "012": [0, 1, 2], "34": [3, 4]}.items()}
+    sketch = results.query("target == 'sketch' and method == 'zero-shot'").set_index(["protocol", "split"])
+    assert sketch.loc[("open-class", "base"), "n_test"] == counts["01"]
+    assert sketch.loc[("open-class", "new"), "n_test"] == counts["234"]
+    assert sketch.loc[("open-class", "harmonic"), "n_test"] == counts["01"] + counts["234"]
+    assert sketch.loc[("base-to-new", "base"), "n_test"] == counts["012"]
+    assert sketch.loc[("base-to-new", "new"), "n_test"] == counts["34"]
+    # Plain zero-shot learns nothing: open-class scores every image among all five prompts.
+    zero_shot = ZeroShotInvariantClassifier(store.prompt_embeddings).fit(store.X[:10])
+    new_images = test & np.isin(store.y, [2, 3, 4])
+    assert sketch.loc[("open-class", "new"), "accuracy"] == pytest.approx(
+        zero_shot.score(store.X[new_images], store.y[new_images]))
+    # Base-to-new scores the new images among the new classes only: never harder than among all.
+    among_new = zero_shot.with_prompts(store.prompt_embeddings[[3, 4]], classes=[3, 4])
+    only_new = test & np.isin(store.y, [3, 4])
+    assert sketch.loc[("base-to-new", "new"), "accuracy"] == pytest.approx(
+        among_new.score(store.X[only_new], store.y[only_new]))
+
+
+def test_a_source_split_does_not_depend_on_the_target():
+    data = make_invariant_embeddings(n_samples=800, random_state=2)
+    environments = np.array(ENVIRONMENTS)[data.environments]
+    full = holdout_split(environments, np.arange(len(environments)), random_state=3)
+    # A quarter of the target's rows gone: every source keeps exactly the same held-out rows.
+    target = np.flatnonzero(environments == "sketch")
+    kept = np.setdiff1d(np.arange(len(environments)), target[: len(target) // 4])
+    smaller = holdout_split(environments[kept], kept, random_state=3)
+    sources = environments[kept] != "sketch"
+    np.testing.assert_array_equal(smaller[sources], full[kept][sources])
+    assert not np.array_equal(holdout_split(environments, np.arange(len(environments)), random_state=4),
+                              full)  # another seed, another split
+
+
+def test_evaluation_of_the_sources_does_not_depend_on_the_targets_size():
+    data = make_invariant_embeddings(n_samples=800, random_state=2)
+    environments = np.array(ENVIRONMENTS)[data.environments]
+    target = np.flatnonzero(environments == "sketch")
+    kept = np.setdiff1d(np.arange(len(environments)), target[: len(target) // 4])
+
+    def store(rows):
+        return Bunch(X=data.X[rows], y=data.y[rows], environments=environments[rows],
+                     environment_names=ENVIRONMENTS, class_names=[f"c{c}" for c in range(10)],
+                     views=data.X_views.transpose(1, 0, 2)[rows], prompt_embeddings=data.prompt_embeddings,
+                     prompt_ensemble_embeddings=None, text_interventions=None, text_view_groups=None,
+                     text_intervention_texts=None, text_intervention_styles=None, paths=None, settings={})
+
+    kwargs = {"methods": ["probe", "probe-icm"], "interventions": "image", "selection": "source-val",
+              "grids": {"n_components": [4, 8], "lam": [1.0, 100.0], "C": [0.1, 1.0]}, "seeds": [0, 1]}
+    columns = ["method", "seed", "validation_accuracy", "n_components", "lam", "C", "n_train"]
+    full = evaluate_store(store(np.arange(len(environments))), **kwargs).query("target == 'sketch'")
+    smaller = evaluate_store(store(kept), **kwargs).query("target == 'sketch'")
+    pd.testing.assert_frame_equal(full[columns].reset_index(drop=True),
+                                  smaller[columns].reset_index(drop=True))
+

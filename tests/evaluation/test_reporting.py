@@ -63,7 +63,8 @@ def test_results_files_are_written_and_parse_back(results, tmp_path):
 def test_markdown_is_shaped_like_the_papers_tables(results, tmp_path):
     text = write_results(results, tmp_path)["markdown"].read_text()
     headings = [line for line in text.splitlines() if line.startswith("## ")]
-    tables = [("dg", "all"), ("open-class", "base"), ("open-class", "new"), ("open-class", "total")]
+    tables = [("dg", "all"), ("open-class", "base"), ("open-class", "new"), ("open-class", "harmonic"),
+              ("base-to-new", "base"), ("base-to-new", "new"), ("base-to-new", "total")]
     assert headings == [f"## {p}, split {s}, selection views-val" for p, s in tables]
     rows = table(text, headings[0])
     assert rows[0] == ["method", *ENVIRONMENTS, "avg"]
@@ -125,7 +126,9 @@ def test_plots_are_written(results, store, tmp_path):
     paths = plot_results(results, tmp_path)
     assert [p.name for p in paths] == [
         "accuracy_dg_all_views-val.png", "accuracy_open-class_base_views-val.png",
-        "accuracy_open-class_new_views-val.png", "accuracy_open-class_total_views-val.png"]
+        "accuracy_open-class_new_views-val.png", "accuracy_open-class_harmonic_views-val.png",
+        "accuracy_base-to-new_base_views-val.png", "accuracy_base-to-new_new_views-val.png",
+        "accuracy_base-to-new_total_views-val.png"]
     assert all(png_ok(p) for p in paths)
     ablation = evaluate_ablation(store, method="probe-icm", n_components=[4, 8], lam=[1.0, 10.0],
                                  interventions="image", grids={"C": [0.316]}, seeds=[0, 1],
