@@ -69,7 +69,7 @@ def test_log_evidence_is_stable_at_extremes():
 
 
 def test_unknown_evidence_function():
-    with pytest.raises(ValueError, match="evidence must be one of"):
+    with pytest.raises(ValueError, match="evidence function must be one of"):
         log_evidence([1.0], "sigmoid")
 
 
@@ -199,7 +199,7 @@ def test_torch_evidence_is_the_same_function(kind):
 
 def test_unknown_evidence_function_in_torch():
     torch = pytest.importorskip("torch")
-    with pytest.raises(ValueError, match="evidence must be one of"):
+    with pytest.raises(ValueError, match="evidence function must be one of"):
         torch_evidence(torch.zeros(2), "sigmoid")
 
 
@@ -307,7 +307,7 @@ def test_fuse_scores_tiny_evidence_is_not_lost_to_underflow():
         ([[0.0, 1.0], [0.0, 1.0, 2.0]], "exp", r"the same shape, got \(2,\) and \(3,\)"),
         ([np.array(1.0)], "exp", "scores must have a class axis"),
         ([[0.0, np.nan]], "exp", "evidence contains NaN"),
-        ([[0.0, 1.0]], "sigmoid", "evidence must be one of"),
+        ([[0.0, 1.0]], "sigmoid", "evidence function must be one of"),
     ],
 )
 def test_fuse_scores_bad_input(scores, kind, message):

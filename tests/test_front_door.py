@@ -223,7 +223,7 @@ def test_predictions_match_values_recorded_before_the_refactor():
 def test_relu_without_any_evidence_predicts_uniform():
     X = np.array([[-1.0, 0.0], [0.0, -1.0]])
     T = np.array([[1.0, 0.0], [0.0, 1.0]])  # both images have cosine <= 0 with every class
-    clf = FrontDoorEnsembleClassifier(T, evidence="relu", max_iter=0).fit(X, [0, 1])
+    clf = FrontDoorEnsembleClassifier(T, evidence_function="relu", max_iter=0).fit(X, [0, 1])
     np.testing.assert_allclose(clf.predict_proba(X), 0.5)
     np.testing.assert_allclose(clf.predict_uncertainty(X), 1.0)
 
@@ -569,8 +569,8 @@ BAD_INPUT = {
         NotFittedError, "is not fitted yet",
     ),
     "unknown evidence": (
-        lambda d: FrontDoorEnsembleClassifier(evidence="sigmoid").fit(d.X, d.y),
-        ValueError, "The 'evidence' parameter",
+        lambda d: FrontDoorEnsembleClassifier(evidence_function="sigmoid").fit(d.X, d.y),
+        ValueError, "The 'evidence_function' parameter",
     ),
 }
 

@@ -91,7 +91,7 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         Number of view embeddings side by side in each row of ``X``.
     pairing : {"auto", "paired", "all"}, default="auto"
         How templates meet views, see above.
-    evidence : {"softplus", "relu", "exp"}, default="exp"
+    evidence_function : {"softplus", "relu", "exp"}, default="exp"
         The evidence function ``h``. With ``"exp"`` each opinion's belief is a softmax of the
         cosines; the nearly linear softplus loses accuracy on the synthetic set-up.
     temperature : float, default=10.0
@@ -194,7 +194,7 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         "classes": ["array-like", None],
         "n_views": [Interval(Integral, 1, None, closed="left")],
         "pairing": [StrOptions({"auto", "paired", "all"})],
-        "evidence": [StrOptions(set(EVIDENCE_FUNCTIONS))],
+        "evidence_function": [StrOptions(set(EVIDENCE_FUNCTIONS))],
         "temperature": [Interval(Real, 0, None, closed="neither")],
         "beta": [Interval(Real, 0, None, closed="left")],
         "decoupling_reduction": [StrOptions({"mean", "sum"})],
@@ -223,7 +223,7 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         classes=None,
         n_views=1,
         pairing="auto",
-        evidence="exp",
+        evidence_function="exp",
         temperature=10.0,
         beta=0.1,
         decoupling_reduction="mean",
@@ -248,7 +248,7 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         self.classes = classes
         self.n_views = n_views
         self.pairing = pairing
-        self.evidence = evidence
+        self.evidence_function = evidence_function
         self.temperature = temperature
         self.beta = beta
         self.decoupling_reduction = decoupling_reduction
@@ -413,7 +413,8 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
             (n_opinions, n_samples) and ``pairs`` (n_opinions, 2), the
             ``(template, view)`` of each opinion (same as ``pairs_``).
         """
-        opinions = [opinion_from_evidence(log_evidence(s, self.evidence), log=True) for s in self._scores(X)]
+        opinions = [opinion_from_evidence(log_evidence(scores, self.evidence_function), log=True)
+                    for scores in self._scores(X)]
         belief, uncertainty = (np.stack(parts) for parts in zip(*opinions))
         return Bunch(belief=belief, uncertainty=uncertainty, pairs=self.pairs_.copy())
 
@@ -502,7 +503,7 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
             yield np.multiply(scores, scale[v], out=scores)
 
     def _fused_opinion(self, X):
-        return fuse_scores(self._scores(X), self.evidence)
+        return fuse_scores(self._scores(X), self.evidence_function)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -112,7 +112,7 @@ def log_evidence(scores, kind="softplus"):
     if kind == "relu":
         with np.errstate(divide="ignore"):
             return np.log(np.maximum(x, 0.0))
-    raise ValueError(f"evidence must be one of {EVIDENCE_FUNCTIONS}, got {kind!r}.")
+    raise ValueError(f"The evidence function must be one of {EVIDENCE_FUNCTIONS}, got {kind!r}.")
 
 
 # ------------------------------------------------------------------- opinions
@@ -458,7 +458,7 @@ def fuse_scores(scores, kind="softplus"):
     array([1., 0.])
     """
     if kind not in EVIDENCE_FUNCTIONS:
-        raise ValueError(f"evidence must be one of {EVIDENCE_FUNCTIONS}, got {kind!r}.")
+        raise ValueError(f"The evidence function must be one of {EVIDENCE_FUNCTIONS}, got {kind!r}.")
     scores = iter(scores)
     ratio, work, bound = None, None, 0.0  # D_c, work arrays, an upper bound of log(1 + max D)
     for s in scores:

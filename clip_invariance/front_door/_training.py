@@ -78,7 +78,7 @@ def torch_evidence(scores, kind="softplus"):
         return torch.nn.functional.softplus(scores)
     if kind == "relu":
         return torch.relu(scores)
-    raise ValueError(f"evidence must be one of {EVIDENCE_FUNCTIONS}, got {kind!r}.")
+    raise ValueError(f"The evidence function must be one of {EVIDENCE_FUNCTIONS}, got {kind!r}.")
 
 
 def trusted_cross_entropy(evidence, y):
@@ -243,7 +243,7 @@ class TrainingOptions:
 
     Attributes
     ----------
-    evidence : {"softplus", "relu", "exp"}
+    evidence_function : {"softplus", "relu", "exp"}
         The evidence function ``h`` of every opinion (:func:`torch_evidence`).
     temperature : float
         Scale of the cosines, in the evidence and in the softmaxes of
@@ -285,7 +285,7 @@ class TrainingOptions:
         A progress bar (tqdm) over the epochs.
     """
 
-    evidence: str
+    evidence_function: str
     temperature: float
     beta: float
     decoupling_reduction: str
@@ -511,7 +511,7 @@ class _AdapterTrainer:
         emb = self.class_embeddings()
         y = self.y[rows]
         scores = torch.bmm(self.views[:, rows][self.pair_views], emb[self.pair_templates].transpose(1, 2))
-        opinions = torch_evidence(t * scores, options.evidence)
+        opinions = torch_evidence(t * scores, options.evidence_function)
         if options.fused_loss:  # TMC: the fused opinion is one more opinion to train
             opinions = torch.cat([opinions, fused_evidence(opinions)])
         loss = trusted_cross_entropy(opinions, y)
