@@ -5,8 +5,8 @@
 ``_evidence.py`` holds the evidence function, the opinions and the fusion
 (:func:`fuse_evidence`, and :func:`fuse_scores` at the speed of prediction),
 ``_adapters.py`` the learned per-template maps (:class:`TemplateAdapters`)
-and ``_training.py``, the only module that imports torch, the three losses
-and the training loop.
+and ``_training.py``, the only module that imports torch, the losses and
+the trainer (:func:`~clip_invariance.front_door._training.train_adapters`).
 """
 
 from ._adapters import TemplateAdapters

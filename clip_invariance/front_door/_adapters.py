@@ -1,7 +1,7 @@
 r"""The front door's learned maps, stored at their rank and in the input's precision.
 
 :class:`~clip_invariance.FrontDoorEnsembleClassifier` learns one
-class-agnostic map per template (:mod:`clip_invariance.front_door`, torch),
+class-agnostic map per template (torch, in ``_training.py``),
 
 .. math:: W_m = I + L_m R_m^\top,
 

@@ -1,6 +1,14 @@
-"""FrontDoorEnsembleClassifier (CDC): views x templates -> cosine -> evidence -> fused opinions.
+"""FrontDoorEnsembleClassifier: evidential front-door fusion over templates and views (CDC).
 
-Numpy inference only; the adapters' torch training is :mod:`clip_invariance.front_door`.
+The data path is ``views x templates -> cosine -> evidence -> opinions ->
+reduced Dempster fusion -> P(y | do(x))``. Every (template, view) pair is one
+decoupled semantic ``s`` of CDC's front-door adjustment; its temperature-
+scaled cosines become Dirichlet evidence, and the opinions are fused by
+``_evidence.py`` (:func:`~clip_invariance.front_door.fuse_scores`). This
+module is the estimator, its numpy inference and the helpers that check and
+prepare its inputs; training (one class-agnostic adapter per template, so
+that a trained model still predicts classes it never saw from their prompts)
+lives in ``_training.py``, which imports torch only when it trains.
 """
 
 from numbers import Integral, Real
@@ -49,30 +57,76 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         b^m_c = e^m_c / S^m, \quad u^m = C / S^m,
 
     with :math:`S^m = \sum_c \alpha^m_c` and ``h`` one of softplus, ReLU,
-    exp (:func:`~clip_invariance.front_door.log_evidence`; handled as its log,
-    so exact at any temperature). The opinions are fused by the reduced
-    Dempster rule (:func:`~clip_invariance.front_door.fuse_evidence`):
-    :meth:`predict_proba` is the fused belief normalised to sum to 1,
-    :meth:`predict_uncertainty` the fused uncertainty ``U``. Read more in the
-    :ref:`User Guide <front_door>`.
+    exp (``evidence_function``, :func:`~clip_invariance.front_door.log_evidence`).
+    All opinions are fused by the reduced Dempster rule
+    (:func:`~clip_invariance.front_door.fuse_evidence`); :meth:`predict_proba`
+    is the fused belief normalised to sum to 1 and :meth:`predict_uncertainty`
+    the fused uncertainty ``U``. Evidence is handled as its logarithm wherever
+    it could leave the floating-point range, so exp evidence stays exact at
+    any temperature. Read more in the :ref:`User Guide <front_door>`.
 
-    ``X`` holds the ``n_views`` view embeddings of each image side by side
-    (the columns layout of :mod:`clip_invariance.views`; view 0 is usually
-    the image, the others augmentations). ``pairing="paired"`` gives template
-    ``m`` view ``m`` only (``M`` opinions), ``"all"`` every view (``M *
-    n_views`` opinions, template-major); ``"auto"`` pairs if ``n_views == M``.
+    **Views and templates.** ``X`` holds the ``n_views`` view embeddings of
+    each image side by side (the columns layout of
+    :mod:`clip_invariance.views`): columns ``[v * D, (v + 1) * D)`` are view
+    ``v`` (view 0 is usually the image itself, the others augmentations).
+    With ``pairing="paired"`` template ``m`` sees view ``m`` only (CDC pairs
+    each template with one augmentation; needs ``n_views == M``): ``M``
+    opinions. With ``pairing="all"`` every template sees every view:
+    ``M * n_views`` opinions, template-major. ``"auto"`` pairs when
+    ``n_views == M``.
 
-    Training (``max_iter > 0``, torch, :mod:`clip_invariance.front_door`) learns one class-agnostic
-    map :math:`W_m = I + \Delta_m` (or :math:`I + U_m V_m^\top` with ``rank``) per template, from
-    the identity, by Adam on the trusted cross-entropy of every opinion plus ``beta`` times the
-    decoupling loss, ``gamma`` times the consistency loss to ``anchor_embeddings`` and ``alpha``
-    times a proximal penalty. The maps do not depend on the class, so :meth:`with_prompts` predicts
-    new classes from their prompts alone. Without prompt embeddings, the normalised class means of
-    the view-averaged training embeddings are the single template. With a ``projector``, a clone is
-    fitted on the views in the rows layout (one view group per image; with one view, on ``X`` and
-    ``y``) and applied to views, prompts and anchors alike. A zero prompt row has no direction: a
-    ``ValueError``; a zero view embedding a warning (uniform probabilities). Predictions of a dask
-    ``X`` are lazy dask arrays (:mod:`clip_invariance._utils`).
+    **Training** (``max_iter > 0``, torch). Each template gets a
+    class-agnostic residual map :math:`W_m = I + \Delta_m` (``rank=None``) or
+    :math:`W_m = I + U_m V_m^\top` (low rank), applied to all of its class
+    embeddings, which are then re-normalised; with ``prompt_span`` the update
+    is confined to the span of the prompt and anchor embeddings. The maps
+    start at the identity and minimise, with Adam on CPU,
+
+    .. math::
+
+        L = \sum_k \operatorname{mean}_i \left[\psi(S^k_i) - \psi(\alpha^k_{i, y_i})\right]
+            + \beta L_{de} + \gamma L_{con}
+            + \alpha \sum_m \operatorname{mean}_c \lVert w^m_c - p^m_c \rVert^2,
+
+    the trusted cross-entropy summed over the opinions ``k`` (the ``pairs_``,
+    and with ``fused_loss`` the fused opinion too; :math:`\psi` = digamma);
+    the decoupling loss :math:`L_{de}`, the mean over template pairs
+    ``m != m'`` and classes ``c`` of
+    :math:`\sum_{\bar c} P(\bar c \mid w^m_c, w^{m'}) \log P(\bar c \mid w^m_c, w^{m'})`
+    (``P`` a softmax of ``temperature`` times cosines), which pushes templates
+    apart; the consistency loss
+    :math:`L_{con} = -\frac{1}{C} \sum_m \sum_c \log P(c \mid w^m_c, w^0)`,
+    which keeps every template anchored to the hand-written prompts ``w^0``
+    (``anchor_embeddings``); and a proximal penalty that keeps the adapted
+    class embeddings near the training-free ones :math:`p^m_c`.
+    ``kl_annealing_epochs`` adds TMC's KL term. Training runs ``max_iter``
+    epochs, or stops early when the epoch loss (with ``validation_fraction``,
+    the held-out loss) has not improved by ``tol`` for ``n_iter_no_change``
+    epochs. ``max_iter=0`` is the training-free fused ensemble.
+
+    **New classes.** The adapters do not depend on the class, so
+    :meth:`with_prompts` returns a copy that predicts any set of classes from
+    their prompt embeddings, without refitting (base-to-new evaluation).
+
+    **Without prompt embeddings** the classifier uses the normalised
+    class means of the (view-averaged) training embeddings as a single
+    template, so it is a complete classifier for labelled ``X``.
+
+    **Invariant projection.** With ``projector`` (e.g. an
+    :class:`~clip_invariance.InvariantProjector`), a clone is fitted on the
+    views in the rows layout with one group per image
+    (:func:`~clip_invariance.views.columns_to_rows`; with a single view, on
+    ``X`` and ``y``) and then applied to the views *and* to the prompt and
+    anchor embeddings, so both sides are compared in the same invariant
+    subspace.
+
+    **Bad input.** A zero prompt row has no direction: it is a
+    ``ValueError``. A zero view embedding has none either: a warning, and
+    uniform probabilities at prediction, never a silent first class. A failed
+    :meth:`fit` leaves the classifier as it was.
+
+    **Dask.** Predictions of a dask ``X`` are lazy dask arrays, computed
+    chunk by chunk.
 
     Parameters
     ----------
@@ -92,11 +146,15 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
     pairing : {"auto", "paired", "all"}, default="auto"
         How templates meet views, see above.
     evidence_function : {"softplus", "relu", "exp"}, default="exp"
-        The evidence function ``h``. With ``"exp"`` each opinion's belief is a softmax of the
-        cosines; the nearly linear softplus loses accuracy on the synthetic set-up.
+        The evidence function ``h``. ``"exp"`` makes each opinion's belief a
+        softmax of the cosines; softplus and ReLU are nearly linear in them
+        and separate classes less (on the synthetic set-up the training-free
+        ensemble scores 0.49 with exp, 0.47 with softplus and 0.46 with relu,
+        1000 samples, seed 0).
     temperature : float, default=10.0
-        Scale :math:`\tau` of the cosines, in the evidence and the losses'
-        softmaxes. CLIP's logit scale, 100, makes every exp opinion nearly
+        Scale :math:`\tau` of the cosines, in the evidence and in the
+        softmaxes of the decoupling and consistency losses. CLIP's own logit
+        scale is 100, but with exp evidence that makes every opinion nearly
         certain (``u ~ 0``); 10 keeps the uncertainty informative.
     beta : float, default=0.1
         Weight of the decoupling loss.
@@ -109,26 +167,30 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         Add the trusted cross-entropy of the fused opinion (TMC's full loss):
         +5 points in domain, no loss out of domain (:ref:`User Guide <front_door>`).
     kl_annealing_epochs : int or None, default=None
-        Add TMC's KL term, weighted ``min(1, epoch / kl_annealing_epochs)``;
-        ``None``: no KL term.
+        Add TMC's KL term, weighted ``min(1, epoch / kl_annealing_epochs)``
+        (epochs counted from 1), which penalises evidence for the wrong
+        classes; ``None``: no KL term (it costs in-domain accuracy).
     alpha : float, default=20.0
         Weight of the proximal penalty ``sum_m mean_c ||w^m_c - p^m_c||^2``
         that keeps the adapted class embeddings near the training-free ones.
     rank : int or None, default=None
         Rank of each adapter's update; ``None`` for a full residual map.
     prompt_span : bool, default=True
-        Confine each update to the span of the prompt and anchor embeddings.
-        With ``alpha=20``, the default by evidence (:ref:`User Guide
-        <front_door>`): 1 point lost out of domain under a style shift (23 before).
+        Confine each update to the span of the prompt and anchor embeddings
+        (what a soft prompt can reach). With ``alpha=20``, the default, chosen
+        on the table in the :ref:`User Guide <front_door>`: under the style
+        shift of ``make_multi_template_embeddings(style_shift=True)`` it loses
+        1 point out of domain (``alpha=0``, full maps: 23).
     learning_rate : float, default=1e-3
         Adam step size.
     batch_size : int, default=256
-        Minibatch size (capped at the number of samples).
+        Minibatch size (capped at the number of training rows).
     max_iter : int, default=50
         Maximum number of epochs; 0 skips training (and torch).
     tol : float or None, default=1e-4
-        Minimum improvement of the epoch loss; ``None`` always runs
-        ``max_iter`` epochs.
+        Minimum improvement of the epoch loss, or of the held-out loss with
+        ``validation_fraction``. ``None``: without ``validation_fraction``,
+        always run ``max_iter`` epochs; with it, any improvement counts.
     n_iter_no_change : int, default=5
         Epochs without improvement before stopping.
     validation_fraction : float in (0, 1) or None, default=None
@@ -139,8 +201,10 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         Unfitted transformer (e.g. ``InvariantProjector``) applied to views
         and prompts alike; cloned at fit.
     random_state : int, RandomState instance or None, default=None
-        Seeds the adapter initialisation and minibatch order (a local torch
-        generator; numpy's global one draws the seed only with ``None``).
+        Seeds the adapter initialisation, the validation split and the
+        minibatch order, through a local torch generator: torch's global
+        generator is never used, and numpy's only with ``None`` (which draws
+        the seed from it, as scikit-learn does).
     verbose : bool, default=False
         A progress bar (tqdm) over the training epochs.
 
@@ -277,7 +341,8 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         X : array-like of shape (n_samples, n_views * n_features)
             View embeddings of each image, side by side.
         y : array-like of shape (n_samples,)
-            Class labels, among ``classes`` when prompts are given.
+            Class labels; with prompt embeddings they must be among
+            ``classes``.
         environments : array-like of shape (n_samples,), default=None
             The environment of each row: ``validation_fraction`` then holds out
             whole environments (routed like ``InvariantProjector``'s metadata).
@@ -383,7 +448,11 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[np.argmax(proba, axis=1)]
 
     def predict_uncertainty(self, X):
-        """Fused uncertainty ``U`` in [0, 1]: often tiny, rank by it (give ``selective`` ``-U``).
+        """Fused uncertainty ``U`` in [0, 1]: large when the evidence is weak.
+
+        ``U`` is often tiny (1e-7 .. 1e-2 on the synthetic set-up): rank by it, and pass ``-U``
+        (not ``1 - U``, which rounds to 1) as the confidence of the selective-classification
+        metrics of :mod:`clip_invariance.evaluation` (:ref:`uncertainty`).
 
         Parameters
         ----------
@@ -421,10 +490,12 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
     def with_prompts(self, prompt_embeddings, classes=None):
         """A fitted copy that predicts other classes with the same trained adapters.
 
-        The adapters are class-agnostic: new classes need only their raw
-        prompt embeddings (same templates, same order). Nothing is refitted;
-        the copy's parameters describe the new classes (``anchor_embeddings``
-        None), so refitting it would train on them.
+        The adapters are class-agnostic, so new classes need only their
+        prompt embeddings (same templates, same order; raw, the copy applies
+        the fitted projector and the adapters). Nothing is refitted; the copy's
+        ``prompt_embeddings`` and ``classes`` parameters describe the new
+        classes, its ``anchor_embeddings`` is None (refitting the copy would
+        train on them).
 
         Parameters
         ----------
@@ -445,6 +516,18 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         >>> clf = FrontDoorEnsembleClassifier(np.eye(3)[:2], max_iter=0).fit(np.eye(3)[:2], [0, 1])
         >>> clf.with_prompts(np.eye(3), classes=["a", "b", "c"]).predict([[0.1, 0.0, 1.0]])
         array(['c'], dtype='<U1')
+
+        Base-to-new: train on five classes, predict the other five.
+
+        >>> from clip_invariance.datasets import make_multi_template_embeddings
+        >>> data = make_multi_template_embeddings(n_samples=400, random_state=0)
+        >>> base = data.base_classes
+        >>> clf = FrontDoorEnsembleClassifier(
+        ...     data.prompt_embeddings[:, base], n_views=4, max_iter=2, random_state=0
+        ... ).fit(data.X[data.y < 5], data.y[data.y < 5])
+        >>> new = clf.with_prompts(data.prompt_embeddings[:, 5:], classes=data.new_classes)
+        >>> new.classes_.tolist()
+        [5, 6, 7, 8, 9]
         """
         check_is_fitted(self)
         prompts = check_prompt_embeddings(prompt_embeddings, self.n_features_in_ // self.n_views)
@@ -474,7 +557,8 @@ class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
         """Validated, projected views (n_views, n_samples, n_embedding) and ``temperature / |v|``.
 
         Scaling the (n, C) products beats normalising the (n, D) views; zero, tiny or huge rows take
-        the exact normalisation (and its warning). X's dtype is kept (float32: 1e-7, twice as fast).
+        the exact normalisation (and its warning). Views keep X's dtype: float32 cosines are accurate
+        to 1e-7, and their products twice as fast.
         """
         check_is_fitted(self)
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)

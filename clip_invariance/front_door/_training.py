@@ -315,9 +315,9 @@ def train_adapters(views, y_idx, prompts, anchors, pairs, options, *, seed, envi
     Template ``m``'s map is :math:`W_m = I + Q A_m Q^\top`, with ``Q`` an
     orthonormal basis of the span of the prompts and anchors
     (``options.prompt_span``; else ``Q = I``) and :math:`A_m` full or
-    :math:`L_m R_m^\top` (``options.rank``), zero at the start (``R`` drawn
-    at random), so that every map starts at the identity. Each minibatch step
-    minimises (:meth:`_AdapterTrainer.loss`)
+    :math:`L_m R_m^\top` (``options.rank``). :math:`A_m` starts at zero (with
+    ``rank``, ``L = 0`` and a random ``R``), so every map starts at the
+    identity. Each minibatch step minimises (:meth:`_AdapterTrainer.loss`)
 
     .. math::
 
@@ -459,7 +459,10 @@ class _AdapterTrainer:
         self.weights = self._initial_weights(generator)
 
     def _basis(self):
-        """``Q`` (D, K): the right singular vectors of the prompts and anchors, or ``I``."""
+        """``Q`` (D, K): the right singular vectors of the prompts and anchors, or ``I``.
+
+        Those whose singular value exceeds 1e-6 times the largest: an orthonormal basis of their span.
+        """
         import torch
 
         dim = self.prompts.shape[-1]
