@@ -61,6 +61,17 @@ def tiny_checkpoint(tmp_path_factory, tiny_model):
     return paths
 
 
+def pytest_collection_modifyitems(items):
+    """Every test that asks for the real pacs-mini images is end to end: mark it slow.
+
+    Here rather than on each test, so that a new pacs-mini test is marked too. The other
+    slow tests (examples, docs, README) carry ``@pytest.mark.slow`` themselves.
+    """
+    for item in items:
+        if "pacs_mini" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def pacs_mini():
     if not PACS_MINI.is_dir():

@@ -156,7 +156,6 @@ def test_console_script_reports_without_traceback(tmp_path):
     ]
 
 
-@pytest.mark.slow
 def test_embed_then_evaluate_the_store(tiny_model, pacs_mini, tmp_path, capsys):
     """End to end on real images with a tiny random-weight model (accuracy is meaningless)."""
     store, output = tmp_path / "store", tmp_path / "results"
@@ -181,7 +180,6 @@ def test_embed_then_evaluate_the_store(tiny_model, pacs_mini, tmp_path, capsys):
     assert len(results) == 1 + 3 * 4  # 3 methods x 4 targets, one seed
 
 
-@pytest.mark.slow
 def test_embed_then_embed_again_on_pacs_mini(tiny_model, pacs_mini, tmp_path, capsys):
     argv = [
         "embed", str(pacs_mini), "-o", str(tmp_path / "store"), "--model-name", tiny_model,
@@ -202,7 +200,6 @@ def test_embed_then_embed_again_on_pacs_mini(tiny_model, pacs_mini, tmp_path, ca
     assert status == 0 and "420 images" in out
 
 
-@pytest.mark.slow
 def test_embed_in_two_shards_then_evaluate(tiny_model, pacs_mini, tmp_path, capsys):
     store = tmp_path / "store"
     model = ["--model-name", tiny_model, "--pretrained", "none", "--device", "cpu", "--quiet"]

@@ -552,7 +552,6 @@ def test_bad_inputs(tiny_model, tiny_checkpoint, tmp_path, monkeypatch, case):
 
 
 # ------------------------------------------------------------ real images
-@pytest.mark.slow
 def test_pacs_pipeline_fit_save_reload(tiny_model, tiny_checkpoint, pacs_mini, tmp_path, count_loads):
     from clip_invariance.embedding import make_image_interventions
 

@@ -264,7 +264,6 @@ def test_mistakes_are_reported_before_anything_is_embedded(folder, tmp_path, tin
     assert not (tmp_path / "store").exists()
 
 
-@pytest.mark.slow
 def test_pacs_mini(pacs_mini, tmp_path, tiny_model, counts):
     store = embed(pacs_mini, tmp_path / "store", tiny_model, n_augmented=1, save_every=256, batch_size=64,
                   ensemble_templates="simple", text_styles=STYLES)
