@@ -199,7 +199,6 @@ def _evaluate(args):
         "seeds": args.seeds,
         "selection": args.selection,
         "templates": args.templates,
-        "probe_views": args.probe_views,
         "include_target_name": args.include_target_name,
         "grids": {k: v for k, v in (("n_components", args.n_components), ("lam", args.lam),
                                     ("C", args.C), ("temperature", args.temperature)) if v is not None},
@@ -305,7 +304,6 @@ def _parser():
                           help="how hyper-parameters are chosen (default: views-val; oracle peeks at the "
                           "target and is labelled so)")
     evaluate.add_argument("--templates", choices=["single", "ensemble"], default="single")
-    evaluate.add_argument("--probe-views", action="store_true", help="train the probes on the views too")
     evaluate.add_argument("--include-target-name", action="store_true",
                           help="keep text interventions that name the target (a leak, labelled)")
     evaluate.add_argument("--n-components", type=_positive_int_list, default=None, help="grid of K, comma")

@@ -99,7 +99,7 @@ def test_inherited_metadata_request_setters_are_left_out_of_the_api(html):
 def test_the_wheel_holds_the_package_and_nothing_else(tmp_path):
     source = tmp_path / "source"
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
-        ".git", "build", "dist", "*.egg-info", "__pycache__", "_build", ".pytest_cache", ".venv"))
+        ".git", "build", "dist", "*.egg-info", "__pycache__", "_build", ".pytest_cache", ".venv", ".cache"))
     done = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir",
                            str(tmp_path / "dist"), str(source)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -110,6 +110,8 @@ def test_the_wheel_holds_the_package_and_nothing_else(tmp_path):
     datasets = {Path(name).name for name in package if name.startswith("clip_invariance/datasets/")}
     expected = {path.name for path in (ROOT / "clip_invariance" / "datasets").glob("*.py")}
     assert datasets == expected
-    assert {Path(name).name for name in package} >= {"__init__.py", "cli.py", "projection.py"}
+    assert {Path(name).name for name in package} >= {"__init__.py", "__main__.py", "cli.py", "_projector.py"}
+    folders = {Path(name).parent.name for name in package}
+    assert folders >= {"embedding", "invariance", "front_door", "evaluation", "datasets", "_utils"}
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt")))
     assert b"clip-invariance = clip_invariance.cli:main" in entry_points

@@ -35,6 +35,8 @@ from ..datasets import load_embeddings, load_image_folder
 from ._methods import (
     HYPER_PARAMETERS,
     ICM_METHODS,
+    IMAGE_ONLY_METHODS,
+    VIEW_METHODS,
     check_grid_values,
     default_grids,
     make_method,
@@ -60,7 +62,7 @@ COLUMNS = ["protocol", "method", "interventions", "target", "seed", "split", "ac
 
 
 def evaluate_store(store, *, protocol="dg", methods=None, interventions=None, seeds=(0,),
-                   selection=None, templates="single", probe_views=False,
+                   selection=None, templates="single",
                    include_target_name=False, grids=None, holdout=0.2, front_door_params=None,
                    progress=False):
     """Evaluate methods on an embedding store, with hyper-parameters chosen without the target.
@@ -82,11 +84,19 @@ def evaluate_store(store, *, protocol="dg", methods=None, interventions=None, se
         CoOp does (each half among its own classes, a labelled variant); or
         all three.
     methods : list of str or None, default=None
-        Among ``zero-shot, zero-shot-icm, probe, probe-icm, front-door,
-        front-door-icm`` (:data:`METHODS`). ``None``: every
-        method the store supports, the others skipped with a warning (the
-        prompt methods without prompts; the invariant ones without any
-        intervention). A method asked for that the store cannot run is an error.
+        Among ``zero-shot, zero-shot-icm, prototype, probe, probe-views,
+        probe-icm, probe-icm-views, front-door, front-door-icm``
+        (:data:`METHODS`). ``prototype`` is the cosine nearest class mean of
+        the training images; ``probe`` and ``probe-icm`` train their logistic
+        regression on the original images (the projector of ``probe-icm``
+        learns from the views); ``probe-views`` and ``probe-icm-views`` train
+        it on the originals and the augmented views alike: ``probe-views`` is
+        the fair control of ``probe-icm``, separating "learns from
+        augmentations" from "projects onto an invariant subspace". ``None``:
+        every method the store supports, the others skipped with a warning
+        (the prompt methods without prompts; the invariant ones without any
+        intervention; the view methods without views). A method asked for
+        that the store cannot run is an error.
     interventions : {"image", "text", "both"}, list of them, or None, default=None
         Where the invariant methods learn their projection from: the
         augmented views (fitted on the rows layout with ``view_groups``), the
@@ -107,10 +117,6 @@ def evaluate_store(store, *, protocol="dg", methods=None, interventions=None, se
         {}.", ``prompt_embeddings``) or the ensemble
         (``prompt_ensemble_embeddings``). The front door always fuses the
         ensemble when the store has one.
-    probe_views : bool, default=False
-        Train the probes on the augmented views too; by default they train on
-        the originals (views get a zero ``sample_weight``, so the projector
-        still sees them). Column ``train_views``.
     include_target_name : bool, default=False
         Keep the text interventions that name the target environment (a
         leak); by default they are dropped. Labelled ``"text+target-name"``.
@@ -168,7 +174,7 @@ def evaluate_store(store, *, protocol="dg", methods=None, interventions=None, se
         store = load_embeddings(path)
     plan = plan_evaluation(
         store, protocol=protocol, methods=methods, interventions=interventions, seeds=seeds,
-        selection=selection, templates=templates, probe_views=probe_views,
+        selection=selection, templates=templates,
         include_target_name=include_target_name, grids=grids, holdout=holdout,
         front_door_params=front_door_params, progress=progress,
     )
@@ -374,9 +380,10 @@ def _evaluate_round(plan, protocol, target, seed, method, source):
         is_original=layout.is_original[rows], holdout=plan.holdout, random_state=seed,
     )
     splits, train = [(rows[a], rows[b]) for a, b in splits], rows[train]
-    image_icm = method in ("zero-shot-icm", "probe-icm") and source in ("image", "both")
-    probe = method in ("probe", "probe-icm")
-    if not (image_icm or (probe and plan.probe_views)):  # training rows: the originals only
+    image_icm = method in ("zero-shot-icm", "probe-icm", "probe-icm-views") and source in ("image", "both")
+    image_only = method in IMAGE_ONLY_METHODS
+    train_views = method in VIEW_METHODS
+    if not (image_icm or train_views):  # training rows: the originals only
         splits = [(a[layout.is_original[a]], b) for a, b in splits]
         train = train[layout.is_original[train]]
     fit_params = {}
@@ -384,7 +391,7 @@ def _evaluate_round(plan, protocol, target, seed, method, source):
         fit_params = {"view_groups": layout.view_groups}
     elif image_icm:
         fit_params = {"proj__view_groups": layout.view_groups}
-        if not plan.probe_views:  # the projector learns from the views, the probe from the originals
+        if not train_views:  # the projector learns from the views, the probe from the originals
             fit_params["clf__sample_weight"] = layout.is_original.astype(float)
     X, y = layout.X, layout.y
     if front_door:  # same row indices; the view rows exist only to validate on (views-val)
@@ -398,19 +405,19 @@ def _evaluate_round(plan, protocol, target, seed, method, source):
     elif plan.texts_unfiltered and source in ("text", "both"):
         label += "+unfiltered"  # the store's texts carry no style: those naming the target may remain
     templates = None
-    if prompts is not None and not probe:
+    if prompts is not None and not image_only:
         templates = plan.templates if not front_door else ("ensemble" if np.ndim(prompts) == 3 else "single")
     common = {
         "protocol": protocol, "method": method, "interventions": label, "target": target,
         "seed": seed, "validation_accuracy": validation, "selection": plan.selection,
         **{name: best.get(paths[name], np.nan) if name in paths else np.nan for name in HYPER_PARAMETERS},
         "n_train": int(np.count_nonzero(layout.is_original[train])),
-        "templates": templates, "train_views": bool(probe and plan.probe_views),
+        "templates": templates, "train_views": train_views,
     }
     new = every[len(classes):]
     if protocol == "dg":
         scored = [("all", classes, model)]
-    elif probe:  # a probe knows the base classes only: base images among them, nothing more
+    elif image_only:  # a head learned from images knows the base classes only: base images among them
         scored = [("base", classes, model)]
     elif protocol == "open-class":  # every image among all the classes
         everything = model.with_prompts(prompts, classes=every)
@@ -425,7 +432,7 @@ def _evaluate_round(plan, protocol, target, seed, method, source):
         mask = (test & np.isin(layout.y, split_classes))[: len(X)]  # originals come first
         accuracy = float(scorer.score(X[mask], y[mask])) if mask.any() else np.nan
         out.append({**common, "split": split, "accuracy": accuracy, "n_test": int(mask.sum())})
-    if protocol == "open-class" and not probe:
+    if protocol == "open-class" and not image_only:
         base_accuracy, new_accuracy = out[0]["accuracy"], out[1]["accuracy"]
         harmonic = (2 * base_accuracy * new_accuracy / (base_accuracy + new_accuracy)
                     if base_accuracy + new_accuracy > 0 else 0.0)

@@ -42,6 +42,9 @@ __all__ = [
     "METHODS",
     "ICM_METHODS",
     "PROMPT_METHODS",
+    "IMAGE_ONLY_METHODS",
+    "VIEW_METHODS",
+    "STYLE_SYNONYMS",
     "HYPER_PARAMETERS",
     "PROBE_C",
     "make_probe",
@@ -52,9 +55,15 @@ __all__ = [
     "check_grid_values",
 ]
 
-METHODS = ("zero-shot", "zero-shot-icm", "probe", "probe-icm", "front-door", "front-door-icm")
-ICM_METHODS = ("zero-shot-icm", "probe-icm", "front-door-icm")
+METHODS = ("zero-shot", "zero-shot-icm", "prototype", "probe", "probe-views", "probe-icm", "probe-icm-views",
+           "front-door", "front-door-icm")
+ICM_METHODS = ("zero-shot-icm", "probe-icm", "probe-icm-views", "front-door-icm")
 PROMPT_METHODS = ("zero-shot", "zero-shot-icm", "front-door", "front-door-icm")
+# Heads learned from images alone: they know the classes they were trained on, no other.
+IMAGE_ONLY_METHODS = ("prototype", "probe", "probe-views", "probe-icm", "probe-icm-views")
+# Heads trained on the augmented views as well as the originals: the fair control of anything that
+# learns from views (probe-views for probe-icm) and the best of the invariant probe's family.
+VIEW_METHODS = ("probe-views", "probe-icm-views")
 HYPER_PARAMETERS = ("n_components", "lam", "C", "temperature")
 
 # The reference implementation's linear probe: LogisticRegression(C=0.316).
@@ -64,8 +73,11 @@ PROBE_C = 0.316
 _PARAMETER_PATHS = {
     "zero-shot": {},
     "zero-shot-icm": {"n_components": "projector__n_components", "lam": "projector__lam"},
+    "prototype": {},
     "probe": {"C": "C"},
+    "probe-views": {"C": "C"},
     "probe-icm": {"n_components": "proj__n_components", "lam": "proj__lam", "C": "clf__C"},
+    "probe-icm-views": {"n_components": "proj__n_components", "lam": "proj__lam", "C": "clf__C"},
     "front-door": {"temperature": "temperature"},
     "front-door-icm": {
         "n_components": "projector__n_components",
@@ -179,9 +191,11 @@ def make_method(method, *, grids, prompts=None, classes=None, text_interventions
                                        intervention_view_groups=text_view_groups)
     if method in ("zero-shot", "zero-shot-icm"):
         estimator = ZeroShotInvariantClassifier(prompts, classes=classes, projector=projector)
-    elif method == "probe":
+    elif method == "prototype":  # no prompts: the cosine nearest class mean of the training images
+        estimator = ZeroShotInvariantClassifier()
+    elif method in ("probe", "probe-views"):
         estimator = make_probe()
-    elif method == "probe-icm":
+    elif method in ("probe-icm", "probe-icm-views"):
         estimator = Pipeline([("proj", projector), ("clf", make_probe())])
     else:
         if projector is not None and text_only and n_views > 1:

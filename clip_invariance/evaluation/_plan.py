@@ -21,6 +21,7 @@ from ._methods import (
     ICM_METHODS,
     METHODS,
     PROMPT_METHODS,
+    VIEW_METHODS,
     check_grid_values,
     default_grids,
     mentions_environment,
@@ -44,7 +45,7 @@ DEFAULT_SELECTION = "views-val"
 
 
 def plan_evaluation(store, *, protocol, methods, interventions, seeds, selection, templates,
-                    probe_views, include_target_name, grids, holdout, front_door_params, progress):
+                    include_target_name, grids, holdout, front_door_params, progress):
     """Check every argument against the store, before anything is fitted; return the plan.
 
     The arguments are those of :func:`~clip_invariance.evaluation.evaluate_store`; a ValueError names the
@@ -62,8 +63,7 @@ def plan_evaluation(store, *, protocol, methods, interventions, seeds, selection
     if selection is not None:
         _choice("selection", selection, SELECTION_RULES)
     _choice("templates", templates, TEMPLATES)
-    for name, value in (("probe_views", probe_views), ("include_target_name", include_target_name),
-                        ("progress", progress)):
+    for name, value in (("include_target_name", include_target_name), ("progress", progress)):
         if not isinstance(value, (bool, np.bool_)):
             raise ValueError(f"{name} must be True or False, got {value!r}.")
     if isinstance(holdout, bool) or not isinstance(holdout, Real) or not 0 < holdout < 1:
@@ -106,6 +106,12 @@ def plan_evaluation(store, *, protocol, methods, interventions, seeds, selection
             raise ValueError(f"The methods {needing} need class prompts; the store has no prompt_embeddings.")
         skip(f"The store has no prompt embeddings: skipping {needing}.")
         methods = [m for m in methods if m not in PROMPT_METHODS]
+    needing = [m for m in methods if m in VIEW_METHODS]
+    if not has_views and needing:
+        if asked_methods:
+            raise ValueError(f"The methods {needing} train on augmented views; the store has none.")
+        skip(f"The store has no augmented views: skipping {needing}.")
+        methods = [m for m in methods if m not in VIEW_METHODS]
     icm = [m for m in methods if m in ICM_METHODS]
     available = {"image": has_views, "text": has_text, "both": has_views and has_text}
     if icm and asked_sources:
@@ -139,7 +145,7 @@ def plan_evaluation(store, *, protocol, methods, interventions, seeds, selection
         protocols=protocols, targets=targets, seeds=seeds, variants=variants, selection=selection,
         holdout=holdout, grids=grids, prompts=prompts, templates=templates,
         front_door_prompts=ensemble if ensemble is not None else store.prompt_embeddings,
-        probe_views=bool(probe_views), include_target_name=bool(include_target_name), texts=texts,
+        include_target_name=bool(include_target_name), texts=texts,
         # No style labels and no texts: nothing names the target for sure, so nothing is dropped.
         texts_unfiltered=texts is not None and not include_target_name and _no_style_labels(store),
         front_door_params=front_door_params, layout=StoreLayout(store), n_classes=n_classes,
@@ -147,7 +153,7 @@ def plan_evaluation(store, *, protocol, methods, interventions, seeds, selection
         arguments={
             "protocol": protocol, "methods": list(methods), "interventions": list(sources) if icm else None,
             "seeds": seeds, "selection": selection, "templates": templates,
-            "probe_views": bool(probe_views), "include_target_name": bool(include_target_name),
+            "include_target_name": bool(include_target_name),
             "grids": grids, "holdout": float(holdout), "front_door_params": front_door_params,
         },
     )

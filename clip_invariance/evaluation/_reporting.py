@@ -30,29 +30,27 @@ SELECTION_LINES = {
                  "20% of the sources; the target is never seen.",
     "oracle": "ORACLE: hyper-parameters chosen on the target. Not a domain-generalisation result.",
 }
-_METHOD_ORDER = ("zero-shot", "zero-shot-icm", "probe", "probe-icm", "front-door", "front-door-icm")
+_METHOD_ORDER = ("zero-shot", "zero-shot-icm", "prototype", "probe", "probe-views", "probe-icm",
+                 "probe-icm-views", "front-door", "front-door-icm")
 
 
 def method_label(row):
     """The table row name of a result row: its method and what sets it apart.
 
-    The interventions of an invariant method in brackets, ``+views`` for a
-    probe trained on the augmented views too, ``(ensemble)`` for the prompt
-    ensemble of a zero-shot method.
+    The interventions of an invariant method in brackets, ``(ensemble)`` for
+    the prompt ensemble of a zero-shot method.
 
     Examples
     --------
     >>> from clip_invariance.evaluation import method_label
-    >>> method_label({"method": "probe-icm", "interventions": "text+target-name", "train_views": True})
-    'probe-icm [text+target-name] +views'
+    >>> method_label({"method": "probe-icm-views", "interventions": "text+target-name"})
+    'probe-icm-views [text+target-name]'
     """
     label = row["method"]
     if row.get("interventions", "none") not in ("none", None):
         label += f" [{row['interventions']}]"
     if row.get("templates") == "ensemble" and row["method"].startswith("zero-shot"):
         label += " (ensemble)"
-    if bool(row.get("train_views", False)):
-        label += " +views"
     return label
 
 

@@ -183,11 +183,48 @@ def test_probes_learn_from_the_originals_and_the_projector_from_the_views(store,
         assert row_set(projector["X"][weights == 0]) <= views
         assert projector["view_groups"] is not None
 
+    # The fair controls: the same probes trained on the originals and the views alike.
     probe_fits.clear()
-    with_views = evaluate_store(store, methods=["probe"], grids=grids, selection="source-val",
-                                probe_views=True)
+    projector_fits.clear()
+    with_views = evaluate_store(store, methods=["probe-views", "probe-icm-views"], interventions="image",
+                                grids=grids, selection="source-val")
     assert with_views["train_views"].all()
-    assert all(len(fit["X"]) == 960 and fit["sample_weight"] is None for fit in probe_fits)
+    assert len(probe_fits) == 4 * len(ENVIRONMENTS)  # per method and target: the search, the refit
+    for fit in probe_fits:
+        assert len(fit["X"]) == 960 and fit["sample_weight"] is None
+    assert all(projector["view_groups"] is not None and len(projector["X"]) == 960
+               for projector in projector_fits)
+
+
+def test_prototype_is_the_cosine_nearest_class_mean_of_the_training_originals(store):
+    data = load_embeddings(store)
+    results = evaluate_store(store, methods=["prototype"], seeds=[0], selection="source-val")
+    target = "sketch"
+    row = results.query("target == @target").iloc[0]
+    assert not row["train_views"] and np.isnan(row["n_components"])
+    # By hand: the same 80% of every source (holdout_split with the seed), class means, cosine argmax.
+    sources = data.environments != target
+    held = holdout_split(data.environments, np.arange(len(data.y)), random_state=0)
+    train = sources & ~held
+    unit = data.X / np.linalg.norm(data.X, axis=1, keepdims=True)
+    means = np.stack([unit[train & (data.y == c)].mean(0) for c in range(10)])
+    means /= np.linalg.norm(means, axis=1, keepdims=True)
+    test = data.environments == target
+    expected = np.mean((unit[test] @ means.T).argmax(1) == data.y[test])
+    assert row["accuracy"] == pytest.approx(expected)
+    assert row["n_train"] == train.sum()
+
+
+def test_view_methods_need_views(store):
+    bare = load_embeddings(store)
+    bare.update(views=None)
+    with pytest.raises(ValueError, match=r"\['probe-views'\] train on augmented views; the store has none"):
+        evaluate_store(bare, methods=["probe-views"], selection="lodo-cv")
+    skipped = r"no augmented views: skipping \['probe-views', 'probe-icm-views'\]"
+    with pytest.warns(UserWarning, match=skipped):
+        results = evaluate_store(bare, grids={"n_components": [8], "lam": [10.0], "C": [0.316]},
+                                 selection="lodo-cv", interventions="text")
+    assert not set(results["method"]) & {"probe-views", "probe-icm-views"}
 
 
 def test_open_class_learns_from_base_classes_and_predicts_new_ones(store, spies):
@@ -237,7 +274,7 @@ def test_a_store_without_prompts_skips_the_prompt_methods(tmp_path):
         "'front-door-icm'].",
         "The store has no text interventions: the invariant methods use image interventions only.",
     ]
-    assert set(results["method"]) == {"probe", "probe-icm"}
+    assert set(results["method"]) == {"prototype", "probe", "probe-views", "probe-icm", "probe-icm-views"}
     assert set(results["interventions"]) == {"none", "image"}  # no text interventions either
     assert "no prompt embeddings" in results.attrs["config"]["skipped"][0]
     with pytest.raises(ValueError, match="need class prompts"):
@@ -269,7 +306,7 @@ def no_fitting(monkeypatch):
         ({"grids": {"C": []}}, r"grids\['C'\] is empty"),
         ({"grids": {"lam": [-1]}}, "lam must be finite and >= 0"),
         ({"holdout": 1.0}, r"holdout must be a number in \(0, 1\)"),
-        ({"probe_views": "yes"}, "probe_views must be True or False"),
+        ({"include_target_name": "yes"}, "include_target_name must be True or False"),
         ({"front_door_params": {"n_views": 3}}, r"cannot set \['n_views'\]"),
         ({"front_door_params": {"speed": 3}}, r"cannot set \['speed'\]"),
     ],

@@ -112,7 +112,8 @@ def test_config_reruns_the_same_results(store, tmp_path):
 def test_method_labels():
     assert method_label({"method": "zero-shot", "interventions": "none", "templates": "ensemble"}) == (
         "zero-shot (ensemble)")
-    assert method_label({"method": "probe", "interventions": "none", "train_views": True}) == "probe +views"
+    views = {"method": "probe-views", "interventions": "none", "train_views": True}
+    assert method_label(views) == "probe-views"
     assert method_label({"method": "front-door-icm", "interventions": "both", "templates": "ensemble"}) == (
         "front-door-icm [both]")
 
