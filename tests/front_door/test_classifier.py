@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from _cases import PROMPT_SHAPES, assert_unchanged, snapshot, with_value
 from scipy.special import digamma
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
@@ -454,19 +455,12 @@ def small():
     return make_multi_template_embeddings(n_samples=60, random_state=2)
 
 
-def _with(X, index, value):
-    X = X.copy()
-    X[index] = value
-    return X
-
-
-_SHAPES = r"must have shape \(n_classes, n_features\) or \(n_templates, n_classes, n_features\)"
 
 # name: (action on the small data set, exception, message regex)
 BAD_INPUT = {
     "NaN in X": (
         lambda d: FrontDoorEnsembleClassifier(d.prompt_embeddings, n_views=4, max_iter=0).fit(
-            _with(d.X, (0, 0), np.nan), d.y
+            with_value(d.X, (0, 0), np.nan), d.y
         ),
         ValueError, "Input X contains NaN",
     ),
@@ -484,7 +478,7 @@ BAD_INPUT = {
     ),
     "1-D prompts": (
         lambda d: FrontDoorEnsembleClassifier(d.prompt_embeddings[0, 0], n_views=4).fit(d.X, d.y),
-        ValueError, _SHAPES + r", got \(64,\)",
+        ValueError, PROMPT_SHAPES + r", got \(64,\)",
     ),
     "ragged prompts": (
         lambda d: FrontDoorEnsembleClassifier(
@@ -494,19 +488,19 @@ BAD_INPUT = {
     ),
     "NaN in prompts": (
         lambda d: FrontDoorEnsembleClassifier(
-            _with(d.prompt_embeddings, (0, 0, 0), np.nan), n_views=4
+            with_value(d.prompt_embeddings, (0, 0, 0), np.nan), n_views=4
         ).fit(d.X, d.y),
         ValueError, "Input prompt_embeddings contains NaN",
     ),
     "all-zero prompt": (
         lambda d: FrontDoorEnsembleClassifier(
-            _with(d.prompt_embeddings, (2, 3), 0.0), n_views=4
+            with_value(d.prompt_embeddings, (2, 3), 0.0), n_views=4
         ).fit(d.X, d.y),
         ValueError, r"prompt_embeddings has all-zero class row\(s\) for class index\(es\) \[3\]",
     ),
     "all-zero anchor": (
         lambda d: FrontDoorEnsembleClassifier(
-            d.prompt_embeddings, _with(d.anchor_embeddings, 4, 0.0), n_views=4
+            d.prompt_embeddings, with_value(d.anchor_embeddings, 4, 0.0), n_views=4
         ).fit(d.X, d.y),
         ValueError, r"anchor_embeddings has all-zero class row\(s\) for class index\(es\) \[4\]",
     ),
@@ -590,7 +584,7 @@ def test_all_zero_views_warn_and_get_uniform_probabilities(small):
     # A zero view embedding has no direction: never a silent first class.
     clf = FrontDoorEnsembleClassifier(small.prompt_embeddings, n_views=4, max_iter=0)
     with pytest.warns(UserWarning, match=r"X \(view, row\) has 1 all-zero row\(s\) \(row \(2, 5\)\)"):
-        clf.fit(_with(small.X, (5, slice(128, 192)), 0.0), small.y)
+        clf.fit(with_value(small.X, (5, slice(128, 192)), 0.0), small.y)
     X = small.X[:3].copy()
     X[1] = 0.0  # every view of image 1
     message = (
@@ -615,19 +609,14 @@ def test_failed_fit_leaves_a_fitted_classifier_unchanged(small):
     pd = pytest.importorskip("pandas")
     clf = FrontDoorEnsembleClassifier(small.prompt_embeddings, n_views=4, max_iter=1, random_state=0)
     clf.fit(small.X, small.y)
-    state = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in vars(clf).items()}
+    state = snapshot(clf)
     proba = clf.predict_proba(small.X)
     X_names = pd.DataFrame(small.X[:, :128], columns=[f"f{i}" for i in range(128)])
     with pytest.raises(ValueError, match="have 64 features but the embeddings of X have 32"):
         clf.fit(X_names, small.y)  # would have set n_features_in_ and feature_names_in_
     with pytest.raises(ValueError, match="not in classes"):
         clf.fit(small.X, small.y + 100)
-    assert set(vars(clf)) == set(state)
-    for key, value in state.items():
-        if isinstance(value, np.ndarray):
-            np.testing.assert_array_equal(getattr(clf, key), value)
-        else:
-            assert getattr(clf, key) is value, key
+    assert_unchanged(clf, state)
     np.testing.assert_array_equal(clf.predict_proba(small.X), proba)
 
 
