@@ -198,9 +198,10 @@ def write_table(rows_files, output=TABLE):
         for method in ("probe-icm", "probe-icm-views"):
             gain = part.xs(method, level="method") - control
             cells = [f"{gain[c].mean():+.1f}" for c in [*targets, "avg"]]
-            table.append([features, rule, f"{method} - probe-views", len(gain), *cells])
+            table.append([features, rule, f"{method} gain", len(gain), *cells])
     order = {"source-val": 0, "lodo-cv": 1, "views-val": 2, "oracle": 3}
-    table.sort(key=lambda r: (r[0], order.get(r[1], 9), " - " in r[2]))
+    methods = {method: i for i, method in enumerate(METHODS)}
+    table.sort(key=lambda r: (r[0], order.get(r[1], 9), r[2].endswith(" gain"), methods.get(r[2], 0), r[2]))
     output.parent.mkdir(parents=True, exist_ok=True)
     with open(output, "w", newline="") as file:
         import csv
