@@ -300,9 +300,9 @@ def _parser():
         help="where the invariant methods learn from (default: both, or what the store has)",
     )
     evaluate.add_argument("--seeds", type=_int_list, default=[0], help="comma list, e.g. 0,1,2")
-    evaluate.add_argument("--selection", choices=list(SELECTION_RULES), default=None,
+    evaluate.add_argument("--selection", choices=[*SELECTION_RULES, "all"], default=None,
                           help="how hyper-parameters are chosen (default: views-val; oracle peeks at the "
-                          "target and is labelled so)")
+                          "target and is labelled so; all: every honest rule side by side)")
     evaluate.add_argument("--templates", choices=["single", "ensemble"], default="single")
     evaluate.add_argument("--include-target-name", action="store_true",
                           help="keep text interventions that name the target (a leak, labelled)")

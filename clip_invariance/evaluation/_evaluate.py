@@ -26,6 +26,7 @@ reads the columns layout, every image's views side by side.
 """
 
 import os
+import warnings
 
 import numpy as np
 from sklearn.utils import Bunch
@@ -54,6 +55,10 @@ __all__ = [
     "evaluate_image_folder",
     "evaluate_ablation",
 ]
+
+# The honest rules' mean accuracies (0-1) may differ by this much before selection="all" warns: more
+# than the seed-to-seed spread of a selection on the synthetic benchmark's unshifted environments.
+RULES_DISAGREE = 0.05
 
 COLUMNS = ["protocol", "method", "interventions", "target", "seed", "split", "accuracy",
            "validation_accuracy", "selection", *HYPER_PARAMETERS, "n_train", "n_test", "templates",
@@ -105,13 +110,16 @@ def evaluate_store(store, *, protocol="dg", methods=None, interventions=None, se
     seeds : sequence of int, default=(0,)
         One round per seed: the seed draws the sources' 80/20 split (and the
         front door's training).
-    selection : {"source-val", "lodo-cv", "views-val", "oracle"} or None, default=None
+    selection : {"source-val", "lodo-cv", "views-val", "oracle", "all"} or None, default=None
         How hyper-parameters are chosen (:data:`SELECTION_RULES`);
         ``"oracle"`` peeks at the target and every row says so in its
-        ``selection`` column. ``None``: :data:`DEFAULT_SELECTION`,
-        ``"views-val"``, which picked closest to the oracle on synthetic
-        stores with a known answer (docs/evaluation.rst); ``"lodo-cv"``, with
-        a warning, for a store without augmented views.
+        ``selection`` column. ``"all"``: every honest rule the store supports
+        (not the oracle), each in its own rows, with a warning when their
+        mean accuracies for a method differ by more than 5 points -- then the
+        rules' assumptions, not the method, decide the result. ``None``:
+        :data:`DEFAULT_SELECTION`, ``"views-val"``, which picked closest to the
+        oracle on synthetic stores with a known answer (docs/evaluation.rst);
+        ``"lodo-cv"``, with a warning, for a store without augmented views.
     templates : {"single", "ensemble"}, default="single"
         The zero-shot prompts: the paper's single template ("a photo of a
         {}.", ``prompt_embeddings``) or the ensemble
@@ -180,15 +188,17 @@ def evaluate_store(store, *, protocol="dg", methods=None, interventions=None, se
     )
     from tqdm.auto import tqdm
 
-    rounds = [(p, t, s, v) for p in plan.protocols for t in plan.targets for s in plan.seeds
-              for v in plan.variants]
+    rounds = [(r, p, t, s, v) for r in plan.selections for p in plan.protocols for t in plan.targets
+              for s in plan.seeds for v in plan.variants]
     records = []
     with tqdm(total=len(rounds), desc="Evaluating", unit="fit", disable=not progress) as bar:
-        for protocol_, target, seed, (method, source) in rounds:
+        for rule, protocol_, target, seed, (method, source) in rounds:
             bar.set_postfix_str(f"{protocol_} {target} seed {seed} {method}", refresh=False)
-            records += _evaluate_round(plan, protocol_, target, seed, method, source)
+            records += _evaluate_round(plan, rule, protocol_, target, seed, method, source)
             bar.update()
     results = pd.DataFrame.from_records(records, columns=COLUMNS)
+    if len(plan.selections) > 1:
+        _warn_if_rules_disagree(results)
     results.attrs["config"] = {
         "store": path,
         "arguments": plan.arguments,
@@ -345,7 +355,22 @@ def evaluate_ablation(store, *, method="zero-shot-icm", n_components=None, lam=N
     return pd.concat(frames, ignore_index=True)
 
 
-def _evaluate_round(plan, protocol, target, seed, method, source):
+def _warn_if_rules_disagree(results, margin=None):
+    """Warn when the honest selection rules' mean accuracies differ by more than ``margin`` for a method."""
+    margin = RULES_DISAGREE if margin is None else margin
+    keys = ["protocol", "method", "interventions", "split"]
+    means = results.groupby([*keys, "selection"], sort=False)["accuracy"].mean().unstack("selection")
+    spread = means.max(axis=1) - means.min(axis=1)
+    for key, gap in spread[spread > margin].items():
+        cells = ", ".join(f"{rule} {100 * value:.1f}" for rule, value in means.loc[key].dropna().items())
+        warnings.warn(
+            f"The selection rules disagree by {100 * gap:.1f} points on {key[1]} ({key[0]}, "
+            f"{key[2]}, split {key[3]}; mean accuracy: {cells}): which rule's assumption holds decides "
+            "the result on this store. Report the rules side by side (see the guide on choosing K and "
+            "lam).", UserWarning, stacklevel=3)
+
+
+def _evaluate_round(plan, rule, protocol, target, seed, method, source):
     """The rows of one method on one target and seed: select, fit on the sources, score the target."""
     layout = plan.layout
     every = np.arange(plan.n_classes)
@@ -376,7 +401,7 @@ def _evaluate_round(plan, protocol, target, seed, method, source):
 
     rows = np.flatnonzero(keep)
     splits, train = selection_splits(
-        plan.selection, layout.environments[rows], target, view_groups=layout.view_groups[rows],
+        rule, layout.environments[rows], target, view_groups=layout.view_groups[rows],
         is_original=layout.is_original[rows], holdout=plan.holdout, random_state=seed,
     )
     splits, train = [(rows[a], rows[b]) for a, b in splits], rows[train]
@@ -395,7 +420,7 @@ def _evaluate_round(plan, protocol, target, seed, method, source):
             fit_params["clf__sample_weight"] = layout.is_original.astype(float)
     X, y = layout.X, layout.y
     if front_door:  # same row indices; the view rows exist only to validate on (views-val)
-        X = layout.columns(with_view_rows=plan.selection == "views-val")
+        X = layout.columns(with_view_rows=rule == "views-val")
         y = layout.y[: len(X)]
     model, best, validation = select_and_fit(estimator, grid, X, y, splits, train, fit_params=fit_params)
 
@@ -409,7 +434,7 @@ def _evaluate_round(plan, protocol, target, seed, method, source):
         templates = plan.templates if not front_door else ("ensemble" if np.ndim(prompts) == 3 else "single")
     common = {
         "protocol": protocol, "method": method, "interventions": label, "target": target,
-        "seed": seed, "validation_accuracy": validation, "selection": plan.selection,
+        "seed": seed, "validation_accuracy": validation, "selection": rule,
         **{name: best.get(paths[name], np.nan) if name in paths else np.nan for name in HYPER_PARAMETERS},
         "n_train": int(np.count_nonzero(layout.is_original[train])),
         "templates": templates, "train_views": train_views,

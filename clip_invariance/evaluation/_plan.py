@@ -61,7 +61,7 @@ def plan_evaluation(store, *, protocol, methods, interventions, seeds, selection
     protocols = _choice("protocol", protocol, (*PROTOCOLS, "all"))
     protocols = PROTOCOLS if protocols == "all" else (protocols,)
     if selection is not None:
-        _choice("selection", selection, SELECTION_RULES)
+        _choice("selection", selection, (*SELECTION_RULES, "all"))
     _choice("templates", templates, TEMPLATES)
     for name, value in (("include_target_name", include_target_name), ("progress", progress)):
         if not isinstance(value, (bool, np.bool_)):
@@ -90,6 +90,11 @@ def plan_evaluation(store, *, protocol, methods, interventions, seeds, selection
         if selection != DEFAULT_SELECTION:
             skip(f"The store has no augmented views to validate on: hyper-parameters chosen by "
                  f"selection={selection!r} instead of the default {DEFAULT_SELECTION!r}.")
+    if selection == "all":  # every honest rule the store supports, side by side
+        selections = [rule for rule in SELECTION_RULES if rule != "oracle"
+                      and (rule != "views-val" or has_views) and (rule != "lodo-cv" or len(targets) >= 3)]
+    else:
+        selections = [selection]
     if selection == "views-val" and not has_views:
         raise ValueError("selection='views-val' validates on augmented views, but the store has none: "
                          "embed at least one view per image, or choose another selection rule.")
@@ -142,7 +147,7 @@ def plan_evaluation(store, *, protocol, methods, interventions, seeds, selection
     variants = [(m, s) for m in methods for s in (sources if m in ICM_METHODS else [None])]
     ensemble = store.prompt_ensemble_embeddings
     return Bunch(
-        protocols=protocols, targets=targets, seeds=seeds, variants=variants, selection=selection,
+        protocols=protocols, targets=targets, seeds=seeds, variants=variants, selections=selections,
         holdout=holdout, grids=grids, prompts=prompts, templates=templates,
         front_door_prompts=ensemble if ensemble is not None else store.prompt_embeddings,
         include_target_name=bool(include_target_name), texts=texts,

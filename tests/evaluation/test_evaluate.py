@@ -471,3 +471,27 @@ def test_evaluation_of_the_sources_does_not_depend_on_the_targets_size():
     pd.testing.assert_frame_equal(full[columns].reset_index(drop=True),
                                   smaller[columns].reset_index(drop=True))
 
+
+def test_selection_all_reports_the_honest_rules_side_by_side(store):
+    import clip_invariance.evaluation._evaluate as evaluate_module
+
+    kwargs = {"methods": ["probe", "probe-icm"], "interventions": "image", "seeds": [0],
+              "grids": {"n_components": [4, 8], "lam": [10.0], "C": [0.316]}}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = evaluate_store(store, selection="all", **kwargs)
+    assert list(dict.fromkeys(results["selection"])) == ["source-val", "lodo-cv", "views-val"]  # no oracle
+    for rule in ("source-val", "views-val"):  # each rule's rows are what that rule alone gives
+        alone = evaluate_store(store, selection=rule, **kwargs)
+        pd.testing.assert_frame_equal(results.query("selection == @rule").reset_index(drop=True),
+                                      alone.reset_index(drop=True))
+    means = results.groupby(["method", "selection"])["accuracy"].mean().unstack()
+    gap = (means.max(axis=1) - means.min(axis=1)).max()
+    disagree = [w for w in caught if "selection rules disagree" in str(w.message)]
+    assert bool(disagree) == (gap > evaluate_module.RULES_DISAGREE)
+    # With no margin at all, any difference is reported, naming the method and every rule's mean.
+    with pytest.warns(UserWarning, match=r"disagree by \d+\.\d points on probe.*source-val \d+\.\d, "
+                                         r"lodo-cv \d+\.\d, views-val \d+\.\d"):
+        evaluate_module._warn_if_rules_disagree(results.assign(
+            accuracy=results["accuracy"] + np.where(results["selection"] == "lodo-cv", 0.2, 0.0)))
+
