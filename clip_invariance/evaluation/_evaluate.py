@@ -355,13 +355,12 @@ def evaluate_ablation(store, *, method="zero-shot-icm", n_components=None, lam=N
     return pd.concat(frames, ignore_index=True)
 
 
-def _warn_if_rules_disagree(results, margin=None):
-    """Warn when the honest selection rules' mean accuracies differ by more than ``margin`` for a method."""
-    margin = RULES_DISAGREE if margin is None else margin
+def _warn_if_rules_disagree(results):
+    """Warn when the honest rules' mean accuracies for a method differ by more than RULES_DISAGREE."""
     keys = ["protocol", "method", "interventions", "split"]
     means = results.groupby([*keys, "selection"], sort=False)["accuracy"].mean().unstack("selection")
     spread = means.max(axis=1) - means.min(axis=1)
-    for key, gap in spread[spread > margin].items():
+    for key, gap in spread[spread > RULES_DISAGREE].items():
         cells = ", ".join(f"{rule} {100 * value:.1f}" for rule, value in means.loc[key].dropna().items())
         warnings.warn(
             f"The selection rules disagree by {100 * gap:.1f} points on {key[1]} ({key[0]}, "

@@ -276,7 +276,7 @@ def mentions_environment(strings, environment):
             phrases.update(tuple(_words(synonym)) for synonym in STYLE_SYNONYMS.get(word, ()))
     mentioned = []
     for text in np.asarray(strings, dtype=str).ravel():
-        words = [w for w in _words(text) if w]
+        words = _words(text)
         grams = {tuple(words[i:i + k]) for k in range(1, 4) for i in range(len(words) - k + 1)}
         mentioned.append(bool(phrases & grams))
     return np.array(mentioned, dtype=bool)

@@ -152,7 +152,7 @@ def plan_evaluation(store, *, protocol, methods, interventions, seeds, selection
         front_door_prompts=ensemble if ensemble is not None else store.prompt_embeddings,
         include_target_name=bool(include_target_name), texts=texts,
         # No style labels and no texts: nothing names the target for sure, so nothing is dropped.
-        texts_unfiltered=texts is not None and not include_target_name and _no_style_labels(store),
+        texts_unfiltered=texts is not None and not include_target_name and _style_strings(store) is None,
         front_door_params=front_door_params, layout=StoreLayout(store), n_classes=n_classes,
         skipped=skipped, progress=bool(progress),
         arguments={
@@ -198,16 +198,17 @@ class StoreLayout:
         return self._columns[with_view_rows]
 
 
-def _no_style_labels(store):
-    return store.text_intervention_styles is None and store.text_intervention_texts is None
+def _style_strings(store):
+    """What tells a text intervention's style: its style word, else its text, else None."""
+    if store.text_intervention_styles is not None:
+        return store.text_intervention_styles
+    return store.text_intervention_texts
 
 
 def target_text_interventions(store, targets, include_target_name, skip):
     """Target -> (text interventions, their view groups) without those naming the target."""
     texts, groups = np.asarray(store.text_interventions), np.asarray(store.text_view_groups)
-    strings = store.text_intervention_styles
-    if strings is None:
-        strings = store.text_intervention_texts
+    strings = _style_strings(store)
     if strings is None and not include_target_name:
         skip("The store's text interventions carry neither texts nor styles: those naming the target "
              "environment cannot be told, and none is dropped (rows labelled +unfiltered).")

@@ -402,13 +402,18 @@ def test_pacs_mini_end_to_end(tiny_model, pacs_mini, tmp_path):
     assert set(results["templates"].dropna()) == {"single", "ensemble"}  # zero-shot / front door
 
 
-def _odd_store(n_classes=5):
-    data = make_invariant_embeddings(n_samples=500, n_classes=n_classes, random_state=4)
-    return Bunch(X=data.X, y=data.y, environments=np.array(ENVIRONMENTS)[data.environments],
+def _image_store(data, rows=slice(None)):
+    """An in-memory store of some rows of a generated dataset: images, views and class prompts only."""
+    n_classes = len(data.prompt_embeddings)
+    return Bunch(X=data.X[rows], y=data.y[rows], environments=np.array(ENVIRONMENTS)[data.environments][rows],
                  environment_names=ENVIRONMENTS, class_names=[f"c{c}" for c in range(n_classes)],
-                 views=data.X_views.transpose(1, 0, 2), prompt_embeddings=data.prompt_embeddings,
+                 views=data.X_views.transpose(1, 0, 2)[rows], prompt_embeddings=data.prompt_embeddings,
                  prompt_ensemble_embeddings=None, text_interventions=None, text_view_groups=None,
                  text_intervention_texts=None, text_intervention_styles=None, paths=None, settings={})
+
+
+def _odd_store(n_classes=5):
+    return _image_store(make_invariant_embeddings(n_samples=500, n_classes=n_classes, random_state=4))
 
 
 def test_open_class_scores_as_clip_icm_and_base_to_new_as_coop():
@@ -455,19 +460,11 @@ def test_evaluation_of_the_sources_does_not_depend_on_the_targets_size():
     environments = np.array(ENVIRONMENTS)[data.environments]
     target = np.flatnonzero(environments == "sketch")
     kept = np.setdiff1d(np.arange(len(environments)), target[: len(target) // 4])
-
-    def store(rows):
-        return Bunch(X=data.X[rows], y=data.y[rows], environments=environments[rows],
-                     environment_names=ENVIRONMENTS, class_names=[f"c{c}" for c in range(10)],
-                     views=data.X_views.transpose(1, 0, 2)[rows], prompt_embeddings=data.prompt_embeddings,
-                     prompt_ensemble_embeddings=None, text_interventions=None, text_view_groups=None,
-                     text_intervention_texts=None, text_intervention_styles=None, paths=None, settings={})
-
     kwargs = {"methods": ["probe", "probe-icm"], "interventions": "image", "selection": "source-val",
               "grids": {"n_components": [4, 8], "lam": [1.0, 100.0], "C": [0.1, 1.0]}, "seeds": [0, 1]}
     columns = ["method", "seed", "validation_accuracy", "n_components", "lam", "C", "n_train"]
-    full = evaluate_store(store(np.arange(len(environments))), **kwargs).query("target == 'sketch'")
-    smaller = evaluate_store(store(kept), **kwargs).query("target == 'sketch'")
+    full = evaluate_store(_image_store(data), **kwargs).query("target == 'sketch'")
+    smaller = evaluate_store(_image_store(data, kept), **kwargs).query("target == 'sketch'")
     pd.testing.assert_frame_equal(full[columns].reset_index(drop=True),
                                   smaller[columns].reset_index(drop=True))
 
