@@ -5,6 +5,7 @@ embedding = orthonormal linear mixture of both + isotropic noise.
 The text side shares the mixing, so class prompts align with images.
 """
 
+import math
 from numbers import Integral, Real
 
 import numpy as np
@@ -36,6 +37,8 @@ CAUSAL_MODEL_CONSTRAINTS = {
     {
         **CAUSAL_MODEL_CONSTRAINTS,
         "n_text_styles": [Interval(Integral, 2, None, closed="left")],
+        "view_style_fraction": [Interval(Real, 0, 1, closed="right")],
+        "view_content_shift": [Interval(Real, 0, None, closed="left")],
     },
     prefer_skip_nested_validation=True,
 )
@@ -54,6 +57,8 @@ def make_invariant_embeddings(
     style_scale=2.0,
     noise=0.1,
     normalize=False,
+    view_style_fraction=1.0,
+    view_content_shift=0.0,
     random_state=None,
 ):
     """Generate CLIP-like image and text embeddings with a known invariant subspace.
@@ -72,7 +77,18 @@ def make_invariant_embeddings(
       ``[A_inv, A_var]`` orthonormal columns.
 
     Interventional views keep ``z_inv`` and move ``z_var`` (an augmentation
-    changes style only). Class prompts share the mixing: the prompt of class
+    changes style only): ``z_var' = z_var + style_scale * eps`` with
+    ``eps ~ N(0, I)``. Real augmentations are never that exact, and two
+    parameters make them imperfect. ``view_style_fraction = f`` moves only
+    the first ``m = ceil(f * n_variant)`` variant latents
+    (``eps_j = 0`` for ``j >= m``), so the views do not span the styles the
+    test environment moves; ``view_content_shift = c`` also moves the
+    content, ``z_inv' = z_inv + c * delta`` with ``delta ~ N(0, I)``. A view
+    minus its original is then
+    ``A_var[:, :m] style_scale eps[:m] + c A_inv delta`` plus the difference
+    of the two noise draws. The defaults (``f = 1``, ``c = 0``) give the
+    exact augmentations, and for a given seed every output but ``X_views``
+    is the same whatever ``f`` and ``c``. Class prompts share the mixing: the prompt of class
     ``c`` is ``A_inv (offset + class_separation * mu[c]) + A_var tau_c``,
     where ``tau_c`` is a class-specific textual nuisance (what "a photo of a
     dog" says beyond dog-ness). Text interventions describe each class under
@@ -105,6 +121,13 @@ def make_invariant_embeddings(
         Standard deviation of isotropic embedding noise.
     normalize : bool, default=False
         L2-normalise every embedding, as CLIP pipelines usually do.
+    view_style_fraction : float in (0, 1], default=1.0
+        Share ``f`` of the variant latents an augmentation moves: the first
+        ``ceil(f * n_variant)``. ``1.0``: every style factor, the exact
+        augmentations of the causal model.
+    view_content_shift : float, default=0.0
+        Scale ``c`` of the change an augmentation also makes to the invariant
+        latents (whose within-class spread is 1). ``0.0``: content is kept.
     random_state : int, RandomState instance or None, default=None
         Seed.
 
@@ -118,7 +141,10 @@ def make_invariant_embeddings(
         (n_classes * n_text_styles, n_features) with
         ``text_view_groups`` (the class of each row);
         ``invariant_basis`` (n_features, n_invariant) orthonormal ground
-        truth; ``invariant_latents`` (n_samples, n_invariant) for an oracle.
+        truth; ``variant_basis`` (n_features, n_variant), the variant
+        directions in the order of the latents (the views move the first
+        ``ceil(view_style_fraction * n_variant)``);
+        ``invariant_latents`` (n_samples, n_invariant) for an oracle.
 
     Examples
     --------
@@ -126,6 +152,13 @@ def make_invariant_embeddings(
     >>> data = make_invariant_embeddings(n_samples=400, random_state=0)
     >>> data.X.shape, data.X_views.shape, data.prompt_embeddings.shape
     ((400, 64), (1, 400, 64), (10, 64))
+
+    Augmentations that move half of the style factors and some content:
+
+    >>> imperfect = make_invariant_embeddings(n_samples=400, view_style_fraction=0.5,
+    ...                                       view_content_shift=0.5, random_state=0)
+    >>> bool((imperfect.X == data.X).all()), bool((imperfect.X_views == data.X_views).all())
+    (True, False)
     """
     if n_features < n_invariant + n_variant:
         raise ValueError(
@@ -171,9 +204,12 @@ def make_invariant_embeddings(
         return inv @ a_inv.T + var @ a_var.T + noise * rng.standard_normal((len(inv), n_features))
 
     X = embed(z_inv, z_var)
+    # The moved style factors: a mask, so the draws (and every other output) stay those of f = 1;
+    # the tolerance keeps float products whole (0.3 * 10 moves 3 factors, not 4).
+    moved = np.arange(n_variant) < math.ceil(view_style_fraction * n_variant - 1e-9)
     X_views = np.stack(
         [
-            embed(z_inv, z_var + style_scale * rng.standard_normal(z_var.shape))
+            embed(z_inv, z_var + style_scale * rng.standard_normal(z_var.shape) * moved)
             for _ in range(n_augmented)
         ]
     )
@@ -184,6 +220,11 @@ def make_invariant_embeddings(
     text_interventions = embed(
         prompt_inv[text_groups], text_nuisance[text_groups] + np.tile(text_styles, (n_classes, 1))
     )
+
+    if view_content_shift > 0:
+        # Drawn last, so the prompts and texts are those of the exact views; the mixing is linear.
+        delta = rng.standard_normal((n_augmented, n_samples, n_invariant))
+        X_views = X_views + view_content_shift * delta @ a_inv.T
 
     if normalize:
         X, X_views, prompts, text_interventions = (
@@ -201,5 +242,6 @@ def make_invariant_embeddings(
         text_interventions=text_interventions.astype(f32),
         text_view_groups=text_groups,
         invariant_basis=a_inv,
+        variant_basis=a_var,
         invariant_latents=z_inv,
     )

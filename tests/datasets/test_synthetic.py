@@ -63,3 +63,68 @@ def test_too_few_samples_for_the_environments_is_an_error(n_samples):
         make_invariant_embeddings(n_samples=n_samples)
     data = make_invariant_embeddings(n_samples=4, random_state=0)
     assert np.unique(data.environments).tolist() == [0, 1, 2, 3]
+
+
+# Imperfect augmentations (issue 18): the views move part of the style, some content, or both.
+
+
+def test_exact_views_are_the_default_and_unchanged():
+    data = make_invariant_embeddings(n_samples=200, n_augmented=2, random_state=7)
+    explicit = make_invariant_embeddings(n_samples=200, n_augmented=2, view_style_fraction=1.0,
+                                         view_content_shift=0.0, random_state=7)
+    for key in data:
+        assert_array_equal(np.asarray(explicit[key]), np.asarray(data[key]), err_msg=key)
+    # The views the generator drew before the two parameters existed.
+    assert_allclose(data.X_views[:, 0, :3], [[-0.3121114, -0.7329662, 0.46420807],
+                                             [0.05656573, -2.2345324, -0.8451695]], rtol=1e-5)
+    assert_allclose(data.X_views[1, 199, -2:], [0.13083464, -0.67471933], rtol=1e-5)
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_imperfect_views_change_the_views_only(normalize):
+    exact = make_invariant_embeddings(n_samples=200, normalize=normalize, random_state=1)
+    imperfect = make_invariant_embeddings(n_samples=200, normalize=normalize, view_style_fraction=0.5,
+                                          view_content_shift=1.0, random_state=1)
+    for key in exact:
+        if key != "X_views":
+            assert_array_equal(np.asarray(imperfect[key]), np.asarray(exact[key]), err_msg=key)
+    assert not np.allclose(imperfect.X_views, exact.X_views)
+
+
+@pytest.mark.parametrize("fraction, n_variant, n_moved",
+                         [(0.5, 8, 4), (0.3, 10, 3), (0.01, 8, 1), (1.0, 5, 5)])
+def test_style_fraction_moves_the_first_variant_directions_only(fraction, n_variant, n_moved):
+    data = make_invariant_embeddings(n_samples=2000, n_variant=n_variant, noise=0.0,
+                                     view_style_fraction=fraction, random_state=0)
+    diff = data.X_views[0].astype(np.float64) - data.X
+    moved = data.variant_basis[:, :n_moved]
+    # The difference lies in the span of the moved directions: nothing is left outside it.
+    residual = diff - (diff @ moved) @ moved.T
+    assert np.abs(residual).max() < 1e-4
+    # Along them it is the style draw, style_scale * N(0, 1) per factor.
+    assert_allclose((diff @ moved).std(axis=0), 2.0, rtol=0.1)
+
+
+def test_content_shift_moves_the_invariant_latents_by_its_scale():
+    data = make_invariant_embeddings(n_samples=2000, noise=0.0, view_content_shift=0.5,
+                                     view_style_fraction=0.5, random_state=0)
+    diff = data.X_views[0].astype(np.float64) - data.X
+    along_content = diff @ data.invariant_basis
+    assert_allclose(along_content.std(axis=0), 0.5, rtol=0.1)
+    assert_allclose(along_content.mean(axis=0), 0.0, atol=0.05)
+    # The style part is still the first half of the variant directions only.
+    style = diff - along_content @ data.invariant_basis.T
+    moved = data.variant_basis[:, :4]
+    assert np.abs(style - (style @ moved) @ moved.T).max() < 1e-4
+    assert_allclose(np.linalg.norm(style @ moved, axis=1).mean(), 2.0 * np.sqrt(4), rtol=0.1)
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"view_style_fraction": 0}, r"'view_style_fraction' parameter .* range \(0.0, 1.0\]. Got 0 instead"),
+    ({"view_style_fraction": 1.5}, r"'view_style_fraction' parameter .* range \(0.0, 1.0\]. Got 1.5"),
+    ({"view_style_fraction": "half"}, r"'view_style_fraction' parameter .* Got 'half'"),
+    ({"view_content_shift": -0.1}, r"'view_content_shift' parameter .* range \[0.0, inf\). Got -0.1"),
+])
+def test_imperfect_view_parameters_are_validated(params, message):
+    with pytest.raises(ValueError, match=message):
+        make_invariant_embeddings(n_samples=40, **params)
