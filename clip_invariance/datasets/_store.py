@@ -22,7 +22,6 @@ in memory, or dask arrays read block by block (values checked per block).
 import json
 import os
 import shutil
-import tempfile
 import uuid
 import warnings
 from functools import partial
@@ -173,7 +172,9 @@ def save_embeddings(
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}.partial-*"):  # left by a killed save
         shutil.rmtree(stale, ignore_errors=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    # mkdir, not mkdtemp (always 0700): the store follows the umask, so a group can share it.
+    partial = path.parent / f".{path.name}.partial-{uuid.uuid4().hex}"
+    partial.mkdir()
     try:
         for name, array in arrays.items():
             np.save(partial / f"{name}.npy", array, allow_pickle=False)
@@ -442,7 +443,8 @@ def save_pending(path, keys, embeddings):
     """
     folder = Path(path) / PENDING_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    tmp = folder / f".{uuid.uuid4().hex}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # not mkstemp's 0600: the umask's
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, keys=np.asarray(keys, dtype=str), embeddings=np.asarray(embeddings))

@@ -9,6 +9,7 @@ listing them (file, shape, dtype). A sharded store is a folder whose
 import json
 import os
 import re
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ __all__ = [
     "field_record",
     "read_metadata",
     "read_array",
+    "regular_file_problem",
     "shard_name",
     "parse_shard_name",
     "shard_folders",
@@ -176,10 +178,15 @@ def read_metadata(path):
         raise ValueError(f"{path}: no {METADATA_FILE}" + (
             "; this is an unfinished embedding run: run it again to resume." if pending else
             "; not an embedding store."))
+    problem = regular_file_problem(file)
+    if problem:
+        raise ValueError(f"{file}: {problem}.")
     try:
         metadata = json.loads(file.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"{file}: damaged {METADATA_FILE} ({exc}).") from None
+    except RecursionError:  # json recurses once per nesting level
+        raise ValueError(f"{file}: damaged {METADATA_FILE} (nested too deeply).") from None
     if not isinstance(metadata, dict) or metadata.get("format") != STORE_FORMAT:
         raise ValueError(f"{file}: not a {STORE_FORMAT!r} file.")
     if metadata.get("version") != STORE_VERSION:
@@ -194,6 +201,9 @@ def read_metadata(path):
             isinstance(names, list) and all(isinstance(n, str) for n in names)
         ):
             raise ValueError(f"{file}: {entry!r} must be a list of strings{' or null' * nullable}.")
+        twice = sorted({n for n in names or () if names.count(n) > 1})
+        if twice:  # as save_embeddings refuses them: labels would be ambiguous
+            raise ValueError(f"{file}: {entry!r}: duplicate names {twice}.")
     unknown = sorted(set(metadata["fields"]) - set(FIELDS))
     if unknown:
         raise ValueError(f"{file}: unknown fields {unknown}.")
@@ -208,6 +218,9 @@ def read_array(folder, name, record, mmap):
         raise ValueError(f"{folder}: field {name!r}: bad record {record!r} ({exc}).") from None
     if not isinstance(file, str) or os.path.basename(file) != file or not file.endswith(".npy"):
         raise ValueError(f"{folder}: field {name!r}: file {file!r} must be a .npy file inside the store.")
+    problem = regular_file_problem(folder / file)
+    if problem:
+        raise ValueError(f"{folder}: field {name!r}: {file} {problem}.")
     try:
         # An empty array cannot be memory-mapped; it is read (and costs nothing).
         mode = "r" if mmap and 0 not in shape else None
@@ -221,6 +234,30 @@ def read_array(folder, name, record, mmap):
         raise ValueError(f"{folder}: field {name!r}: {file} holds {array.dtype} of shape {array.shape}, "
                          f"the store records {dtype} of shape {shape}.")
     return array
+
+
+def regular_file_problem(file):
+    """Why ``file`` is not a store's own regular file (a string), or None; a missing file is None.
+
+    A FIFO would block a reader forever, and a link would read data from
+    outside the store without a word: a store only ever writes regular files.
+
+    >>> import tempfile, os
+    >>> folder = tempfile.mkdtemp()
+    >>> os.mkfifo(folder + "/X.npy")
+    >>> regular_file_problem(folder + "/X.npy"), regular_file_problem(folder + "/none.npy")
+    ('is not a regular file (a FIFO, device or folder); a store holds regular files only', None)
+    """
+    try:
+        mode = os.lstat(file).st_mode
+    except FileNotFoundError:
+        return None
+    if stat.S_ISLNK(mode):
+        return (f"is a symbolic link (to {os.readlink(file)!r}); a store holds its own files only: copy the "
+                "file into the store")
+    if not stat.S_ISREG(mode):
+        return "is not a regular file (a FIFO, device or folder); a store holds regular files only"
+    return None
 
 
 def shard_name(index, count):
@@ -289,29 +326,95 @@ def is_sharded(path):
 
 
 def check_shards_agree(path, folders, parts):
-    """Check that shards are parts of one store: the same classes, environments, fields and model.
+    """Check that shards are parts of one store: one listing, cut once, embedded alike.
 
     ``parts`` holds ``(fields, item keys, metadata)`` of each shard folder.
+    The shards must have the same classes, environments, fields, model and
+    settings (the device and the root's absolute path aside: machines differ).
+    Shards that record the listing they were cut from (``settings["shard"]``:
+    its ``listing`` digest, ``images``, ``start`` and ``stop``, as
+    ``embed_image_folder`` writes them) must record one listing and tile it;
+    shards without one must not list a path twice.
     """
-    first = parts[0]
+    first, name0 = parts[0], folders[0].name
     for folder, (fields, keys, metadata) in zip(folders[1:], parts[1:]):
         for entry in ("class_names", "environment_names"):
             if metadata[entry] != first[2][entry]:
-                raise ValueError(f"{path}: shard {folder.name} has other {entry} than shard "
-                                 f"{folders[0].name}.")
+                raise ValueError(f"{path}: shard {folder.name} has other {entry} than shard {name0}.")
         if metadata["settings"].get("model") != first[2]["settings"].get("model"):
             raise ValueError(f"{path}: shard {folder.name} was embedded by another model than shard "
-                             f"{folders[0].name}: {metadata['settings'].get('model')}.")
+                             f"{name0}: {metadata['settings'].get('model')}.")
+        differences = _differences(metadata["settings"], first[2]["settings"], _SHARD_OWN_SETTINGS)
+        if differences:
+            raise ValueError(f"{path}: shard {folder.name} was embedded with other settings than shard "
+                             f"{name0}: {'; '.join(differences)}. Embed the shards again with the same "
+                             "settings.")
         for name, array in fields.items():
             reference = first[0][name]
             same = (array is None) == (reference is None) and (
                 array is None or array.shape[name in ROW_FIELDS:] == reference.shape[name in ROW_FIELDS:])
             if not same:
-                raise ValueError(f"{path}: shard {folder.name}: field {name!r} unlike shard "
-                                 f"{folders[0].name}'s.")
+                raise ValueError(f"{path}: shard {folder.name}: field {name!r} unlike shard {name0}'s.")
         if set(keys) != set(first[1]):
-            raise ValueError(f"{path}: shard {folder.name}: item keys of other fields than shard "
-                             f"{folders[0].name}.")
+            raise ValueError(f"{path}: shard {folder.name}: item keys of other fields than shard {name0}.")
+    cuts = [metadata["settings"].get("shard") for _, _, metadata in parts]
+    cuts = [cut if isinstance(cut, dict) else {} for cut in cuts]
+    if any("listing" in cut for cut in cuts):
+        _check_one_listing(path, folders, parts, cuts)
+    elif all(fields["paths"] is not None for fields, _, _ in parts):
+        paths = np.concatenate([np.asarray(fields["paths"][:]) for fields, _, _ in parts])
+        unique, counts = np.unique(paths, return_counts=True)
+        twice = unique[counts > 1].tolist()
+        if twice:
+            raise ValueError(f"{path}: shards list {len(twice)} image(s) more than once: "
+                             f"{', '.join(map(repr, twice[:5]))}{', ...' * (len(twice) > 5)}.")
+
+
+# Settings that are each shard's own: its place in the split, and where it ran.
+_SHARD_OWN_SETTINGS = ("shard", "device", "root")
+
+
+def _differences(settings, reference, ignore=(), prefix=""):
+    """``"key (value, not reference value)"`` for each setting that differs, nested keys dotted.
+
+    >>> _differences({"a": 1, "b": {"c": 2}}, {"a": 1, "b": {"c": 3}})
+    ['b.c (2, not 3)']
+    """
+    out = []
+    for key in sorted(set(settings) | set(reference), key=str):
+        if key in ignore:
+            continue
+        value, expected = settings.get(key), reference.get(key)
+        if isinstance(value, dict) and isinstance(expected, dict):
+            out += _differences(value, expected, prefix=f"{prefix}{key}.")
+        elif value != expected:
+            out.append(f"{prefix}{key} ({value!r}, not {expected!r})")
+    return out
+
+
+def _check_one_listing(path, folders, parts, cuts):
+    """Shards cut from one listing of the image folder, that tile it: no image twice, none missing."""
+    count = len(folders)
+    unlisted = [folder.name for folder, cut in zip(folders, cuts) if "listing" not in cut]
+    if unlisted:
+        raise ValueError(f"{path}: shard(s) {', '.join(unlisted)} record no listing of the image folder "
+                         f"(embedded by an older version): embed them again with --shard i/{count}.")
+    other = [folder.name for folder, cut in zip(folders, cuts) if cut["listing"] != cuts[0]["listing"]]
+    if other:
+        raise ValueError(f"{path}: shard{'s' * (len(other) > 1)} {', '.join(other)} "
+                         f"{'were' if len(other) > 1 else 'was'} cut from another listing of the image "
+                         f"folder than shard {folders[0].name} (images added, removed or changed between the "
+                         f"runs); embed those shards again, or all of them (--shard i/{count}): unchanged "
+                         "images are not embedded again.")
+    for index, (folder, cut, (fields, _, _)) in enumerate(zip(folders, cuts, parts)):
+        n = cut.get("images")
+        expected = (index * n // count, (index + 1) * n // count) if isinstance(n, int) else None
+        held = (cut.get("start"), cut.get("stop"))
+        if held != expected or fields["X"].shape[0] != held[1] - held[0]:
+            wanted = "..".join(map(str, expected)) if expected else "?"
+            raise ValueError(f"{path}: shard {folder.name} holds images {held[0]}..{held[1]} of {n}, "
+                             f"expected {wanted} ({fields['X'].shape[0]} rows); embed it again with "
+                             f"--shard {index}/{count}.")
 
 
 class NpyBlocks:

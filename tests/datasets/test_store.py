@@ -500,3 +500,99 @@ def test_a_projector_fits_a_stores_views_read_as_dask_as_in_memory(tmp_path):
     eager = InvariantProjector(4).fit(eager_rows, view_groups=eager_groups)
     fitted = InvariantProjector(4).fit(rows, view_groups=view_groups)
     np.testing.assert_allclose(fitted.eigenvalues_, eager.eigenvalues_, rtol=1e-5)
+
+
+# ------------------------------------------------- issue 20: stores that cannot mix data
+def test_deeply_nested_metadata_is_a_damaged_store(store):
+    (store / "store.json").write_text("[" * 200_000 + "]" * 200_000)
+    with pytest.raises(ValueError, match=r"damaged store.json \(nested too deeply\)"):
+        load_embeddings(store)
+
+
+def test_a_fifo_or_a_link_in_place_of_a_file_is_refused(store, tmp_path):
+    os.remove(store / "X.npy")
+    os.mkfifo(store / "X.npy")  # np.load would wait forever for a writer
+    with pytest.raises(ValueError, match="field 'X': X.npy is not a regular file"):
+        load_embeddings(store)
+    os.remove(store / "X.npy")
+    np.save(tmp_path / "outside.npy", full_fields()["X"])
+    os.symlink(tmp_path / "outside.npy", store / "X.npy")
+    with pytest.raises(ValueError, match="field 'X': X.npy is a symbolic link"):
+        load_embeddings(store)
+
+
+def test_duplicate_names_are_refused_on_read_as_on_save(store):
+    _edit_json(store, lambda m: m.update(class_names=["dog", "dog", "guitar"]))
+    with pytest.raises(ValueError, match=r"'class_names': duplicate names \['dog'\]"):
+        load_embeddings(store)
+    _edit_json(store, lambda m: m.update(class_names=["dog", "elephant", "guitar"],
+                                         environment_names=["photo", "sketch", "photo"]))
+    with pytest.raises(ValueError, match=r"'environment_names': duplicate names \['photo'\]"):
+        load_embeddings(store)
+
+
+def test_a_store_follows_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        save_embeddings(tmp_path / "store", **full_fields())
+        _store.save_pending(tmp_path / "store", ["k"], np.zeros((1, 5), np.float32))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "store").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "store" / "X.npy").stat().st_mode & 0o777 == 0o644
+    (pending,) = (tmp_path / "store" / "pending").iterdir()
+    assert pending.stat().st_mode & 0o777 == 0o644
+
+
+def write_listed_shards(path, fields, bounds, listings=None, settings=None):
+    """write_shards, each shard recording the listing it was cut from, as embed_image_folder does."""
+    count, n = len(bounds) - 1, len(fields["X"])
+    for index, (a, b) in enumerate(zip(bounds[:-1], bounds[1:])):
+        part = {k: (np.asarray(v)[a:b] if k in _store_format.ROW_FIELDS else v) for k, v in fields.items()}
+        listing = (listings or {}).get(index, "same")
+        part["settings"] = {**fields["settings"], **(settings or {}).get(index, {}), "shard": {
+            "index": index, "count": count, "listing": listing, "images": n, "start": a, "stop": b}}
+        save_embeddings(path / "shards" / shard_name(index, count), **part)
+
+
+def test_shards_of_other_listings_are_refused_naming_them(tmp_path):
+    fields = full_fields(n=9)
+    write_listed_shards(tmp_path / "ok", fields, [0, 3, 6, 9])
+    assert_array_equal(load_embeddings(tmp_path / "ok").X, fields["X"])
+    write_listed_shards(tmp_path / "s", fields, [0, 3, 6, 9], listings={1: "other", 2: "other"})
+    with pytest.raises(ValueError, match=r"shards 00001-of-00003, 00002-of-00003 were cut from another "
+                       r"listing of the image folder than shard 00000-of-00003 \(images added, removed or "
+                       r"changed between the runs\); embed those shards again"):
+        load_embeddings(tmp_path / "s")
+
+
+def test_shards_that_do_not_tile_the_listing_are_refused(tmp_path):
+    fields = full_fields(n=9)
+    write_listed_shards(tmp_path / "s", fields, [0, 3, 6, 9])
+    meta_file = tmp_path / "s" / "shards" / shard_name(1, 3) / "store.json"
+    meta = json.loads(meta_file.read_text())
+    meta["settings"]["shard"]["start"] = 4  # cut as if from another split of the listing
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"shard 00001-of-00003 holds images 4..6 of 9, expected 3..6 \(3 "
+                       r"rows\); embed it again with --shard 1/3"):
+        load_embeddings(tmp_path / "s")
+    del meta["settings"]["shard"]["listing"]  # a shard that cannot prove its listing
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"shard\(s\) 00001-of-00003 record no listing of the image folder"):
+        load_embeddings(tmp_path / "s")
+
+
+def test_shards_of_other_settings_are_refused_naming_the_setting(tmp_path):
+    fields = full_fields(n=6)
+    write_listed_shards(tmp_path / "s", fields, [0, 3, 6], settings={1: {"n_augmented": 5}})
+    with pytest.raises(ValueError, match=r"shard 00001-of-00002 was embedded with other settings than shard "
+                       r"00000-of-00002: n_augmented \(5, not 2\)"):
+        load_embeddings(tmp_path / "s")
+
+
+def test_shards_listing_an_image_twice_are_refused(tmp_path):
+    fields = full_fields(n=6)
+    fields["paths"] = ["a", "b", "c", "c", "d", "e"]
+    write_shards(tmp_path / "s", fields, [0, 3, 6])  # shards without a listing: the paths must differ
+    with pytest.raises(ValueError, match=r"shards list 1 image\(s\) more than once: 'c'"):
+        load_embeddings(tmp_path / "s")
