@@ -279,7 +279,8 @@ def weights_kwargs(model_name, pretrained):
         snapshot = cached_hub_snapshot(repo)
         if snapshot is not None:
             return {"model_name": f"local-dir:{snapshot}"}
-        require_hub(f"the model {model_name!r}", "CLIPEmbedder('local-dir:/path/to/folder')")
+        require_hub(f"the model {model_name!r}", "--model-name local-dir:/path/to/folder on the command "
+                    "line, CLIPEmbedder('local-dir:/path/to/folder') in Python")
         return {"model_name": model_name}
     if open_clip.get_model_config(model_name.replace("/", "-")) is None:
         close = get_close_matches(model_name, open_clip.list_models(), n=3, cutoff=0.6)
@@ -312,7 +313,8 @@ def weights_kwargs(model_name, pretrained):
     if cached is None:
         require_hub(
             f"the weights {model_name!r} / {pretrained!r}",
-            f"CLIPEmbedder({model_name!r}, pretrained='/path/to/checkpoint.safetensors')",
+            f"--pretrained /path/to/checkpoint.safetensors on the command line, "
+            f"CLIPEmbedder({model_name!r}, pretrained='/path/to/checkpoint.safetensors') in Python",
             quick_gelu=cfg.get("quick_gelu", False),
         )
         return {"model_name": model_name, "pretrained": pretrained}
