@@ -6,6 +6,9 @@ depends on the data (folder layout, weights, embedding size) before any
 embedding starts, and a user's mistake ends in one line on stderr and exit
 status 1 (2 for a malformed command line, as argparse does), never in a
 traceback (set ``CLIP_INVARIANCE_DEBUG=1`` to see it, for a bug report).
+A malformed command line, too, is reported on one line (and ``see --help``)
+rather than under the usage block. Every ``--help`` shows the defaults and two
+examples; ``python -m clip_invariance`` is the same command.
 """
 
 import argparse
@@ -23,6 +26,33 @@ __all__ = ["main"]
 # (a missing folder, offline weights, a bad argument value): one line, exit 1.
 # Anything else is a bug and keeps its traceback.
 _USER_ERRORS = (ValueError, TypeError, OSError, ImportError)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a malformed command line reported on one line: the usage block hid the reason."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """Every default in the help, where there is one to show; the examples printed as typed."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        nothing = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if "default" in text or nothing or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+    def _fill_text(self, text, width, indent):
+        if text.startswith("examples:"):  # command lines, one a line: not re-wrapped
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
+
+def _examples(*lines):
+    return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def _positive_int(text):
@@ -71,9 +101,15 @@ def _float_list(text):
     return [_non_negative_float(part) for part in _parts(text)]
 
 
-def _choices_list(choices):
+def _choices_list(choices, every=None):
+    """A comma list of ``choices``; ``every`` (e.g. "all") alone stands for the default, ``None``."""
+
     def parse(text):
+        if every is not None and text.strip() == every:
+            return None
         values = _parts(text)
+        if every in values:
+            raise argparse.ArgumentTypeError(f"{every!r} stands alone, got {text!r}")
         unknown = [v for v in values if v not in choices]
         if unknown:
             raise argparse.ArgumentTypeError(f"unknown {unknown}; choose from {', '.join(choices)}")
@@ -150,6 +186,7 @@ def _demo(args):
 def _embed(args):
     from .embedding import embed_image_folder
 
+    args.resume_hint = "run the same command again to resume: the images embedded so far are kept"
     start = time.perf_counter()
     store = embed_image_folder(
         args.root,
@@ -178,20 +215,14 @@ def _pretrained(text):
 
 def _evaluate(args):
     from .datasets import check_store_path, is_store
-    from .evaluation import (
-        evaluate_ablation,
-        evaluate_image_folder,
-        evaluate_store,
-        markdown_tables,
-        plot_ablation,
-        plot_results,
-        write_results,
-    )
+    from .evaluation import evaluate_image_folder, evaluate_store, markdown_tables
 
-    if args.plot and args.output is None:
-        raise ValueError("--plot writes its figures into --output DIR: give an output folder.")
+    for flag in ("plot", "latex"):
+        if getattr(args, flag) and args.output is None:
+            raise ValueError(f"--{flag} writes into --output DIR: give an output folder.")
     if args.output is not None:
-        _check_output(args.output)
+        _check_output(args.output)  # before any work: a run's results must not be lost at the end
+    started, start = _now(), time.perf_counter()
     options = {
         "protocol": args.protocol,
         "methods": args.methods,
@@ -211,22 +242,51 @@ def _evaluate(args):
     else:
         store = Path(args.store) if args.store is not None else _default_store(source)
         check_store_path(store)
+        args.resume_hint = "run the same command again: the embedding resumes where it stopped"
         results = evaluate_image_folder(
             source, store, model_name=args.model_name, pretrained=_pretrained(args.pretrained),
             device=args.device, batch_size=args.batch_size, n_augmented=args.n_augmented,
             random_state=args.embed_seed, **options,
         )
+        args.resume_hint = None
     print(f"{source}: store {store}")
     print(markdown_tables(results))
     if args.output is not None:
-        written = write_results(results, args.output)
-        figures = []
-        if args.plot:
-            figures += plot_results(results, args.output)
-            ablation = evaluate_ablation(store, seeds=args.seeds[:1], interventions=args.interventions,
-                                         templates=args.templates, progress=not args.quiet)
-            figures.append(plot_ablation(ablation, args.output))
-        print("wrote " + ", ".join(str(p) for p in [*written.values(), *figures]))
+        _write_outputs(args, results, store, options, started, time.perf_counter() - start)
+
+
+def _write_outputs(args, results, store, options, started, duration):
+    """results.csv, .md, config.json (and .tex), then the figures and the ablations asked for."""
+    from .datasets import load_embeddings
+    from .evaluation import ICM_METHODS, evaluate_ablation, plot_ablation, plot_results, write_results
+
+    config = dict(results.attrs.get("config", {}))
+    if config.get("store") is None:  # embedded from a folder: the rerun reads the store it made
+        config["store"] = os.path.abspath(store)
+    config.update(date=started, duration_s=round(duration, 1))
+    written = list(write_results(results, args.output, config=config, latex=args.latex).values())
+    if args.plot:
+        data = load_embeddings(store)
+        n_classes = len(data.class_names) if data.class_names else len(set(data.y.tolist()))
+        written += plot_results(results, args.output, n_classes=n_classes)
+        grids = options["grids"]
+        kept = {k: v for k, v in options.items() if k not in ("protocol", "methods", "grids")}
+        kept.update(seeds=args.seeds[:1], selection=None if args.selection == "all" else args.selection)
+        # The sweeps run on the grids given; the other parameter is held at its grid's middle value.
+        fixed = {f"fixed_{k}": sorted(grids[k])[len(grids[k]) // 2] for k in ("n_components", "lam")
+                 if k in grids}
+        for method in [m for m in dict.fromkeys(results["method"]) if m in ICM_METHODS]:
+            with warnings.catch_warnings():  # the evaluation above gave the store's warnings once
+                warnings.simplefilter("ignore", UserWarning)
+                ablation = evaluate_ablation(data, method=method, grids=grids, **fixed, **kept)
+            written.append(plot_ablation(ablation, args.output, n_classes=n_classes))
+    print("wrote " + ", ".join(str(p) for p in written))
+
+
+def _now():
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _default_store(root):
@@ -239,38 +299,74 @@ def _default_store(root):
 
 
 def _check_output(folder):
+    """Fail before any work unless result files can be written into ``folder`` (made if missing)."""
+    import tempfile
+
     path = Path(folder)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"--output {folder!r} is a file, not a folder.")
+    existing = path
+    while not os.path.lexists(existing):  # the deepest part that exists: where mkdir will write
+        existing = existing.parent
+    if existing.is_symlink() and not existing.exists():
+        raise ValueError(f"--output {folder!r}: {str(existing)!r} is a link to nothing.")
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"is under the file {str(existing)!r}"
+        raise ValueError(f"--output {folder!r} {where}, not a folder.")
+    try:
+        descriptor, probe = tempfile.mkstemp(dir=existing, prefix=".clip-invariance-probe-")
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise OSError(f"--output {folder!r} cannot be written ({str(existing)!r}: {reason}); nothing "
+                      "was run.") from None
+    os.close(descriptor)
+    os.unlink(probe)
 
 
 def _parser():
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="clip-invariance",
-        description="Make CLIP robust to distribution shift (CLIP-ICM, CDC).",
+        description="Make CLIP robust to distribution shift (CLIP-ICM, CDC). The same command: python -m "
+        "clip_invariance.",
+        formatter_class=_HelpFormatter,
+        epilog=_examples("clip-invariance demo",
+                         "clip-invariance embed PACS -o pacs-store && clip-invariance evaluate pacs-store "
+                         "--output results"),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="run the synthetic causal benchmark (no weights, no network)")
-    demo.add_argument("--n-samples", type=_positive_int, default=2000)
+    demo = sub.add_parser(
+        "demo", help="run the synthetic causal benchmark (no weights, no network)",
+        description="Run the synthetic causal benchmark: no weights, no network.",
+        formatter_class=_HelpFormatter,
+        epilog=_examples("clip-invariance demo",
+                         "clip-invariance demo --normalize yes --n-samples 5000 --seed 1"),
+    )
+    demo.add_argument("--n-samples", type=_positive_int, default=2000, help="images per environment")
     demo.add_argument(
         "--n-components",
         type=_positive_int,
         default=None,
         help="subspace dimension K (default: the true invariant dimension)",
     )
-    demo.add_argument("--lam", type=_non_negative_float, default=10.0)
-    demo.add_argument("--normalize", choices=["no", "yes", "both"], default="both")
-    demo.add_argument("--seed", type=_non_negative_int, default=0)
+    demo.add_argument("--lam", type=_non_negative_float, default=10.0, help="the projector's lam")
+    demo.add_argument("--normalize", choices=["no", "yes", "both"], default="both",
+                      help="L2-normalise the embeddings, or show both")
+    demo.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the synthetic data")
     demo.set_defaults(handler=_demo)
 
     embed = sub.add_parser(
         "embed",
         help="embed a DomainBed-style image folder (<root>/<environment>/<class>/<image>), its augmented "
         "views, class prompts and text interventions into a store, resumably",
+        description="Embed a DomainBed-style image folder (<root>/<environment>/<class>/<image>), its "
+        "augmented views, class prompts and text interventions into a store. Resumable: after an "
+        "interruption, the same command goes on where it stopped. " + _WEIGHTS_NOTE,
+        formatter_class=_HelpFormatter,
+        epilog=_examples("clip-invariance embed /data/PACS -o pacs-vitb32",
+                         "clip-invariance embed /data/PACS -o pacs-vitb32 --model-name ViT-B-32-quickgelu "
+                         "--pretrained ViT-B-32-openai.safetensors --device cuda"),
     )
     embed.add_argument("root", help="the image folder")
     embed.add_argument("-o", "--output", required=True, help="the store folder (created or resumed)")
@@ -289,30 +385,49 @@ def _parser():
         "evaluate",
         help="evaluate every method on an embedding store (or an image folder, embedded first), "
         "hyper-parameters chosen without the target",
+        description="Evaluate every method on an embedding store (or an image folder, embedded first), "
+        "hyper-parameters chosen without the target; the tables are printed, and written with --output. "
+        + _WEIGHTS_NOTE,
+        formatter_class=_HelpFormatter,
+        epilog=_examples("clip-invariance evaluate pacs-vitb32 --protocol all --seeds 0,1,2 --output results "
+                         "--latex --plot",
+                         "clip-invariance evaluate /data/PACS --methods zero-shot,zero-shot-icm "
+                         "--pretrained ViT-B-32.safetensors --output results"),
     )
     evaluate.add_argument("source", metavar="STORE_OR_ROOT",
                           help="a store made by 'clip-invariance embed' (sharded or not), or an image folder")
-    evaluate.add_argument("--protocol", choices=["dg", "open-class", "base-to-new", "all"], default="dg")
-    evaluate.add_argument("--methods", type=_choices_list(METHODS), default=None,
-                          help="comma list of " + ", ".join(METHODS) + " (default: all the store supports)")
+    evaluate.add_argument("--protocol", choices=["dg", "open-class", "base-to-new", "all"], default="dg",
+                          help="leave-one-domain-out, its base/new class splits, or all three")
+    evaluate.add_argument("--methods", type=_choices_list(METHODS, every="all"), default=None,
+                          help="comma list of " + ", ".join(METHODS) + ", or all (default: all: every "
+                          "method the store supports, the others skipped with a warning)")
     evaluate.add_argument(
         "--interventions", choices=["image", "text", "both"], default=None,
         help="where the invariant methods learn from (default: both, or what the store has)",
     )
-    evaluate.add_argument("--seeds", type=_int_list, default=[0], help="comma list, e.g. 0,1,2")
+    evaluate.add_argument("--seeds", type=_int_list, default=[0], help="comma list, e.g. 0,1,2 (default: 0)")
     evaluate.add_argument("--selection", choices=[*SELECTION_RULES, "all"], default=None,
                           help="how hyper-parameters are chosen (default: views-val; oracle peeks at the "
                           "target and is labelled so; all: every honest rule side by side)")
-    evaluate.add_argument("--templates", choices=["single", "ensemble"], default="single")
+    evaluate.add_argument("--templates", choices=["single", "ensemble"], default="single",
+                          help="the zero-shot prompts: one template or the ensemble")
     evaluate.add_argument("--include-target-name", action="store_true",
                           help="keep text interventions that name the target (a leak, labelled)")
-    evaluate.add_argument("--n-components", type=_positive_int_list, default=None, help="grid of K, comma")
-    evaluate.add_argument("--lam", type=_float_list, default=None, help="grid of lam, comma list")
-    evaluate.add_argument("--C", type=_float_list, default=None, help="grid of the probes' C, comma list")
+    grid = " (default: the grid of default_grids, by the embedding size)"
+    evaluate.add_argument("--n-components", type=_positive_int_list, default=None,
+                          help="grid of K, comma list" + grid)
+    evaluate.add_argument("--lam", type=_float_list, default=None, help="grid of lam, comma list" + grid)
+    evaluate.add_argument("--C", type=_float_list, default=None,
+                          help="grid of the probes' C, comma list" + grid)
     evaluate.add_argument("--temperature", type=_float_list, default=None,
-                          help="grid of the front door's temperature, comma list")
-    evaluate.add_argument("--output", default=None, help="folder for results.csv, results.md, config.json")
-    evaluate.add_argument("--plot", action="store_true", help="also write PNG figures into --output")
+                          help="grid of the front door's temperature, comma list" + grid)
+    evaluate.add_argument("--output", default=None,
+                          help="folder for results.csv, results.md, config.json (checked writable first)")
+    evaluate.add_argument("--latex", action="store_true",
+                          help="also write results.tex into --output (booktabs, mean +- std, best in bold)")
+    evaluate.add_argument("--plot", action="store_true",
+                          help="also write PNG figures into --output, and the ablation of K and lam on the "
+                          "grids given for every invariant method evaluated")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bars")
     folder = evaluate.add_argument_group("when STORE_OR_ROOT is an image folder")
     folder.add_argument(
@@ -326,6 +441,10 @@ def _parser():
     return parser
 
 
+_WEIGHTS_NOTE = ("The default weights, ViT-B-32 / openai, are downloaded on first use; offline, give a "
+                 "checkpoint file with --pretrained PATH.")
+
+
 def _add_model_arguments(parser):
     parser.add_argument("--model-name", default="ViT-B-32", help="open_clip model name")
     parser.add_argument(
@@ -334,7 +453,7 @@ def _add_model_arguments(parser):
         help="open_clip tag, hf-hub:/local-dir: name, checkpoint file, or 'none' for random weights",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    parser.add_argument("--batch-size", type=_positive_int, default=64)
+    parser.add_argument("--batch-size", type=_positive_int, default=64, help="images per forward pass")
 
 
 def main(argv=None):
@@ -370,7 +489,8 @@ def main(argv=None):
         print(f"clip-invariance {args.command}: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"clip-invariance {args.command}: interrupted", file=sys.stderr)
+        hint = getattr(args, "resume_hint", None)
+        print(f"clip-invariance {args.command}: interrupted" + (f"; {hint}" if hint else ""), file=sys.stderr)
         return 130
     finally:
         warnings.showwarning = show

@@ -12,10 +12,19 @@ of ``clip-invariance demo``.
 
 from ._demo import evaluate_synthetic
 from ._evaluate import COLUMNS, evaluate_ablation, evaluate_image_folder, evaluate_store
-from ._methods import HYPER_PARAMETERS, METHODS, default_grids, make_method, make_probe
+from ._methods import HYPER_PARAMETERS, ICM_METHODS, METHODS, default_grids, make_method, make_probe
 from ._plan import DEFAULT_SELECTION, INTERVENTIONS, PROTOCOLS, TEMPLATES
 from ._protocols import SELECTION_RULES, holdout_split, leave_one_domain_out, select_and_fit, selection_splits
-from ._reporting import markdown_tables, method_label, plot_ablation, plot_results, write_results
+from ._reporting import (
+    chance_level,
+    latex_tables,
+    markdown_tables,
+    method_label,
+    plot_ablation,
+    plot_results,
+    run_environment,
+    write_results,
+)
 from ._selective import abstention_threshold, confidence_roc_auc, risk_coverage_curve, selective_risk_auc
 
 __all__ = [
@@ -30,6 +39,7 @@ __all__ = [
     "TEMPLATES",
     # methods
     "METHODS",
+    "ICM_METHODS",
     "HYPER_PARAMETERS",
     "default_grids",
     "make_method",
@@ -43,8 +53,11 @@ __all__ = [
     "select_and_fit",
     # reporting
     "markdown_tables",
+    "latex_tables",
     "method_label",
     "write_results",
+    "run_environment",
+    "chance_level",
     "plot_results",
     "plot_ablation",
     # selective classification

@@ -284,4 +284,10 @@ def _front_door_params(params):
     if unknown or managed & set(params):
         raise ValueError(f"front_door_params cannot set {sorted(unknown | (managed & set(params)))}: "
                          f"the evaluation sets {sorted(managed)} (the temperature through grids).")
+    # The values too, now: the estimator's own checks would run only at its first fit, after the
+    # other methods' rounds.
+    try:
+        FrontDoorEnsembleClassifier(**params)._validate_params()
+    except ValueError as exc:
+        raise ValueError(f"front_door_params: {exc}") from None
     return dict(params)

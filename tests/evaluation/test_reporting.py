@@ -41,11 +41,13 @@ def results(store):
                           interventions="image", seeds=[0, 1], grids=GRIDS)
 
 
-def table(text, heading):
-    """The rows of the markdown table under ``heading``, as lists of cells."""
+def table(text, heading, after=None):
+    """The rows of the first markdown table under ``heading`` (and the line ``after``), as lists of cells."""
     block = text.split(heading, 1)[1].split("\n## ", 1)[0]
-    return [[cell.strip() for cell in line.strip("|").split("|")] for line in block.splitlines()
-            if line.startswith("|")]
+    if after is not None:
+        block = block.split("\n" + after + "\n", 1)[1]
+    lines = block.split("\n|", 1)[1].split("\n\n", 1)[0].splitlines()
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in ["|" + lines[0], *lines[1:]]]
 
 
 def test_results_files_are_written_and_parse_back(results, tmp_path):
