@@ -74,8 +74,7 @@ class _PromptHeadClassifier(ClassifierMixin, BaseEstimator):
         X, y = validate_data(self, X, y, dtype=_FLOATS)
         check_classification_targets(y)
         sample_weight = _check_sample_weight(sample_weight, X, ensure_non_negative=True)
-        if not np.any(sample_weight > 0):
-            raise ValueError("sample_weight is zero for every row: there is nothing to learn from.")
+        self._check_head_targets(y, sample_weight)
         prompts = classes = None
         if self.prompt_embeddings is not None:
             # Check the prompts and labels before the (costly) projector fit.
@@ -107,6 +106,9 @@ class _PromptHeadClassifier(ClassifierMixin, BaseEstimator):
             self.class_embeddings_ = self._embed_prompts(prompts)
         self._fit_head(Z, y, sample_weight)
         return self
+
+    def _check_head_targets(self, y, sample_weight):
+        """Refuse, before the projector's fit, labels the head cannot learn from."""
 
     def _fit_with_unchanged_state(self, *args):
         with unchanged_on_error(self):  # a failed fit leaves the classifier as it was

@@ -160,6 +160,12 @@ class WiSEClassifier(_PromptHeadClassifier):
         """
         return self._fit_with_unchanged_state(X, y, view_groups, environments, sample_weight)
 
+    def _check_head_targets(self, y, sample_weight):
+        seen = np.unique(y[sample_weight > 0])
+        if len(seen) < 2:
+            raise ValueError(f"{type(self).__name__}'s probe needs at least two classes in y (among the "
+                             f"rows of positive sample_weight); got one class, {seen.tolist()}.")
+
     def _fit_head(self, Z, y, sample_weight):
         # The evaluation's probe (make_probe), on the unit features of the zero-shot head.
         self.probe_ = LogisticRegression(C=self.C, max_iter=2000).fit(Z, y, sample_weight=sample_weight)
