@@ -4,8 +4,16 @@
     python -m sphinx -W -b html docs docs/_build/html
 
 ``-D plot_gallery=0`` skips running the examples (the gallery pages are still built).
+
+The API reference has one page per public object, written at every build into ``docs/api/`` (not in
+git) from each subpackage's ``__all__``: ``docs/api.rst`` lists a subpackage with the ``api-summary``
+directive defined here, so a name added to an ``__all__`` gets its page, its row in the summary table
+and its "Examples using ..." gallery without an edit of the docs.
 """
 
+import datetime
+import importlib
+import inspect
 import os
 import re
 import runpy
@@ -20,22 +28,54 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+from docutils import nodes
+from docutils.statemachine import StringList
+from sphinx.util.docutils import SphinxDirective
+
 from clip_invariance import __version__
+from clip_invariance._utils._doc_link import DOCS_URL
 
 project = "clip-invariance"
+author = "the clip-invariance contributors"
+copyright = f"{datetime.date.today().year}, {author}. BSD-3-Clause licence"
 release = version = __version__
 extensions = [
     "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
     "sphinx.ext.mathjax",
     "sphinx-mathjax-offline",  # serves MathJax from _static/mathjax: no CDN, maths renders offline
     "numpydoc",
     "sphinx_gallery.gen_gallery",
 ]
 exclude_patterns = ["_build", "_generated", "tables", "**.ipynb_checkpoints"]
-html_theme = "alabaster"
+templates_path = ["_templates"]
 html_static_path = ["_static"]
+html_css_files = ["custom.css"]
+html_title = f"clip-invariance {version}"
+html_baseurl = DOCS_URL
+html_show_sourcelink = False
+
+# pydata-sphinx-theme, as scikit-learn's and skada's docs: a wide content column, the version in the
+# navigation bar, nothing loaded from the network (the icons and fonts ship with the theme).
+html_theme = "pydata_sphinx_theme"
+html_theme_options = {
+    "navbar_start": ["navbar-logo", "version"],
+    "navbar_end": ["theme-switcher"],
+    "header_links_before_dropdown": 6,
+    "secondary_sidebar_items": ["page-toc"],
+    "footer_start": ["copyright"],
+    "footer_center": ["licence"],
+    "footer_end": ["sphinx-version", "theme-version"],
+    "show_prev_next": True,
+    "navigation_with_keys": False,
+    "pygments_light_style": "tango",
+}
+html_sidebars = {"index": [], "citing": []}
+html_context = {"default_mode": "light"}
+
 numpydoc_show_class_members = False
 autodoc_default_options = {"member-order": "bysource"}
+autosummary_generate = False  # the pages are written by write_api_pages, from the subpackages' __all__
 
 sphinx_gallery_conf = {
     "examples_dirs": "../examples",
@@ -48,7 +88,142 @@ sphinx_gallery_conf = {
     "remove_config_comments": True,
     "download_all_examples": False,
     "write_computation_times": False,  # its page loads jQuery and DataTables from a CDN
+    # "Examples using X" on each API page: which examples use which public name
+    "doc_module": ("clip_invariance",),
+    "backreferences_dir": "_generated/backreferences",
+    "inspect_global_variables": True,
 }
+
+# ---------------------------------------------------------------------------------------------------------
+# One page per public object, from the subpackages' __all__
+
+API_DIR = DOCS / "api"  # the written pages; api.html is the summary of all of them
+
+CLASS_PAGE = """\
+{title}
+{underline}
+
+.. currentmodule:: {module}
+
+.. autoclass:: {name}
+   :members:
+
+.. minigallery:: {module}.{name}
+   :add-heading: Examples using ``{name}``
+   :heading-level: -
+"""
+
+FUNCTION_PAGE = """\
+{title}
+{underline}
+
+.. currentmodule:: {module}
+
+.. autofunction:: {name}
+
+.. minigallery:: {module}.{name}
+   :add-heading: Examples using ``{name}``
+   :heading-level: -
+"""
+
+
+def documented(module_name):
+    """The classes and functions of ``module_name``'s ``__all__`` that get a page there.
+
+    A name the package's top level exports too (``CLIPEmbedder``) has its page under the top-level name,
+    the one users import, and is left out here; constants have no page (``api.rst`` documents each
+    with ``autodata`` and a sentence on what it means).
+    """
+    module = importlib.import_module(module_name)
+    top = importlib.import_module("clip_invariance")
+    names = []
+    for name in module.__all__:
+        obj = getattr(module, name)
+        if not (inspect.isclass(obj) or inspect.isfunction(obj)):
+            continue
+        if module is not top and name in top.__all__:
+            continue
+        names.append(name)
+    return names
+
+
+def public_modules():
+    """``clip_invariance`` and its public subpackages and modules that define an ``__all__``."""
+    import pkgutil
+
+    import clip_invariance
+
+    found = ["clip_invariance"]
+    for info in pkgutil.iter_modules(clip_invariance.__path__):
+        if info.name.startswith("_") or info.name == "cli":
+            continue
+        if hasattr(importlib.import_module(f"clip_invariance.{info.name}"), "__all__"):
+            found.append(f"clip_invariance.{info.name}")
+    return found
+
+
+def write_api_pages(app):
+    """Write ``docs/api/<module>.<name>.rst`` for every documented public name (and nothing stale)."""
+    API_DIR.mkdir(exist_ok=True)
+    for stale in API_DIR.glob("*.rst"):
+        stale.unlink()
+    for module_name in public_modules():
+        module = importlib.import_module(module_name)
+        for name in documented(module_name):
+            template = CLASS_PAGE if inspect.isclass(getattr(module, name)) else FUNCTION_PAGE
+            title = f"{module_name}.{name}"
+            page = template.format(title=title, underline="=" * len(title), module=module_name, name=name)
+            (API_DIR / f"{title}.rst").write_text(page)
+
+
+class APISummary(SphinxDirective):
+    """``.. api-summary:: clip_invariance.embedding``: the summary table of a module's public names.
+
+    Each row links to the object's page (written by :func:`write_api_pages`), and the pages join the
+    navigation under ``api.rst``. A top-level estimator the module re-exports (``CLIPEmbedder`` in
+    ``clip_invariance.embedding``) has its row too, linking to its one page under the top-level name.
+    """
+
+    required_arguments = 1
+
+    def run(self):
+        module_name = self.arguments[0]
+        module = importlib.import_module(module_name)
+        top = importlib.import_module("clip_invariance")
+        names = documented(module_name)
+        also = [f"clip_invariance.{name}" for name in module.__all__
+                if module is not top and name in top.__all__]
+        lines = [f".. currentmodule:: {module_name}", ""]
+        if also:  # their pages are in the top-level section's toctree already
+            lines += [".. autosummary::", "   :nosignatures:", ""] + [f"   ~{name}" for name in also] + [""]
+        if names:
+            lines += [".. autosummary::", "   :nosignatures:", "   :toctree: api", ""]
+            lines += [f"   {name}" for name in names]
+        container = nodes.container()
+        self.state.nested_parse(StringList(lines, source=self.get_source_info()[0]), self.content_offset,
+                                container)
+        return container.children
+
+
+class APISummaryOthers(SphinxDirective):
+    """``.. api-summary-others::``: every public module the page names in no ``api-summary``, each under a
+    rubric with its docstring and table, so that a new subpackage is never left without pages."""
+
+    def run(self):
+        source = Path(self.env.doc2path(self.env.docname)).read_text()
+        listed = set(re.findall(r"^\.\. api-summary:: (\S+)", source, flags=re.M))
+        lines = []
+        for module_name in public_modules():
+            if module_name not in listed:
+                lines += [f".. rubric:: ``{module_name}``", "", f".. automodule:: {module_name}", "",
+                          f".. api-summary:: {module_name}", ""]
+        container = nodes.container()
+        self.state.nested_parse(StringList(lines, source=self.get_source_info()[0]), self.content_offset,
+                                container)
+        return container.children
+
+
+# ---------------------------------------------------------------------------------------------------------
 
 
 def skip_metadata_request_setters(app, what, name, obj, skip, options):
@@ -76,12 +251,16 @@ def drop_inherited_type_docstrings(app, what, name, obj, options, lines):
 
 
 def build_figures(app):
-    """Draw the causal graphs and compute the guide's tables, into docs/_generated (not in git)."""
-    for script in ("causal_graphs.py", "demo_table.py", "projection_table.py"):
+    """Draw the causal graphs, the guide's figures and tables, into docs/_generated (not in git)."""
+    for script in ("causal_graphs.py", "demo_table.py", "projection_table.py", "landing_figure.py",
+                   "ablation_figure.py"):
         runpy.run_path(str(DOCS / script), run_name="__main__")
 
 
 def setup(app):
+    app.add_directive("api-summary", APISummary)
+    app.add_directive("api-summary-others", APISummaryOthers)
     app.connect("autodoc-skip-member", skip_metadata_request_setters)
     app.connect("autodoc-process-docstring", drop_inherited_type_docstrings, priority=400)  # before numpydoc
+    app.connect("builder-inited", write_api_pages)
     app.connect("builder-inited", build_figures)
