@@ -6,7 +6,7 @@
   names a subpackage's ``__init__`` exports travel, plus the package-wide
   internals of ``clip_invariance._utils`` (which imports no other part).
 - torch is imported only where a model runs: the embedder's modules and the
-  front door's training; ``import clip_invariance`` stays light.
+  front door's training and prompt learning; ``import clip_invariance`` stays light.
 """
 
 import ast
@@ -21,7 +21,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "clip_invariance"
 MODULES = sorted(PACKAGE.rglob("*.py"))
 SUBPACKAGES = sorted(p.parent.name for p in PACKAGE.glob("*/__init__.py"))
 TORCH_MODULES = {"embedding/_backbone.py", "embedding/_embedder.py", "embedding/_prompts.py",
-                 "front_door/_training.py"}
+                 "front_door/_training.py", "front_door/_prompt_learning.py"}
 
 
 def _module_name(path, root):

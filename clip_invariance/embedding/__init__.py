@@ -19,7 +19,7 @@ importing this subpackage is cheap.
 """
 
 from ._augmentation import IMAGE_TRANSFORMS, ImageView, make_image_interventions
-from ._backbone import clear_backbone_cache
+from ._backbone import clear_backbone_cache, get_backbone
 from ._embedder import CLIPEmbedder
 from ._folder import TEXT_TEMPLATE, embed_image_folder, image_folder_views, text_interventions_with_styles
 from ._images import read_image
@@ -36,6 +36,7 @@ __all__ = [
     # the embedder
     "CLIPEmbedder",
     "clear_backbone_cache",
+    "get_backbone",
     "read_image",
     # image interventions
     "IMAGE_TRANSFORMS",

@@ -5,8 +5,12 @@
 ``_evidence.py`` holds the evidence function, the opinions and the fusion
 (:func:`fuse_evidence`, and :func:`fuse_scores` at the speed of prediction),
 ``_adapters.py`` the learned per-template maps (:class:`TemplateAdapters`)
-and ``_training.py``, the only module that imports torch, the losses and
-the trainer (:func:`~clip_invariance.front_door._training.train_adapters`).
+and ``_training.py`` the losses and the trainer
+(:func:`~clip_invariance.front_door._training.train_adapters`).
+``_prompt_learning.py`` learns prompt contexts through the frozen open_clip
+text tower instead (:class:`PromptLearningFrontDoorClassifier`, CDC as
+published, and :class:`CoOpClassifier`). Those two modules import torch,
+inside the functions that train.
 """
 
 from ._adapters import TemplateAdapters
@@ -19,10 +23,15 @@ from ._evidence import (
     log_evidence,
     opinion_from_evidence,
 )
+from ._prompt_learning import CDC_TEMPLATES, CoOpClassifier, PromptLearningFrontDoorClassifier
 
 __all__ = [
     "FrontDoorEnsembleClassifier",
     "TemplateAdapters",
+    # learned prompt contexts through the frozen text tower
+    "PromptLearningFrontDoorClassifier",
+    "CoOpClassifier",
+    "CDC_TEMPLATES",
     # evidence, opinions and their fusion
     "EVIDENCE_FUNCTIONS",
     "fuse_evidence",
