@@ -52,6 +52,7 @@ from ._store_format import (
     parse_shard_name,
     read_array,
     read_metadata,
+    regular_file_problem,
     shard_folders,
     shard_name,
 )
@@ -333,17 +334,30 @@ def _joined(name, arrays, chunks, text_chunks):
     return lazy[0] if len(lazy) == 1 else da.concatenate(lazy)
 
 
-def check_store_path(path):
+def check_store_path(path, *, model=None, overwrite=False):
     """Make ``path`` ready to receive a store, or refuse it.
 
     A store that an interrupted save moved aside (a crash between the two
     renames) is put back first.
 
+    Parameters
+    ----------
+    path : str or path
+        The store folder.
+    model : dict, default=None
+        The ``settings["model"]`` the new store will record: a store there
+        of another model (``model_name`` or ``pretrained``) is refused unless
+        ``overwrite``; one of the same model with other weights files or
+        settings is replaced, with a warning.
+    overwrite : bool, default=False
+        Replace a store of another model.
+
     Raises
     ------
     ValueError
         If ``path`` is a file, or a non-empty folder without ``store.json``
-        or ``pending/``: saving would delete someone's files.
+        or ``pending/``: saving would delete someone's files; or a store of
+        another model than ``model``, without ``overwrite``.
     """
     path = Path(path)
     if not path.exists():
@@ -361,6 +375,39 @@ def check_store_path(path):
             f"{str(path)!r} is a non-empty folder that is not an embedding store (no {METADATA_FILE}); "
             "refusing to replace it: choose a new or empty folder."
         )
+    if model is not None and not overwrite and (path / METADATA_FILE).is_file():
+        _check_same_model(path, model)
+
+
+def _check_same_model(path, model):
+    """Refuse to replace a store of another model; warn when the same model's weights changed."""
+    try:
+        old = read_metadata(path)["settings"].get("model")
+    except ValueError:
+        return  # a damaged store: what still reads is salvaged, by item keys
+    if old == model:
+        return
+    if not isinstance(old, dict) or _model_label(old) != _model_label(model):
+        raise ValueError(f"{str(path)!r} holds embeddings of {_model_label(old)}; this run embeds with "
+                         f"{_model_label(model)}. Pass overwrite=True (--overwrite) to replace that store, "
+                         "or choose another store folder.")
+    changed = ", ".join(key for key in sorted(set(old) | set(model)) if old.get(key) != model.get(key))
+    warnings.warn(f"{str(path)!r}: the weights or settings of {_model_label(model)} changed since the store "
+                  f"was embedded ({changed}): every item is embedded again.", UserWarning, stacklevel=3)
+
+
+def _model_label(model):
+    """A model as a user named it: architecture and weights.
+
+    >>> _model_label({"model_name": "RN50", "pretrained": {"file": "/w.pt", "size": 1, "mtime_ns": 2}})
+    'RN50 (/w.pt)'
+    """
+    if not isinstance(model, dict):
+        return "no recorded model"
+    pretrained = model.get("pretrained")
+    if isinstance(pretrained, dict):
+        pretrained = pretrained.get("file")
+    return f"{model.get('model_name')} ({'random weights' if pretrained is None else pretrained})"
 
 
 def check_shard_path(path, index, count):
@@ -394,11 +441,12 @@ def check_shard_path(path, index, count):
     return folder
 
 
-def _stored_rows(path):
+def _stored_rows(path, dim, dropped):
     """Item key -> embedding, for every keyed field of a store that can still be read.
 
     What an embedding run reuses: a damaged field (or store) is skipped with a
-    warning, and only its items are embedded again.
+    warning, and only its items are embedded again; damaged rows are added
+    to ``dropped``.
     """
     rows, damaged = {}, []
     try:
@@ -414,24 +462,46 @@ def _stored_rows(path):
         except ValueError as exc:
             damaged.append(str(exc))
             continue
-        rows.update(zip(keys.ravel().tolist(), field.reshape(-1, field.shape[-1])))
+        file = Path(path) / metadata["fields"][name]["file"]
+        rows.update(_good_rows(keys.ravel(), field.reshape(-1, field.shape[-1]), dim, file, dropped))
     if damaged:
         warnings.warn(f"Embedding again the items of damaged store fields: {'; '.join(damaged)}", UserWarning,
-                      stacklevel=2)
+                      stacklevel=3)
     return rows
 
 
-def known_rows(store):
+def _good_rows(keys, embeddings, dim, file, dropped):
+    """``(key, row)`` pairs of the finite rows of ``dim`` features; what is dropped is noted in ``dropped``.
+
+    A NaN row reused would fail the finished store's check, naming no file,
+    on every later run: it is dropped, and its item embedded again.
+    """
+    if dim is not None and embeddings.shape[-1] != dim:
+        dropped.append(f"{file} ({embeddings.shape[-1]} features, not {dim})")
+        return []
+    finite = np.isfinite(embeddings).all(axis=-1)
+    if not finite.all():
+        dropped.append(f"{file} ({int((~finite).sum())} rows not finite)")
+    return zip(np.asarray(keys)[finite].tolist(), embeddings[finite])
+
+
+def known_rows(store, dim=None):
     """Item key -> embedding, from a store's arrays (memory-mapped) and its unfinished ``pending/``.
 
     What an embedding run that resumes into ``store`` can reuse; unreadable
     fields and pending files are skipped with a warning, and only their items are
-    embedded again.
+    embedded again. Rows that are not finite, or (given ``dim``) not of
+    ``dim`` features, are dropped with one warning naming their files, and
+    their items embedded again.
     """
     store = Path(store)
-    known = _stored_rows(store) if (store / METADATA_FILE).is_file() else {}
+    dropped = []
+    known = _stored_rows(store, dim, dropped) if (store / METADATA_FILE).is_file() else {}
     if store.is_dir():
-        known.update(_read_pending(store))
+        known.update(_read_pending(store, dim, dropped))
+    if dropped:
+        warnings.warn(f"Dropping damaged rows of {'; '.join(dropped)}: their items are embedded again.",
+                      UserWarning, stacklevel=2)
     return known
 
 
@@ -455,26 +525,32 @@ def save_pending(path, keys, embeddings):
         raise
 
 
-def _read_pending(path):
+def _read_pending(path, dim, dropped):
     """Every embedding in ``path/pending/``, as a dict from item key to row.
 
-    A file that cannot be read (cut short by a crash, foreign) is skipped
-    with a warning: its items are embedded again.
+    A file that cannot be read (cut short by a crash, foreign, not a regular
+    file) is skipped with a warning: its items are embedded again. Damaged
+    rows are added to ``dropped``.
     """
     rows, damaged = {}, []
     for file in sorted((Path(path) / PENDING_FOLDER).glob("*.npz")):
         try:
+            problem = regular_file_problem(file)
+            if problem:
+                raise ValueError(problem)
             with np.load(file, allow_pickle=False) as saved:
                 keys, embeddings = saved["keys"], saved["embeddings"]
             if keys.ndim != 1 or embeddings.ndim != 2 or len(keys) != len(embeddings):
                 raise ValueError(f"keys {keys.shape} do not match embeddings {embeddings.shape}")
+            if keys.dtype.kind != "U" or embeddings.dtype.kind != "f":
+                raise ValueError(f"keys of {keys.dtype} and embeddings of {embeddings.dtype}")
         except Exception as exc:  # whatever is in the file, its items are recomputed
             damaged.append(f"{file.name} ({type(exc).__name__}: {exc})")
             continue
-        rows.update(zip(keys.tolist(), embeddings))
+        rows.update(_good_rows(keys, embeddings, dim, f"{PENDING_FOLDER}/{file.name}", dropped))
     if damaged:
         warnings.warn(f"Skipping {len(damaged)} unreadable pending file(s): {'; '.join(damaged)}",
-                      UserWarning, stacklevel=2)
+                      UserWarning, stacklevel=3)
     return rows
 
 

@@ -122,7 +122,7 @@ def get_backbone(model_name, pretrained, device, precision):
     device = resolve_device(device)
     precision = resolve_precision(precision, device)
     pretrained = os.fspath(pretrained) if pretrained is not None else None
-    identity = (model_name, pretrained, _file_identity(pretrained), device, precision)
+    identity = (model_name, pretrained, _source_identity(model_name, pretrained), device, precision)
     with _LOCK:
         backbone = _BACKBONES.get(identity)
         if backbone is None:
@@ -133,6 +133,18 @@ def get_backbone(model_name, pretrained, device, precision):
                 _BACKBONES.popitem(last=False)
         _BACKBONES.move_to_end(identity)
     return backbone
+
+
+def _source_identity(model_name, pretrained):
+    """The files the weights will be read from, by size and modification time: new weights, new backbone.
+
+    A ``local-dir:`` folder is named by ``model_name`` (``pretrained`` is
+    ignored there): its weights files are what identifies it.
+    """
+    if model_name.startswith("local-dir:"):
+        folder = model_name[len("local-dir:") :]
+        return _weights_identity(model_name, None) if os.path.isdir(folder) else None
+    return _file_identity(pretrained)
 
 
 def _file_identity(path):

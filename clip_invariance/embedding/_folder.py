@@ -31,6 +31,7 @@ from ..datasets import (
     save_pending,
 )
 from ._augmentation import make_image_interventions
+from ._backbone import get_backbone
 from ._cache import digest
 from ._embedder import CLIPEmbedder
 from ._prompts import DEFAULT_SETTINGS, DEFAULT_STYLES, build_prompts, make_text_interventions
@@ -64,6 +65,8 @@ TEXT_TEMPLATE = "a {style} of a {classname}{setting}."
         "save_every": [Interval(Integral, 1, None, closed="left")],
         "progress": ["boolean"],
         "shard": [tuple, None],
+        "verify_content": ["boolean"],
+        "overwrite": ["boolean"],
     },
     prefer_skip_nested_validation=True,
 )
@@ -85,6 +88,8 @@ def embed_image_folder(
     save_every=512,
     progress=True,
     shard=None,
+    verify_content=False,
+    overwrite=False,
 ):
     """Embed a DomainBed-style image folder into an embedding store, resumably.
 
@@ -131,7 +136,19 @@ def embed_image_folder(
         interventions in every shard). Each shard resumes like a store, and
         the ``n`` may run at once on machines sharing the filesystem: no file
         is written by two of them. ``load_embeddings(store)`` reads the
-        complete shards as one store.
+        complete shards as one store; each shard records a digest of the whole
+        listing (paths, sizes, modification times) and its part, so shards cut
+        from different listings are refused there, by name.
+    verify_content : bool, default=False
+        Key each image by a digest of its bytes instead of its modification
+        time: a file rewritten with new content of the same size and its old
+        modification time restored (``cp -p``, ``rsync -t``) is embedded
+        again. Reads every image once per run. Switching it on or off embeds
+        the images again once (other keys).
+    overwrite : bool, default=False
+        Replace a store of another model (another ``model_name`` or
+        ``pretrained``). Without it such a store is refused, naming both
+        models, before anything is embedded.
 
     Returns
     -------
@@ -147,8 +164,9 @@ def embed_image_folder(
         For a bad argument (``InvalidParameterError``, a ValueError), a folder
         without environment, class or image, an unknown model, a template
         without ``{}``, a store path that is not a store or lies inside
-        ``root``, an unreadable image; with ``shard``, more shards than
-        images, or a store split into another number of shards.
+        ``root``, an unreadable image, a store of another model (without
+        ``overwrite``); with ``shard``, more shards than images, or a store
+        split into another number of shards.
     OSError
         If the weights are not cached and cannot be downloaded.
 
@@ -177,6 +195,7 @@ def embed_image_folder(
     root, store = Path(os.path.abspath(root)), Path(os.path.abspath(store))
     index, count = (0, 1) if shard is None else _check_shard(shard)
     data = load_image_folder(root)
+    cut = None
     if store == root or root in store.parents:
         raise ValueError(f"The store {str(store)!r} must not be inside the image folder {str(root)!r}: it "
                          "would be listed as an environment.")
@@ -188,6 +207,10 @@ def embed_image_folder(
                              f"{len(data.paths)}.")
         store = check_shard_path(store, index, count)
         part = slice(index * len(data.paths) // count, (index + 1) * len(data.paths) // count)
+        # What load_embeddings checks: every shard cut from this listing, together tiling it.
+        listing = digest([_image_identity(path, root, verify_content=False) for path in data.paths])
+        cut = {"index": index, "count": count, "listing": listing, "images": len(data.paths),
+               "start": part.start, "stop": part.stop}
         data.update(paths=data.paths[part], y=data.y[part], environments=data.environments[part])
     classes = data.class_names
     strings = {"prompt_embeddings": build_prompts(classes, [template])[0]}
@@ -203,9 +226,11 @@ def embed_image_folder(
     encoders = {"image": images, "text": clone(images).set_params(modality="text")}
     model = _model_identity(images)
     model_key = digest(model)
+    check_store_path(store, model=model, overwrite=overwrite)  # a store of another model: refused
 
     # One key per item; the item keys of a field have the field's shape without its last axis.
-    views = image_folder_views(data.paths, root, n_augmented=n_augmented, random_state=random_state)
+    views = image_folder_views(data.paths, root, n_augmented=n_augmented, random_state=random_state,
+                               verify_content=verify_content)
     image_items = [(digest((model_key, view_key)), view) for _, image in views for view_key, view in image]
     image_keys = np.array([key for key, _ in image_items], dtype=str).reshape(len(views), 1 + n_augmented)
     item_keys = {"X": image_keys[:, 0]}
@@ -218,7 +243,7 @@ def embed_image_folder(
         item_keys[name] = np.array(keys, dtype=str).reshape(np.shape(texts_of_field))
         text_items += zip(keys, flat)
 
-    known = known_rows(store)
+    known = known_rows(store, dim=model["embedding_dim"])
     todo = {"text": _missing(text_items, known), "image": _missing(image_items, known)}
     n_items = len({key for key, _ in image_items + text_items})
     with _progress_bar(progress, n_items, n_items - sum(map(len, todo.values())), model_name) as bar:
@@ -239,20 +264,20 @@ def embed_image_folder(
         "device": getattr(images, "device_", device),
         "root": str(root),
         "images": {"n_augmented": n_augmented, "random_state": random_state, "transforms": "all",
-                   "strength": 1.0},
+                   "strength": 1.0, "key": "content" if verify_content else "mtime"},
         "prompts": {"template": template, "ensemble_templates": _template_strings(ensemble_templates)},
         "text_interventions": None if texts is None else {
             "template": TEXT_TEMPLATE, "styles": list(text_styles), "settings": list(text_settings)},
     }
-    if shard is not None:
-        settings["shard"] = {"index": index, "count": count}
+    if cut is not None:
+        settings["shard"] = cut
     save_embeddings(store, y=data.y, environments=data.environments, class_names=classes,
                     environment_names=data.environment_names, paths=data.paths, settings=settings,
                     item_keys=item_keys, **arrays)
     return load_embeddings(store)
 
 
-def image_folder_views(paths, root, *, n_augmented, random_state):
+def image_folder_views(paths, root, *, n_augmented, random_state, verify_content=False):
     """Each image's identity and its views: the original, then ``n_augmented`` augmented ones.
 
     An image's views are drawn by
@@ -270,12 +295,16 @@ def image_folder_views(paths, root, *, n_augmented, random_state):
         Augmented views per image.
     random_state : int
         Seed of the augmentations.
+    verify_content : bool, default=False
+        Identify each image by a digest of its bytes instead of its
+        modification time.
 
     Returns
     -------
     views : list of (tuple, list)
         Per image, its identity ``("file", path under root, size,
-        modification time in ns)`` and its ``1 + n_augmented`` views (the path,
+        modification time in ns)`` (with ``verify_content``, ``("content",
+        path under root, size, BLAKE2b digest)``) and its ``1 + n_augmented`` views (the path,
         then :class:`~clip_invariance.embedding.ImageView` recipes), each
         view given as its identity and the input to embed.
 
@@ -293,8 +322,7 @@ def image_folder_views(paths, root, *, n_augmented, random_state):
     out = []
     for path in paths:
         path = os.fspath(path)
-        stat = os.stat(path)
-        identity = ("file", Path(os.path.relpath(path, root)).as_posix(), stat.st_size, stat.st_mtime_ns)
+        identity = _image_identity(path, root, verify_content)
         views = [(("original", identity), path)]
         if n_augmented:
             seed = int.from_bytes(hashlib.blake2b(repr((random_state, identity[1])).encode(),
@@ -353,6 +381,19 @@ def text_interventions_with_styles(class_names, styles, settings):
 
 
 # ------------------------------------------------------------------ helpers
+def _image_identity(path, root, verify_content):
+    """What an image's key holds: its path under ``root``, size, and modification time or content digest."""
+    stat = os.stat(path)
+    relative = Path(os.path.relpath(path, root)).as_posix()
+    if not verify_content:
+        return ("file", relative, stat.st_size, stat.st_mtime_ns)
+    content = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            content.update(block)
+    return ("content", relative, stat.st_size, content.hexdigest())
+
+
 def _model_identity(embedder):
     pretrained = embedder.pretrained
     if pretrained is not None and os.path.isfile(pretrained):
@@ -360,13 +401,18 @@ def _model_identity(embedder):
         pretrained = {"file": os.path.abspath(pretrained), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     elif pretrained is not None:
         pretrained = os.fspath(pretrained)
-    return {
+    identity = {
         "model_name": embedder.model_name,
         "pretrained": pretrained,
         # fp16 on a GPU and fp32 on CPU give different embeddings: not the same items.
         "precision": getattr(embedder, "precision_", getattr(embedder, "precision", None)),
         "embedding_dim": int(embedder.embedding_dim_),
     }
+    if embedder.model_name.startswith(("local-dir:", "hf-hub:")):  # the weights are in a folder, not named
+        backbone = get_backbone(embedder.model_name, embedder.pretrained, embedder.device_,
+                                embedder.precision_)
+        identity["weights"] = [list(weights) for weights in backbone.weights]
+    return identity
 
 
 def _missing(items, known):

@@ -1,6 +1,7 @@
 """The shared backbone: weights resolution offline-first, devices, the cache and its lock."""
 
 import json
+import os
 import shutil
 import threading
 
@@ -147,3 +148,16 @@ def test_openai_checkpoint_without_quickgelu_warns(tiny_model, tiny_checkpoint, 
     with pytest.warns(UserWarning, match="QuickGELU.*-quickgelu") as record:
         cpu_embedder(tiny_model, pretrained=str(path)).fit()
     assert record[0].filename == __file__  # points at the user's call
+
+
+def test_new_weights_in_a_local_dir_load_a_new_backbone(tiny_model, tiny_checkpoint, tiny_local_dir, images):
+    """The backbone cache is keyed by the folder's weights files, as by a checkpoint file (issue 20, 2)."""
+    name = f"local-dir:{tiny_local_dir}"
+    first = get_backbone(name, None, "cpu", "fp32")
+    assert get_backbone(name, None, "cpu", "fp32") is first
+    weights = tiny_local_dir / "open_clip_model.safetensors"
+    shutil.copy(tiny_checkpoint["safetensors"], weights)  # the same bytes, a new file: new weights to us
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    second = get_backbone(name, None, "cpu", "fp32")
+    assert second is not first and second.weights != first.weights

@@ -1,6 +1,7 @@
 """embed_image_folder: one embedding per item, resumable, served from the store the second time."""
 
 import os
+import re
 
 import numpy as np
 import pytest
@@ -283,7 +284,10 @@ def test_two_shards_load_equal_to_an_unsharded_embed(folder, tmp_path, tiny_mode
     taken(counts)
     first = embed(folder, tmp_path / "sharded", tiny_model, shard=(0, 2))
     assert taken(counts) == {"image": 6 * (1 + N_VIEWS), "text": N_TEXT_ITEMS}  # its 6 images, every text
-    assert first.X.shape == (6, 32) and first.settings["shard"] == {"index": 0, "count": 2}
+    assert first.X.shape == (6, 32)
+    listing = first.settings["shard"].pop("listing")  # a digest of the whole listing: see below
+    assert first.settings["shard"] == {"index": 0, "count": 2, "images": 12, "start": 0, "stop": 6}
+    assert len(listing) == 32
     with pytest.raises(ValueError, match=r"1 of 2 shards are not complete: shard 1 \(missing\)"):
         load_embeddings(tmp_path / "sharded")
     embed(folder, tmp_path / "sharded", tiny_model, shard=(1, 2))
@@ -336,3 +340,151 @@ def test_shard_mistakes_are_reported_before_anything_is_embedded(folder, tmp_pat
         embed(folder, tmp_path / "store", tiny_model, shard=shard)
     assert taken(counts) == {"image": 0, "text": 0}
     assert [p.name for p in (tmp_path / "store" / "shards").iterdir()] == ["00001-of-00002"]
+
+
+# ----------------------------------------- issue 20: stores that cannot silently mix data
+def _other_folder(folder, tmp_path):
+    """A copy of the folder, one image's pixels changed: the same classes, another listing."""
+    import shutil
+
+    other = tmp_path / "other-images"
+    shutil.copytree(folder, other)
+    write_png(other / "sketch" / "dog" / "2.png", seed=4321)
+    return other
+
+
+@pytest.mark.parametrize("change, message", [
+    ("added", "shard 00001-of-00002 was cut from another listing of the image folder than shard "
+              "00000-of-00002"),
+    ("removed", "shard 00001-of-00002 was cut from another listing of the image folder"),
+    ("other folder", "shard 00001-of-00002 was cut from another listing of the image folder"),
+    ("other seed", r"shard 00001-of-00002 was embedded with other settings than shard 00000-of-00002: "
+                   r"images.random_state \(1, not 0\)"),
+])
+def test_shards_of_a_changed_folder_are_refused(folder, tmp_path, tiny_model, change, message):
+    store = tmp_path / "sharded"
+    embed(folder, store, tiny_model, shard=(0, 2))
+    second, options = folder, {}
+    if change == "added":
+        write_png(folder / "photo" / "cat" / "1b.png", seed=777)  # lands in shard 0's part: a row twice
+    elif change == "removed":
+        os.remove(folder / "photo" / "cat" / "0.png")  # shard 1 would start one image later: one missing
+    elif change == "other folder":
+        second = _other_folder(folder, tmp_path)
+    else:
+        options = {"random_state": 1}
+    embed(second, store, tiny_model, shard=(1, 2), **options)
+    with pytest.raises(ValueError, match=message):
+        load_embeddings(store)
+    if change in ("added", "removed"):  # the way out the message gives: embed shard 0 again
+        embed(folder, store, tiny_model, shard=(0, 2))
+        paths = load_embeddings(store).paths.tolist()
+        assert paths == sorted(str(p) for p in folder.rglob("*.png"))
+
+
+@pytest.fixture
+def local_dir(tmp_path, tiny_checkpoint):
+    """An open_clip model folder (config and weights) for 'local-dir:'."""
+    import json
+    import shutil
+
+    from conftest import TINY_CONFIG
+
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CONFIG, "preprocess_cfg": {}}))
+    shutil.copy(tiny_checkpoint["safetensors"], model / "open_clip_model.safetensors")
+    return model
+
+
+def test_new_weights_in_a_local_dir_embed_everything_again(folder, tmp_path, tiny_model, local_dir, counts):
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    first = embed(folder, tmp_path / "store", f"local-dir:{local_dir}")
+    X = np.array(first.X)
+    taken(counts)
+    weights = local_dir / "open_clip_model.safetensors"
+    stat = os.stat(weights)
+    torch.manual_seed(5)
+    state = {k: v.contiguous() for k, v in open_clip.create_model(tiny_model).state_dict().items()}
+    save_file(state, str(weights))  # the same size: only the modification time tells
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    with pytest.warns(UserWarning, match="weights .* changed since the store was embedded"):
+        second = embed(folder, tmp_path / "store", f"local-dir:{local_dir}")
+    assert taken(counts) == {"image": N_IMAGE_ITEMS, "text": N_TEXT_ITEMS}
+    assert np.abs(second.X - X).max() > 1e-3  # the new weights' embeddings, not the old ones
+    embed(folder, tmp_path / "store", f"local-dir:{local_dir}")
+    assert taken(counts) == {"image": 0, "text": 0}
+
+
+def test_damaged_rows_are_dropped_with_a_warning_and_embedded_again(folder, tmp_path, tiny_model, counts):
+    from clip_invariance.datasets._store import save_pending
+
+    store = tmp_path / "store"
+    first = embed(folder, store, tiny_model)
+    X, keys = np.array(first.X), first.item_keys["X"].tolist()
+    taken(counts)
+    save_pending(store, keys[:2], np.full((2, 32), np.nan, np.float32))  # real keys, NaN rows
+    save_pending(store, keys[2:4], np.ones((2, 7), np.float32))  # real keys, rows of another size
+    with pytest.warns(UserWarning, match=r"Dropping damaged rows of pending/") as record:
+        again = embed(folder, store, tiny_model)
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert re.search(r"pending/[0-9a-f]{32}\.npz \(2 rows not finite\)", message), message
+    assert re.search(r"pending/[0-9a-f]{32}\.npz \(7 features, not 32\)", message), message
+    assert taken(counts) == {"image": 0, "text": 0}  # the store's own rows of those keys are good
+    assert_array_equal(again.X, X)
+
+    np.lib.format.open_memmap(store / "X.npy", mode="r+")[5, 3] = np.nan
+    with pytest.warns(UserWarning, match=r"Dropping damaged rows of .*X.npy \(1 rows not finite\)") as record:
+        again = embed(folder, store, tiny_model)
+    assert len(record) == 1
+    assert taken(counts) == {"image": 1, "text": 0}  # that row's image only
+    assert_allclose(again.X, X, rtol=1e-5, atol=1e-6)
+
+
+def _same_size_png(path, seed):
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (20, 24, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(path, compress_level=0)  # stored, not compressed: the size is fixed
+
+
+def test_verify_content_catches_same_size_new_content_with_the_old_mtime(folder, tmp_path, tiny_model,
+                                                                          counts):
+    image = folder / "photo" / "dog" / "1.png"
+    _same_size_png(image, seed=1)
+    embed(folder, tmp_path / "store", tiny_model, verify_content=True)
+    taken(counts)
+    stat = os.stat(image)
+    _same_size_png(image, seed=2)  # new pixels, as `cp -p` or `rsync -t` would leave them
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert os.stat(image).st_size == stat.st_size
+    embed(folder, tmp_path / "store", tiny_model, verify_content=True)
+    assert taken(counts) == {"image": 1 + N_VIEWS, "text": 0}
+    # without it, the documented key (size and modification time) keeps the stale embedding
+    embed(folder, tmp_path / "plain", tiny_model)
+    taken(counts)
+    _same_size_png(image, seed=3)
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    embed(folder, tmp_path / "plain", tiny_model)
+    assert taken(counts) == {"image": 0, "text": 0}
+
+
+def test_a_store_of_another_model_is_not_replaced_without_overwrite(folder, tmp_path, tiny_model,
+                                                                    tiny_checkpoint, counts):
+    store = tmp_path / "store"
+    first = embed(folder, store, tiny_model)
+    X = np.array(first.X)
+    taken(counts)
+    checkpoint = str(tiny_checkpoint["safetensors"])
+    with pytest.raises(ValueError, match=rf"holds embeddings of {tiny_model} \(random weights\); this run "
+                       rf"embeds with {tiny_model} \({checkpoint}\)\. Pass overwrite=True \(--overwrite\)"):
+        embed(folder, store, tiny_model, pretrained=checkpoint)
+    assert taken(counts) == {"image": 0, "text": 0}
+    assert_array_equal(load_embeddings(store).X, X)
+    other = embed(folder, store, tiny_model, pretrained=checkpoint, overwrite=True)
+    assert other.settings["model"]["pretrained"]["file"] == checkpoint
+    assert np.abs(other.X - X).max() > 1e-3
