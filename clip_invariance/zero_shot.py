@@ -31,6 +31,7 @@ from ._utils import (
     project_embeddings,
     unchanged_on_error,
 )
+from ._utils._doc_link import DocLinkMixin
 
 __all__ = ["ZeroShotInvariantClassifier"]
 
@@ -38,7 +39,7 @@ __all__ = ["ZeroShotInvariantClassifier"]
 _FLOATS = [np.float64, np.float32]
 
 
-class ZeroShotInvariantClassifier(ClassifierMixin, BaseEstimator):
+class ZeroShotInvariantClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
     r"""Zero-shot classification by cosine similarity in the invariant subspace.
 
     CLIP predicts the class whose prompt embedding ("a photo of a dog.") is

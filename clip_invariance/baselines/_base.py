@@ -28,6 +28,7 @@ from .._utils import (
     project_embeddings,
     unchanged_on_error,
 )
+from .._utils._doc_link import DocLinkMixin
 
 # Prompts keep their float dtype up to the (float64) projection, as X does.
 _FLOATS = [np.float64, np.float32]
@@ -54,7 +55,7 @@ def scatter_columns(values, from_labels, to_labels):
     return out
 
 
-class _PromptHeadClassifier(ClassifierMixin, BaseEstimator):
+class _PromptHeadClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
     """Zero-shot head + a head learnt from labelled images; subclasses define the latter.
 
     Subclasses implement ``_fit_head(Z, y, sample_weight)`` (unit, projected

@@ -21,6 +21,7 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Transfo
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
 from .._utils import l2_normalize
+from .._utils._doc_link import DocLinkMixin
 from ._backbone import get_backbone
 from ._cache import item_key, open_cache
 from ._images import is_lazy_image, is_pil_image, read_image
@@ -28,7 +29,7 @@ from ._images import is_lazy_image, is_pil_image, read_image
 __all__ = ["CLIPEmbedder"]
 
 
-class CLIPEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class CLIPEmbedder(DocLinkMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Embed images or texts with a frozen open_clip model.
 
     The first step of ``Pipeline([CLIPEmbedder(), InvariantProjector(),

@@ -34,6 +34,7 @@ from .._utils import (
     project_embeddings,
     unchanged_on_error,
 )
+from .._utils._doc_link import DocLinkMixin
 from ..views import columns_to_rows, split_columns
 from ._adapters import TemplateAdapters
 from ._evidence import EVIDENCE_FUNCTIONS, fuse_scores, log_evidence, opinion_from_evidence
@@ -42,7 +43,7 @@ from ._training import TrainingOptions, train_adapters
 __all__ = ["FrontDoorEnsembleClassifier"]
 
 
-class FrontDoorEnsembleClassifier(ClassifierMixin, BaseEstimator):
+class FrontDoorEnsembleClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
     r"""Fuse prompt templates and augmented views as subjective-logic opinions (CDC).
 
     CDC (NeurIPS 2024) estimates :math:`P(y \mid do(x))` by a front-door

@@ -23,6 +23,7 @@ from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .._utils import align_labels, check_labels, check_row_chunks, is_dask_array, map_rows, unchanged_on_error
+from .._utils._doc_link import DocLinkMixin
 from ._chunked import chunked_statistics
 from ._eigensolvers import SOLVERS
 from ._statistics import InterventionStatistics
@@ -30,7 +31,7 @@ from ._statistics import InterventionStatistics
 __all__ = ["InvariantProjector"]
 
 
-class InvariantProjector(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class InvariantProjector(DocLinkMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     r"""Project embeddings onto the environment-invariant subspace (CLIP-ICM).
 
     CLIP-ICM (Song et al., ICML 2025) models a CLIP embedding as a linear
