@@ -1,19 +1,24 @@
 """Result files and plots: parseable, shaped like the papers' tables, enough to rerun."""
 
 import json
+import os
 import sys
 
 import numpy as np
 import pytest
+import sklearn
 
 from clip_invariance.datasets import make_invariant_embeddings, save_embeddings
 from clip_invariance.evaluation import (
+    chance_level,
     evaluate_ablation,
     evaluate_store,
+    latex_tables,
     markdown_tables,
     method_label,
     plot_ablation,
     plot_results,
+    run_environment,
     write_results,
 )
 
@@ -149,3 +154,158 @@ def test_missing_extras_are_named(results, store, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pandas", None)
     with pytest.raises(ImportError, match=r"clip-invariance\[evaluate\]"):
         evaluate_store(store)
+
+
+def test_markdown_gives_target_sizes_and_chosen_hyper_parameters(results):
+    text = markdown_tables(results.query("protocol == 'dg'"))
+    dg = results.query("protocol == 'dg'")
+    sizes = dg.groupby("target")["n_test"].first()
+    assert f"Images scored per target: {', '.join(f'{t} {sizes[t]}' for t in ENVIRONMENTS)}." in text
+    rows = table(text, "## dg", after="Hyper-parameters chosen (the values over seeds):")
+    assert rows[0] == ["method", *ENVIRONMENTS]
+    # zero-shot has nothing to choose: no row; the others name their grids' single values.
+    assert [row[0] for row in rows[2:]] == ["zero-shot-icm [image]", "probe", "probe-icm [image]"]
+    assert rows[3] == ["probe", *["C=0.316"] * 4]
+    assert rows[4] == ["probe-icm [image]", *["K=8, lam=10, C=0.316"] * 4]
+
+
+def test_hyper_parameters_differing_over_seeds_are_all_shown():
+    df = pd.DataFrame({"protocol": "dg", "split": "all", "selection": "lodo-cv", "method": "probe-icm",
+                       "interventions": "image", "target": ["a", "a", "b", "b"], "seed": [1, 0, 0, 1],
+                       "accuracy": 0.5, "n_components": [16, 8, 8, 8], "lam": [10.0, 10.0, 1.0, 100.0],
+                       "C": np.nan, "n_test": [5, 5, 7, 7]})
+    rows = table(markdown_tables(df), "## dg", after="Hyper-parameters chosen (the values over seeds):")
+    assert rows[2] == ["probe-icm [image]", "K=8/16, lam=10", "K=8, lam=1/100"]  # in seed order
+    assert "Images scored per target: a 5, b 7." in markdown_tables(df)
+
+
+def tiny_frame(targets, seeds=(0,)):
+    accuracy = {"probe": [0.5, 0.75, 0.25], "zero-shot": [0.75, 0.5, 0.25]}
+    return pd.DataFrame([{"protocol": "dg", "split": "all", "selection": "lodo-cv", "method": method,
+                          "interventions": "none", "target": target, "seed": seed, "accuracy": value}
+                         for method, values in accuracy.items() for target, value in zip(targets, values)
+                         for seed in seeds])
+
+
+def test_names_cannot_break_the_markdown_table():
+    text = markdown_tables(tiny_frame(["a|b", "back\\slash", "new\nline"]))
+    assert "| method | a\\|b | back\\\\slash | new line | avg |" in text.splitlines()
+    assert "| zero-shot | 75.0 | 50.0 | 25.0 | 50.0 |" in text.splitlines()
+
+
+def test_latex_table_is_exact():
+    text = latex_tables(tiny_frame(["a&b", "50%_x", "c"]))
+    assert text == "\n".join([
+        "% dg, split all, selection lodo-cv",
+        r"\begin{table}[t]",
+        r"\centering",
+        r"\caption{Accuracy (\%) on each target environment (dg, split all), mean $\pm$ std over 1 seed(s).",
+        r"Selection: lodo-cv -- hyper-parameters chosen by leave-one-source-domain-out cross-validation; "
+        r"the target is never seen.}",
+        r"\label{tab:dg-all-lodo-cv}",
+        r"\begin{tabular}{lrrrr}",
+        r"\toprule",
+        r"Method & a\&b & 50\%\_x & c & avg \\",
+        r"\midrule",
+        r"zero-shot & \textbf{75.0} & 50.0 & \textbf{25.0} & \textbf{50.0} \\",  # ties: both bold
+        r"probe & 50.0 & \textbf{75.0} & \textbf{25.0} & \textbf{50.0} \\",
+        r"\bottomrule",
+        r"\end{tabular}",
+        r"\end{table}",
+        "",
+    ])
+    two_seeds = latex_tables(tiny_frame(["a", "b", "c"], seeds=(0, 1)))
+    assert r"zero-shot & \textbf{75.0 $\pm$ 0.0} & 50.0 $\pm$ 0.0" in two_seeds
+
+
+def test_latex_is_written_on_request(results, tmp_path):
+    assert "latex" not in write_results(results, tmp_path / "plain")
+    assert not (tmp_path / "plain" / "results.tex").exists()
+    path = write_results(results, tmp_path / "tex", latex=True)["latex"]
+    assert path.name == "results.tex" and path.read_text() == latex_tables(results)
+
+
+def test_config_records_versions_hardware_and_date(results, tmp_path, monkeypatch):
+    monkeypatch.delitem(sys.modules, "torch", raising=False)  # torch is described only when loaded
+    config = json.loads(write_results(results, tmp_path)["config"].read_text())
+    assert config["versions"]["numpy"] == np.__version__
+    assert config["versions"]["scikit-learn"] == sklearn.__version__
+    assert config["hardware"]["cpu_count"] == os.cpu_count()
+    assert config["hardware"]["torch_device"] == "not loaded"
+    assert "torch" not in sys.modules
+    written = pd.Timestamp(config["date"])
+    assert written.tzname() == "UTC" and abs(pd.Timestamp.now(tz="UTC") - written) < pd.Timedelta("1h")
+    fake = type(sys)("torch")
+    fake.cuda = type("cuda", (), {"is_available": staticmethod(lambda: False)})
+    fake.backends = type("backends", (), {"mps": None})
+    monkeypatch.setitem(sys.modules, "torch", fake)
+    assert run_environment()["hardware"]["torch_device"] == "cpu"
+    # What the caller recorded is kept.
+    config = json.loads(write_results(results, tmp_path, config={"date": "then"})["config"].read_text())
+    assert config["date"] == "then" and "versions" in config
+
+
+def test_spreadsheet_formulas_are_defused_in_the_csv(tmp_path):
+    names = ["=HYPERLINK(\"http://x\")", "+1", "-a", "@b", "plain"]
+    frame = tiny_frame(names[:3]).assign(interventions="@SUM(A1)")
+    frame = pd.concat([frame, tiny_frame(names[3:] + ["c"])], ignore_index=True)
+    back = pd.read_csv(write_results(frame, tmp_path)["csv"])
+    assert list(dict.fromkeys(back["target"])) == ["'=HYPERLINK(\"http://x\")", "'+1", "'-a", "'@b", "plain",
+                                                   "c"]
+    assert set(back["interventions"]) == {"'@SUM(A1)", "none"}
+    assert back["accuracy"].tolist() == frame["accuracy"].tolist()  # numbers untouched
+
+
+def test_planted_links_are_replaced_not_followed(results, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("results.csv", "results.md", "config.json", "results.tex", "accuracy_dg_all_views-val.png"):
+        (out / name).symlink_to(victim)
+    write_results(results, out, latex=True)
+    plot_results(results.query("protocol == 'dg'"), out)
+    assert victim.read_text() == "precious"
+    assert not any(p.is_symlink() for p in out.iterdir())
+    assert sorted(p.name for p in out.iterdir()) == ["accuracy_dg_all_views-val.png", "config.json",
+                                                     "results.csv", "results.md", "results.tex"]
+
+
+@pytest.fixture
+def figures(monkeypatch):
+    """The figures the plotting functions draw, kept for inspection."""
+    from clip_invariance.evaluation import _reporting
+
+    drawn = []
+    make = _reporting._figure
+
+    def keep(**kwargs):
+        drawn.append(make(**kwargs))
+        return drawn[-1]
+
+    monkeypatch.setattr(_reporting, "_figure", keep)
+    return drawn
+
+
+def test_error_bars_only_with_seeds_and_a_chance_line(results, tmp_path, figures):
+    dg = results.query("protocol == 'dg'")
+    plot_results(dg, tmp_path, n_classes=4)
+    plot_results(dg.query("seed == 0"), tmp_path)
+    from matplotlib.container import BarContainer
+
+    several, one = (figure.axes[0] for figure in figures)
+
+    def error_bars(ax):
+        return [bars.errorbar is not None for bars in ax.containers if isinstance(bars, BarContainer)]
+
+    assert error_bars(several) == [True] * 4 and error_bars(one) == [False] * 4
+    chance = [line for line in several.get_lines() if line.get_label().startswith("chance")]
+    assert [(line.get_label(), line.get_ydata()[0]) for line in chance] == [("chance (25.0%)", 25.0)]
+    assert not [line for line in one.get_lines() if line.get_label().startswith("chance")]
+
+
+def test_chance_levels():
+    assert [chance_level(p, s, 7) for p, s in [("dg", "all"), ("open-class", "base"), ("open-class", "new"),
+                                                ("base-to-new", "base"), ("base-to-new", "new"),
+                                                ("base-to-new", "total")]] == [1 / 7, 1 / 7, 1 / 7, 1 / 4,
+                                                                               1 / 3, 1 / 7]
