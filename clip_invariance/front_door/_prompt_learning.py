@@ -34,6 +34,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._utils import check_classes, encode_labels, unchanged_on_error
+from .._utils._doc_link import DocLinkMixin
 from ..embedding import build_prompts, get_backbone
 from ..views import split_columns
 from ._classifier import FrontDoorEnsembleClassifier, make_pairs
@@ -50,7 +51,7 @@ CDC_TEMPLATES = ("a photo of a {}.", "a sketch of a {}.", "a painting of a {}.",
 _RANDOM_CONTEXT_STD = 0.02
 
 
-class PromptLearningFrontDoorClassifier(ClassifierMixin, BaseEstimator):
+class PromptLearningFrontDoorClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
     r"""CDC with learned prompt contexts: the frozen text tower, cached image embeddings, evidential fusion.
 
     Each of the ``M`` templates ``t^m`` (e.g. ``"a photo of a {}."``) gets
