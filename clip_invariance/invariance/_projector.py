@@ -111,12 +111,13 @@ class InvariantProjector(DocLinkMixin, ClassNamePrefixFeaturesOutMixin, Transfor
         Share of the (uncentred) second moment kept by each component.
     n_components_ : int
         Number of components kept.
-    statistics_ : :class:`~clip_invariance.invariance.InterventionStatistics`
+    statistics_ : :class:`~clip_invariance.invariance.InterventionStatistics` or None
         The sufficient statistics of every row seen, the only ``(D, D)`` state
-        kept: ``partial_fit`` adds to them.
+        kept: ``partial_fit`` adds to them. None after :meth:`compact`.
     second_moment_ : ndarray of shape (n_features, n_features)
         :math:`S_Z`, derived from ``statistics_`` on access (a property), in
-        the units of ``X`` (inf where those overflow float64).
+        the units of ``X`` (inf where those overflow float64); not available
+        after :meth:`compact`.
     nuisance_scatter_ : ndarray of shape (n_features, n_features)
         :math:`S_\Delta`, derived likewise (with the constructor's
         ``intervention_embeddings``).
@@ -230,6 +231,9 @@ class InvariantProjector(DocLinkMixin, ClassNamePrefixFeaturesOutMixin, Transfor
         first = not hasattr(self, "statistics_")
         if not first:  # _fit_context validates the parameters of a first call only
             self._validate_params()
+            if self.statistics_ is None:
+                raise ValueError("partial_fit cannot continue a compacted projector: compact() dropped the "
+                                 "statistics it adds to. Call fit to start again.")
         with unchanged_on_error(self):
             statistics, source, dtype = self._batch_statistics(X, y, view_groups, environments, reset=first)
             if not first:
@@ -319,18 +323,61 @@ class InvariantProjector(DocLinkMixin, ClassNamePrefixFeaturesOutMixin, Transfor
         statistics = InterventionStatistics.from_block(extra, view_groups=groups)
         return statistics.group_nuisance("intervention_view_groups"), statistics.exponent
 
+    def compact(self):
+        """Drop the sufficient statistics, keeping what ``transform`` needs; ends ``partial_fit``.
+
+        A fitted projector keeps the ``(D, D)`` float64 sums of every row
+        seen (``statistics_``), so that :meth:`partial_fit` can add to them:
+        two such matrices when the interventions are view groups, 4 MiB at
+        ``D = 512``, against ``K D`` numbers for the components. A deployed
+        projector does not need them: ``compact`` sets ``statistics_`` to
+        None and drops the constructor's interventions' scatter. Every other
+        fitted attribute, :meth:`transform` and :meth:`inverse_transform` stay
+        as they were; ``second_moment_`` and ``nuisance_scatter_`` are no
+        longer available, and :meth:`partial_fit` raises (:meth:`fit` starts
+        afresh).
+
+        Returns
+        -------
+        self : object
+            The compacted projector.
+
+        Examples
+        --------
+        >>> import pickle
+        >>> import numpy as np
+        >>> from clip_invariance import InvariantProjector
+        >>> X = np.random.default_rng(0).normal(size=(200, 64))
+        >>> proj = InvariantProjector(4).fit(X, view_groups=np.arange(200) // 2)
+        >>> Z = proj.transform(X)
+        >>> before = len(pickle.dumps(proj))
+        >>> after = len(pickle.dumps(proj.compact()))
+        >>> after < before / 10, proj.statistics_ is None, np.array_equal(proj.transform(X), Z)
+        (True, True, True)
+        """
+        check_is_fitted(self)
+        self.statistics_ = None
+        self._fixed_scatter = None
+        return self
+
     # ------------------------------------------- statistics, derived views
     @property
     def second_moment_(self):
         check_is_fitted(self)
+        self._check_statistics("second_moment_")
         return self.statistics_.unscaled(self.statistics_.second_moment())
 
     @property
     def nuisance_scatter_(self):
         check_is_fitted(self)
+        self._check_statistics("nuisance_scatter_")
         statistics = self.statistics_
         nuisance = _nuisance_scatter(statistics, self.intervention_source_, self._fixed_scatter)
         return statistics.unscaled(nuisance)
+
+    def _check_statistics(self, name):
+        if self.statistics_ is None:
+            raise AttributeError(f"{name} was dropped by compact(); fit again to get it.")
 
     # ------------------------------------------------------------ transform
     def transform(self, X):

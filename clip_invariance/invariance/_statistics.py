@@ -145,6 +145,31 @@ class InterventionStatistics:
             )
         return statistics
 
+    # ------------------------------------------------------------ storage
+    def __getstate__(self):
+        """The fields, with the cells as a list of keys and two arrays (what skops can store).
+
+        In memory the cells are dicts keyed by ``(label, environment)`` tuples;
+        skops stores dict keys as JSON strings, so the saved state lists the
+        keys and stacks the sums and counts in their order instead.
+        """
+        state = dict(vars(self))
+        keys = list(self.cell_sums)
+        state["cell_sums"] = np.array([self.cell_sums[key] for key in keys], dtype=np.float64).reshape(
+            len(keys), self.gram.shape[0])
+        state["cell_counts"] = np.array([self.cell_counts[key] for key in keys], dtype=np.int64)
+        state["cell_keys"] = keys
+        return state
+
+    def __setstate__(self, state):
+        state = dict(state)
+        keys = state.pop("cell_keys", None)
+        if keys is not None:  # else the dicts themselves: a pickle from before the cells were stacked
+            keys = [tuple(key) for key in keys]
+            state["cell_sums"] = dict(zip(keys, state["cell_sums"]))
+            state["cell_counts"] = {key: int(count) for key, count in zip(keys, state["cell_counts"])}
+        vars(self).update(state)
+
     # ------------------------------------------------------------ summing
     def __add__(self, other):
         if isinstance(other, int) and other == 0:

@@ -541,3 +541,46 @@ def test_transform_reports_nan_in_x():
         proj.transform(bad)
     with pytest.raises(ValueError, match="overflowed"):
         proj.transform(np.full((2, 4), 1e308))
+
+
+# ------------------------------------------------------------ compact
+def test_compact_leaves_a_projector_that_weighs_its_components():
+    # At D=512, K=64 the statistics (two (D, D) float64 sums) are 4 MiB of a 4.1 MiB pickle.
+    X = np.random.RandomState(0).standard_normal((600, 512)).astype(np.float32)
+    proj = InvariantProjector(64).fit(X, view_groups=np.arange(600) // 2)
+    full = len(pickle.dumps(proj))
+    expected = {name: copy.deepcopy(getattr(proj, name)) for name in vars(proj)
+                if name.endswith("_") and name != "statistics_"}
+    Z = proj.transform(X)
+    assert proj.compact() is proj
+    assert proj.statistics_ is None
+    size = len(pickle.dumps(proj))
+    assert size < proj.components_.nbytes + 16 * 1024 < full / 20
+    assert all(_same(getattr(proj, name), value) for name, value in expected.items())
+    assert np.array_equal(proj.transform(X), Z)
+    twin = pickle.loads(pickle.dumps(proj))
+    assert np.array_equal(twin.inverse_transform(Z), proj.inverse_transform(Z))
+
+
+def test_a_compact_projector_refuses_partial_fit_and_the_dropped_statistics():
+    proj = InvariantProjector(2).fit(_X, view_groups=_PAIRS).compact()
+    before = copy.deepcopy(proj.__dict__)
+    with pytest.raises(ValueError, match=r"partial_fit cannot continue a compacted projector: compact\(\) "
+                                         r"dropped the statistics it adds to\. Call fit to start again\."):
+        proj.partial_fit(_X, view_groups=_PAIRS)
+    assert _same(proj.__dict__, before)
+    for name in ("second_moment_", "nuisance_scatter_"):
+        with pytest.raises(AttributeError, match=rf"{name} was dropped by compact\(\); fit again to get it"):
+            getattr(proj, name)
+    # fit starts afresh, with statistics again.
+    refit = proj.fit(_X, view_groups=_PAIRS)
+    assert_allclose(refit.components_, InvariantProjector(2).fit(_X, view_groups=_PAIRS).components_)
+    assert refit.statistics_.n_samples == 20
+    assert refit.partial_fit(_X, view_groups=_PAIRS).n_samples_seen_ == 40
+
+
+def test_compact_needs_a_fitted_projector():
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError, match="This InvariantProjector instance is not fitted yet"):
+        InvariantProjector(2).compact()

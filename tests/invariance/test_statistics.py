@@ -253,3 +253,27 @@ def test_check_labels_flattens_columns_and_rejects_bad_values():
         check_labels([0.0, np.nan], 2, "environments")
     with pytest.raises(TypeError, match="view_groups must hold integers or strings"):
         check_labels(np.array([1 + 2j, 3j]), 2, "view_groups")
+
+
+def test_the_saved_state_stacks_the_cells_and_restores_the_dicts():
+    # skops stores dict keys as JSON strings: the (label, environment) keys travel as a list.
+    X = np.arange(12.0).reshape(6, 2)
+    statistics = InterventionStatistics.from_block(X, y=["b", "a", "b", "a", "b", "a"],
+                                                   environments=[0, 0, 1, 1, 1, 1])
+    state = statistics.__getstate__()
+    assert state["cell_keys"] == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+    np.testing.assert_array_equal(state["cell_sums"], [[2.0, 3.0], [16.0, 18.0], [0.0, 1.0], [12.0, 14.0]])
+    np.testing.assert_array_equal(state["cell_counts"], [1, 2, 1, 2])
+    twin = InterventionStatistics.__new__(InterventionStatistics)
+    twin.__setstate__(state)
+    assert list(twin.cell_sums) == list(statistics.cell_sums) and twin.cell_counts == statistics.cell_counts
+    assert all(np.array_equal(twin.cell_sums[key], statistics.cell_sums[key]) for key in statistics.cell_sums)
+    np.testing.assert_array_equal(twin.label_nuisance(), statistics.label_nuisance())
+    # A state saved before the cells were stacked (dicts) still loads.
+    old = InterventionStatistics.__new__(InterventionStatistics)
+    old.__setstate__(dict(vars(statistics)))
+    assert old.cell_counts == statistics.cell_counts
+    np.testing.assert_array_equal(old.environment_nuisance(), statistics.environment_nuisance())
+    # Without y: no cells, an empty (0, D) stack.
+    empty = InterventionStatistics.from_block(X).__getstate__()
+    assert empty["cell_keys"] == [] and empty["cell_sums"].shape == (0, 2)
