@@ -21,6 +21,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, vali
 from .._utils import (
     average_prompt_ensemble,
     check_classes,
+    check_labels,
     check_prompt_embeddings,
     encode_labels,
     l2_normalize,
@@ -29,6 +30,7 @@ from .._utils import (
     unchanged_on_error,
 )
 from .._utils._doc_link import DocLinkMixin
+from ..views import first_views
 
 # Prompts keep their float dtype up to the (float64) projection, as X does.
 _FLOATS = [np.float64, np.float32]
@@ -69,12 +71,17 @@ class _PromptHeadClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
         "classes": ["array-like", None],
         "projector": [HasMethods(["fit", "transform"]), None],
         "logit_scale": [Interval(Real, 0, None, closed="neither")],
+        "head_on_views": ["boolean"],
     }
 
     def _fit(self, X, y, view_groups, environments, sample_weight):
         X, y = validate_data(self, X, y, dtype=_FLOATS)
         check_classification_targets(y)
         sample_weight = _check_sample_weight(sample_weight, X, ensure_non_negative=True)
+        view_groups = check_labels(view_groups, X.shape[0], "view_groups")
+        if view_groups is not None and not self.head_on_views:
+            # The augmented views are for the projector; the head learns from the originals.
+            sample_weight = sample_weight * first_views(view_groups)
         self._check_head_targets(y, sample_weight)
         prompts = classes = None
         if self.prompt_embeddings is not None:

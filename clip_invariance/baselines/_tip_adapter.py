@@ -37,8 +37,9 @@ class TipAdapterClassifier(_PromptHeadClassifier):
     zero-shot one. That is how Tip-Adapter scores classes it has no shots of.
 
     **How this differs from the paper.** The paper caches ``K`` shots per
-    class; here the cache holds every training row with a positive
-    ``sample_weight``, with the weight on its value (an integer weight is the
+    class; here the cache holds every training image (of positive
+    ``sample_weight``; the originals only, unless ``head_on_views``), with
+    the weight on its value (an integer weight is the
     image repeated), so an unbalanced training set gives its larger classes
     larger cache logits. Tip-Adapter-F, which fine-tunes the keys, is not
     implemented: this is the training-free model.
@@ -65,6 +66,12 @@ class TipAdapterClassifier(_PromptHeadClassifier):
     logit_scale : float, default=100.0
         :math:`s`, CLIP's logit scale; it weighs the zero-shot head against
         the cache.
+    head_on_views : bool, default=False
+        Whether the cache also learns from the augmented views (the rows
+        after the first of each group of ``view_groups`` in :meth:`fit`).
+        By default the views are the projector's only, and the cache learns
+        from the originals, as the evaluation's ``probe-icm`` does; ``True``
+        is the ``probe-icm-views`` counterpart.
 
     Attributes
     ----------
@@ -116,13 +123,14 @@ class TipAdapterClassifier(_PromptHeadClassifier):
     }
 
     def __init__(self, prompt_embeddings=None, classes=None, projector=None, alpha=1.0, beta=5.5,
-                 logit_scale=100.0):
+                 logit_scale=100.0, head_on_views=False):
         self.prompt_embeddings = prompt_embeddings
         self.classes = classes
         self.projector = projector
         self.alpha = alpha
         self.beta = beta
         self.logit_scale = logit_scale
+        self.head_on_views = head_on_views
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y, *, view_groups=None, environments=None, sample_weight=None):
@@ -136,14 +144,17 @@ class TipAdapterClassifier(_PromptHeadClassifier):
         y : array-like of shape (n_samples,)
             Class labels; with prompts, each must be one of ``classes``.
         view_groups : array-like of shape (n_samples,), default=None
-            Interventional group id of each row, passed to the projector;
-            ignored without one.
+            Interventional group id of each row (rows of one group are
+            views of one image, the original first, as
+            :func:`~clip_invariance.views.stack_views` lays them out), passed
+            to the projector. Unless ``head_on_views``, the cache learns from
+            the first row of each group only.
         environments : array-like of shape (n_samples,), default=None
             Environment of each row, passed to the projector; ignored
             without one.
         sample_weight : array-like of shape (n_samples,), default=None
-            Weight of each row's cache value; rows of weight 0 (e.g.
-            augmented views) are not cached. The projector sees every row.
+            Weight of each row's cache value; rows of weight 0 are not
+            cached. The projector sees every row.
 
         Returns
         -------

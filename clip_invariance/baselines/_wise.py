@@ -73,6 +73,12 @@ class WiSEClassifier(_PromptHeadClassifier):
         :math:`s`, CLIP's learnt logit scale; ZeroShotInvariantClassifier's
         ``temperature``. Here it changes the predictions too: it sets the
         zero-shot head's weight against the probe's.
+    head_on_views : bool, default=False
+        Whether the probe also learns from the augmented views (the rows
+        after the first of each group of ``view_groups`` in :meth:`fit`).
+        By default the views are the projector's only, and the probe learns
+        from the originals, as the evaluation's ``probe-icm`` does; ``True``
+        is the ``probe-icm-views`` counterpart.
 
     Attributes
     ----------
@@ -123,13 +129,14 @@ class WiSEClassifier(_PromptHeadClassifier):
     }
 
     def __init__(self, prompt_embeddings=None, classes=None, projector=None, alpha=0.5, C=0.316,
-                 logit_scale=100.0):
+                 logit_scale=100.0, head_on_views=False):
         self.prompt_embeddings = prompt_embeddings
         self.classes = classes
         self.projector = projector
         self.alpha = alpha
         self.C = C
         self.logit_scale = logit_scale
+        self.head_on_views = head_on_views
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y, *, view_groups=None, environments=None, sample_weight=None):
@@ -143,15 +150,18 @@ class WiSEClassifier(_PromptHeadClassifier):
         y : array-like of shape (n_samples,)
             Class labels; with prompts, each must be one of ``classes``.
         view_groups : array-like of shape (n_samples,), default=None
-            Interventional group id of each row, passed to the projector;
-            ignored without one.
+            Interventional group id of each row (rows of one group are
+            views of one image, the original first, as
+            :func:`~clip_invariance.views.stack_views` lays them out), passed
+            to the projector. Unless ``head_on_views``, the probe learns from
+            the first row of each group only.
         environments : array-like of shape (n_samples,), default=None
             Environment of each row, passed to the projector; ignored
             without one.
         sample_weight : array-like of shape (n_samples,), default=None
             Weights of the rows in the probe (and the class means without
-            prompts); the projector sees every row. Weight 0 keeps a row
-            (e.g. an augmented view) out of the probe.
+            prompts); the projector sees every row. Weight 0 keeps a row out
+            of the probe.
 
         Returns
         -------

@@ -34,6 +34,7 @@ from sklearn.utils import Bunch
 from .. import __version__
 from ..datasets import load_embeddings, load_image_folder
 from ._methods import (
+    FEW_SHOT_METHODS,
     HYPER_PARAMETERS,
     ICM_METHODS,
     IMAGE_ONLY_METHODS,
@@ -90,14 +91,21 @@ def evaluate_store(store, *, protocol="dg", methods=None, interventions=None, se
         all three.
     methods : list of str or None, default=None
         Among ``zero-shot, zero-shot-icm, prototype, probe, probe-views,
-        probe-icm, probe-icm-views, front-door, front-door-icm``
-        (:data:`METHODS`). ``prototype`` is the cosine nearest class mean of
-        the training images; ``probe`` and ``probe-icm`` train their logistic
+        probe-icm, probe-icm-views, front-door, front-door-icm, wise,
+        wise-icm, tip-adapter, tip-adapter-icm`` (:data:`METHODS`).
+        ``prototype`` is the cosine nearest class mean of the training
+        images; ``probe`` and ``probe-icm`` train their logistic
         regression on the original images (the projector of ``probe-icm``
         learns from the views); ``probe-views`` and ``probe-icm-views`` train
         it on the originals and the augmented views alike: ``probe-views`` is
         the fair control of ``probe-icm``, separating "learns from
-        augmentations" from "projects onto an invariant subspace". ``None``:
+        augmentations" from "projects onto an invariant subspace". ``wise``
+        and ``tip-adapter`` are the baselines a user would run instead
+        (:mod:`clip_invariance.baselines`): the zero-shot head plus a probe or
+        a cache of the original training images, scored like the prompt
+        methods in the open-class protocols (the probe or cache adds nothing
+        to a new class); their ``-icm`` variants put both heads in the
+        invariant subspace. ``None``:
         every method the store supports, the others skipped with a warning
         (the prompt methods without prompts; the invariant ones without any
         intervention; the view methods without views). A method asked for
@@ -130,7 +138,8 @@ def evaluate_store(store, *, protocol="dg", methods=None, interventions=None, se
         leak); by default they are dropped. Labelled ``"text+target-name"``.
     grids : dict, default=None
         Hyper-parameter -> values, overriding :func:`~clip_invariance.evaluation.default_grids`
-        for ``n_components``, ``lam``, ``C``, ``temperature``.
+        for ``n_components``, ``lam``, ``C``, ``temperature``, ``wise_alpha``,
+        ``tip_alpha``, ``tip_beta``.
     holdout : float, default=0.2
         Share of every source held out for validation.
     front_door_params : dict, default=None
@@ -404,14 +413,16 @@ def _evaluate_round(plan, rule, protocol, target, seed, method, source):
         is_original=layout.is_original[rows], holdout=plan.holdout, random_state=seed,
     )
     splits, train = [(rows[a], rows[b]) for a, b in splits], rows[train]
-    image_icm = method in ("zero-shot-icm", "probe-icm", "probe-icm-views") and source in ("image", "both")
+    image_icm = method in ("zero-shot-icm", "probe-icm", "probe-icm-views", *FEW_SHOT_METHODS) and source in (
+        "image", "both")
     image_only = method in IMAGE_ONLY_METHODS
     train_views = method in VIEW_METHODS
     if not (image_icm or train_views):  # training rows: the originals only
         splits = [(a[layout.is_original[a]], b) for a, b in splits]
         train = train[layout.is_original[train]]
     fit_params = {}
-    if image_icm and method == "zero-shot-icm":
+    if image_icm and method in ("zero-shot-icm", *FEW_SHOT_METHODS):
+        # The baselines' heads learn from the first view of each group, the originals (head_on_views=False).
         fit_params = {"view_groups": layout.view_groups}
     elif image_icm:
         fit_params = {"proj__view_groups": layout.view_groups}

@@ -12,10 +12,20 @@ hyper-parameters a selection rule may tune:
 - ``front-door``: ``FrontDoorEnsembleClassifier`` on the columns layout, CDC;
   ``temperature``;
 - ``front-door-icm``: the same with ``projector=InvariantProjector``;
-  ``n_components``, ``lam``, ``temperature``.
+  ``n_components``, ``lam``, ``temperature``;
+- ``wise``: :class:`~clip_invariance.baselines.WiSEClassifier`, WiSE-FT's mix
+  of the zero-shot head and a probe; ``wise_alpha``, ``C``;
+- ``wise-icm``: the same with ``projector=InvariantProjector``;
+  ``n_components``, ``lam``, ``wise_alpha``, ``C``;
+- ``tip-adapter``: :class:`~clip_invariance.baselines.TipAdapterClassifier`,
+  the training-free cache model; ``tip_alpha``, ``tip_beta``;
+- ``tip-adapter-icm``: the same with ``projector=InvariantProjector``;
+  ``n_components``, ``lam``, ``tip_alpha``, ``tip_beta``.
 
 The baselines are tuned like the invariant methods: the probe's ``C`` grid is
-the same for ``probe`` and ``probe-icm`` (:func:`default_grids`).
+the same for ``probe``, ``probe-icm``, ``wise`` and ``wise-icm``, and every
+``-icm`` variant searches the same ``n_components`` x ``lam`` grid
+(:func:`default_grids`).
 
 Text interventions come from the store; :func:`mentions_environment` tells
 which of them name an environment, so that the evaluation can drop those that
@@ -33,6 +43,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import HasMethods
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
 
+from ..baselines import TipAdapterClassifier, WiSEClassifier
 from ..front_door import FrontDoorEnsembleClassifier
 from ..invariance import InvariantProjector
 from ..views import first_views
@@ -44,6 +55,7 @@ __all__ = [
     "PROMPT_METHODS",
     "IMAGE_ONLY_METHODS",
     "VIEW_METHODS",
+    "FEW_SHOT_METHODS",
     "STYLE_SYNONYMS",
     "HYPER_PARAMETERS",
     "PROBE_C",
@@ -56,15 +68,19 @@ __all__ = [
 ]
 
 METHODS = ("zero-shot", "zero-shot-icm", "prototype", "probe", "probe-views", "probe-icm", "probe-icm-views",
-           "front-door", "front-door-icm")
-ICM_METHODS = ("zero-shot-icm", "probe-icm", "probe-icm-views", "front-door-icm")
-PROMPT_METHODS = ("zero-shot", "zero-shot-icm", "front-door", "front-door-icm")
+           "front-door", "front-door-icm", "wise", "wise-icm", "tip-adapter", "tip-adapter-icm")
+ICM_METHODS = ("zero-shot-icm", "probe-icm", "probe-icm-views", "front-door-icm", "wise-icm",
+               "tip-adapter-icm")
+PROMPT_METHODS = ("zero-shot", "zero-shot-icm", "front-door", "front-door-icm", "wise", "wise-icm",
+                  "tip-adapter", "tip-adapter-icm")
+# Prompt heads plus a head learnt from the labelled source images (the baselines a user would run).
+FEW_SHOT_METHODS = ("wise", "wise-icm", "tip-adapter", "tip-adapter-icm")
 # Heads learned from images alone: they know the classes they were trained on, no other.
 IMAGE_ONLY_METHODS = ("prototype", "probe", "probe-views", "probe-icm", "probe-icm-views")
 # Heads trained on the augmented views as well as the originals: the fair control of anything that
 # learns from views (probe-views for probe-icm) and the best of the invariant probe's family.
 VIEW_METHODS = ("probe-views", "probe-icm-views")
-HYPER_PARAMETERS = ("n_components", "lam", "C", "temperature")
+HYPER_PARAMETERS = ("n_components", "lam", "C", "temperature", "wise_alpha", "tip_alpha", "tip_beta")
 
 # The reference implementation's linear probe: LogisticRegression(C=0.316).
 PROBE_C = 0.316
@@ -83,6 +99,20 @@ _PARAMETER_PATHS = {
         "n_components": "projector__n_components",
         "lam": "projector__lam",
         "temperature": "temperature",
+    },
+    "wise": {"wise_alpha": "alpha", "C": "C"},
+    "wise-icm": {
+        "n_components": "projector__n_components",
+        "lam": "projector__lam",
+        "wise_alpha": "alpha",
+        "C": "C",
+    },
+    "tip-adapter": {"tip_alpha": "alpha", "tip_beta": "beta"},
+    "tip-adapter-icm": {
+        "n_components": "projector__n_components",
+        "lam": "projector__lam",
+        "tip_alpha": "alpha",
+        "tip_beta": "beta",
     },
 }
 
@@ -118,6 +148,14 @@ def default_grids(n_features):
     ``{0.1, 0.316, 1, 3.16}`` (around the reference's 0.316, half a decade
     apart) and the front door's ``temperature`` in ``{10, 30}``.
 
+    The baselines: WiSE's mixing weight ``wise_alpha`` in
+    ``{0, 0.25, 0.5, 0.75, 1}`` (the whole path from zero-shot to the probe,
+    in the quarter steps of the WiSE-FT paper's plots), with the probe's
+    ``C`` grid; Tip-Adapter's residual ratio ``tip_alpha`` in
+    ``{0.1, 0.3, 1, 3}`` and sharpness ``tip_beta`` in ``{1, 3.5, 7}``: the
+    ranges its authors search (alpha in [0.1, 3), beta in [0.1, 7), on a
+    20 x 200 grid), on half-decade and even steps.
+
     Parameters
     ----------
     n_features : int
@@ -136,7 +174,8 @@ def default_grids(n_features):
     """
     ks = sorted({max(1, n_features // d) for d in (16, 8, 4, 2)})
     return {"n_components": ks, "lam": [1.0, 10.0, 100.0], "C": [0.1, 0.316, 1.0, 3.16],
-            "temperature": [10.0, 30.0]}
+            "temperature": [10.0, 30.0], "wise_alpha": [0.0, 0.25, 0.5, 0.75, 1.0],
+            "tip_alpha": [0.1, 0.3, 1.0, 3.0], "tip_beta": [1.0, 3.5, 7.0]}
 
 
 def make_method(method, *, grids, prompts=None, classes=None, text_interventions=None,
@@ -152,7 +191,7 @@ def make_method(method, *, grids, prompts=None, classes=None, text_interventions
         Hyper-parameter name -> values (:func:`default_grids`); only the
         method's own are used.
     prompts : ndarray of shape (C, D) or (M, C, D), default=None
-        Class prompts (zero-shot and front-door methods).
+        Class prompts (the methods of :data:`PROMPT_METHODS`).
     classes : array-like of shape (C,), default=None
         The label of each prompt's class.
     text_interventions, text_view_groups : ndarray, default=None
@@ -197,6 +236,10 @@ def make_method(method, *, grids, prompts=None, classes=None, text_interventions
         estimator = make_probe()
     elif method in ("probe-icm", "probe-icm-views"):
         estimator = Pipeline([("proj", projector), ("clf", make_probe())])
+    elif method in ("wise", "wise-icm"):
+        estimator = WiSEClassifier(prompts, classes=classes, projector=projector, C=PROBE_C)
+    elif method in ("tip-adapter", "tip-adapter-icm"):
+        estimator = TipAdapterClassifier(prompts, classes=classes, projector=projector)
     else:
         if projector is not None and text_only and n_views > 1:
             projector = FirstViewsProjector(projector)
@@ -373,4 +416,8 @@ def check_grid_values(name, values, n_features):
             raise ValueError(f"grids['lam'] holds {value!r}: lam must be finite and >= 0.")
         if name in ("C", "temperature") and not (np.isfinite(value) and value > 0):
             raise ValueError(f"grids[{name!r}] holds {value!r}: {name} must be finite and > 0.")
+        if name == "wise_alpha" and not 0 <= value <= 1:
+            raise ValueError(f"grids['wise_alpha'] holds {value!r}: the mixing weight must be in [0, 1].")
+        if name in ("tip_alpha", "tip_beta") and not (np.isfinite(value) and value >= 0):
+            raise ValueError(f"grids[{name!r}] holds {value!r}: {name} must be finite and >= 0.")
     return [int(v) if name == "n_components" else float(v) for v in values]

@@ -99,14 +99,14 @@ def test_invariant_variant_caches_projected_originals(data):
     X, view_groups = stack_views(data.X[data.train], *data.X_views[:, data.train])
     y = np.tile(data.y[data.train], len(data.X_views) + 1)
     n = data.train.sum()
-    originals = (np.arange(len(X)) < n).astype(float)
     projector = InvariantProjector(n_components=8)
-    tip = TipAdapterClassifier(data.prompt_embeddings, projector=projector).fit(
-        X, y, view_groups=view_groups, sample_weight=originals)
+    tip = TipAdapterClassifier(data.prompt_embeddings, projector=projector).fit(X, y, view_groups=view_groups)
     icm = ZeroShotInvariantClassifier(data.prompt_embeddings, projector=projector).fit(
         X, view_groups=view_groups)
-    assert_allclose(tip.cache_keys_, normalize(icm.projector_.transform(X[:n])))
+    assert_allclose(tip.cache_keys_, normalize(icm.projector_.transform(X[:n])))  # the originals only
     assert_allclose(tip.set_params(alpha=0.0).predict_proba(data.X), icm.predict_proba(data.X))
+    views_too = TipAdapterClassifier(data.prompt_embeddings, projector=projector, head_on_views=True)
+    assert len(views_too.fit(X, y, view_groups=view_groups).cache_keys_) == len(X)
 
 
 BAD_INPUT = {
@@ -129,6 +129,10 @@ BAD_INPUT = {
     "all weights zero": (
         lambda: TipAdapterClassifier(PROMPTS).fit(KEYS, LABELS, sample_weight=[0, 0, 0]), ValueError,
         "Sample weights must contain at least one non-zero number",
+    ),
+    "view_groups of another length": (
+        lambda: TipAdapterClassifier(PROMPTS).fit(KEYS, LABELS, view_groups=[0, 1]), ValueError,
+        "view_groups has 2 entries but X has 3 rows.",
     ),
     "predict before fit": (
         lambda: TipAdapterClassifier(PROMPTS).predict(KEYS), NotFittedError, "is not fitted yet",

@@ -90,18 +90,22 @@ def test_with_prompts_new_classes_get_the_zero_shot_part_only(data):
 def test_invariant_variant_projects_both_heads(data):
     X, view_groups = stack_views(data.X[data.train], *data.X_views[:, data.train])
     y = np.tile(data.y[data.train], len(data.X_views) + 1)
-    originals = (np.arange(len(X)) < data.train.sum()).astype(float)
     projector = InvariantProjector(n_components=8)
     wise = WiSEClassifier(data.prompt_embeddings, projector=projector, alpha=0.0).fit(
-        X, y, view_groups=view_groups, sample_weight=originals)
+        X, y, view_groups=view_groups)
     icm = ZeroShotInvariantClassifier(data.prompt_embeddings, projector=projector).fit(
         X, view_groups=view_groups)
     assert_allclose(wise.projector_.components_, icm.projector_.components_)
     assert_allclose(wise.predict_proba(data.X), icm.predict_proba(data.X))
     assert wise.probe_.coef_.shape == (10, 8)
-    # The probe learns from the originals only: weight 0 is the same as leaving the views out.
-    Z = normalize(wise.projector_.transform(data.X[data.train]))
-    assert_allclose(wise.probe_.coef_, _probe(Z, data.y[data.train]).coef_, rtol=1e-4, atol=1e-6)
+    # The views are the projector's: the probe learns from the first row of each group, the originals.
+    Z = normalize(wise.projector_.transform(X))
+    originals = np.arange(len(X)) < data.train.sum()
+    assert_allclose(wise.probe_.coef_, _probe(Z[originals], y[originals]).coef_, rtol=1e-4, atol=1e-6)
+    # head_on_views: the probe learns from every row, as probe-icm-views does.
+    views_too = WiSEClassifier(data.prompt_embeddings, projector=projector, head_on_views=True).fit(
+        X, y, view_groups=view_groups)
+    assert_allclose(views_too.probe_.coef_, _probe(Z, y).coef_, rtol=1e-4, atol=1e-6)
 
 
 def test_prompt_ensemble_is_averaged_like_zero_shot(data):

@@ -274,7 +274,7 @@ def test_a_store_without_prompts_skips_the_prompt_methods(tmp_path):
         results = evaluate_store(store, grids=GRIDS)
     assert [str(w.message) for w in caught] == [
         "The store has no prompt embeddings: skipping ['zero-shot', 'zero-shot-icm', 'front-door', "
-        "'front-door-icm'].",
+        "'front-door-icm', 'wise', 'wise-icm', 'tip-adapter', 'tip-adapter-icm'].",
         "The store has no text interventions: the invariant methods use image interventions only.",
     ]
     assert set(results["method"]) == {"prototype", "probe", "probe-views", "probe-icm", "probe-icm-views"}
@@ -308,6 +308,10 @@ def no_fitting(monkeypatch):
         ({"grids": {"n_components": [64]}}, "between 1 and the embedding size, 32"),
         ({"grids": {"C": []}}, r"grids\['C'\] is empty"),
         ({"grids": {"lam": [-1]}}, "lam must be finite and >= 0"),
+        ({"grids": {"wise_alpha": [0.5, 1.5]}},
+         r"grids\['wise_alpha'\] holds 1.5: the mixing weight must be in \[0, 1\]."),
+        ({"grids": {"tip_beta": [np.inf]}},
+         r"grids\['tip_beta'\] holds inf: tip_beta must be finite and >= 0."),
         ({"holdout": 1.0}, r"holdout must be a number in \(0, 1\)"),
         ({"include_target_name": "yes"}, "include_target_name must be True or False"),
         ({"front_door_params": {"n_views": 3}}, r"cannot set \['n_views'\]"),
@@ -492,3 +496,91 @@ def test_selection_all_reports_the_honest_rules_side_by_side(store):
         evaluate_module._warn_if_rules_disagree(results.assign(
             accuracy=results["accuracy"] + np.where(results["selection"] == "lodo-cv", 0.2, 0.0)))
 
+
+
+BASELINES = ["wise", "wise-icm", "tip-adapter", "tip-adapter-icm"]
+BASELINE_GRIDS = {"n_components": [4], "lam": [10.0], "C": [0.316], "wise_alpha": [0.0, 1.0],
+                  "tip_alpha": [0.3, 3.0], "tip_beta": [1.0]}
+
+
+def test_baselines_run_in_every_protocol_with_their_chosen_parameters():
+    store = _odd_store()  # 5 classes, views, no texts
+    results = evaluate_store(store, protocol="all", methods=BASELINES, interventions="image",
+                             grids=BASELINE_GRIDS, selection="views-val")
+    splits = results.groupby(["method", "protocol"])["split"].agg(lambda s: sorted(set(s))).to_dict()
+    for method in BASELINES:  # prompt heads: the new classes are reached through with_prompts
+        assert splits[(method, "dg")] == ["all"]
+        assert splits[(method, "open-class")] == ["base", "harmonic", "new"]
+        assert splits[(method, "base-to-new")] == ["base", "new", "total"]
+    assert results["accuracy"].between(0, 1).all() and results["validation_accuracy"].between(0, 1).all()
+    tuned = {"wise": {"wise_alpha", "C"}, "tip-adapter": {"tip_alpha", "tip_beta"}}
+    for method, rows in results.groupby("method"):
+        own = tuned[method.replace("-icm", "")]
+        own = own | {"n_components", "lam"} if method.endswith("-icm") else own
+        for name in evaluation.HYPER_PARAMETERS:
+            if name in own:  # chosen from its grid, in every row
+                assert rows[name].isin(BASELINE_GRIDS[name]).all(), (method, name)
+            else:
+                assert rows[name].isna().all(), (method, name)
+    assert set(results["interventions"]) == {"none", "image"}
+    assert set(results["templates"]) == {"single"}
+
+
+def test_baselines_at_alpha_zero_are_zero_shot_in_every_protocol_and_split():
+    store = _odd_store()
+    grids = {"wise_alpha": [0.0], "tip_alpha": [0.0], "C": [0.316]}
+    results = evaluate_store(store, protocol="all", methods=["zero-shot", "wise", "tip-adapter"], grids=grids,
+                             selection="views-val")
+    by_method = results.set_index(["protocol", "target", "split", "method"])["accuracy"].unstack("method")
+    np.testing.assert_array_equal(by_method["wise"], by_method["zero-shot"])
+    np.testing.assert_array_equal(by_method["tip-adapter"], by_method["zero-shot"])
+
+
+def test_tip_adapter_row_equals_the_cache_fitted_by_hand_and_adds_nothing_to_new_classes():
+    from clip_invariance.baselines import TipAdapterClassifier
+
+    store = _odd_store()
+    results = evaluate_store(store, protocol="all", methods=["tip-adapter"], selection="source-val",
+                             grids={"tip_alpha": [3.0], "tip_beta": [1.0]})
+    target = "sketch"
+    rows = results.query("target == @target").set_index(["protocol", "split"])
+    # dg by hand: the cache holds the sources' 80% originals (holdout_split with the seed).
+    held = holdout_split(store.environments, np.arange(len(store.y)), random_state=0)
+    train = (store.environments != target) & ~held
+    test = store.environments == target
+    tip = TipAdapterClassifier(store.prompt_embeddings, classes=np.arange(5), alpha=3.0, beta=1.0)
+    tip.fit(store.X[train], store.y[train])
+    assert rows.loc[("dg", "all"), "accuracy"] == pytest.approx(tip.score(store.X[test], store.y[test]))
+    assert rows.loc[("dg", "all"), "n_train"] == train.sum()
+    # base-to-new: the cache holds base images only, so the new classes (3, 4) are scored by zero-shot.
+    only_new = test & np.isin(store.y, [3, 4])
+    zero_shot = ZeroShotInvariantClassifier(store.prompt_embeddings[[3, 4]], classes=[3, 4]).fit(store.X[:5])
+    assert rows.loc[("base-to-new", "new"), "accuracy"] == pytest.approx(
+        zero_shot.score(store.X[only_new], store.y[only_new]))
+
+
+def test_invariant_baselines_project_with_the_views_and_learn_their_heads_from_the_originals(
+        store, spies, monkeypatch):
+    from clip_invariance.baselines import TipAdapterClassifier
+
+    class SpyTip(TipAdapterClassifier):
+        fits = []
+
+        def fit(self, X, y, **params):
+            super().fit(X, y, **params)
+            SpyTip.fits.append((len(X), len(self.cache_keys_)))
+            return self
+
+    monkeypatch.setattr(methods, "TipAdapterClassifier", SpyTip)
+    projector_fits, _ = spies
+    data = load_embeddings(store)
+    views = row_set(data.views[:, 0])
+    results = evaluate_store(store, methods=["wise-icm", "tip-adapter-icm"], interventions="image",
+                             grids={**BASELINE_GRIDS, "n_components": [8]}, selection="source-val")
+    assert projector_fits and all(fit["view_groups"] is not None and row_set(fit["X"]) & views
+                                  for fit in projector_fits)
+    assert not results["train_views"].any()
+    assert (results["n_train"] == 480).all()  # the originals of the sources' 80% parts
+    # Every Tip-Adapter fit sees the originals and their views, and caches the originals only.
+    assert SpyTip.fits and all(rows == 2 * cached for rows, cached in SpyTip.fits)
+    assert (960, 480) in SpyTip.fits  # the final fit on the sources' 80% parts
