@@ -199,6 +199,8 @@ def _embed(args):
         random_state=args.seed,
         progress=not args.quiet,
         shard=args.shard,
+        verify_content=args.verify_content,
+        overwrite=args.overwrite,
     )
     n, dim = store.X.shape
     part = "" if args.shard is None else f" shard {args.shard[0]}/{args.shard[1]}:"
@@ -236,6 +238,8 @@ def _evaluate(args):
         "progress": not args.quiet,
     }
     source = Path(args.source)
+    if not source.exists():  # a mistyped store name is not only a missing image folder
+        raise FileNotFoundError(f"no embedding store or image folder at {str(source)!r}.")
     if is_store(source):  # a store, or a sharded one
         store = source
         results = evaluate_store(store, **options)
@@ -379,6 +383,11 @@ def _parser():
         help="embed only part i of N (from 0) of the sorted images, into OUTPUT/shards/; N runs, at once on "
         "machines sharing the filesystem, make one store",
     )
+    embed.add_argument("--verify-content", action="store_true",
+                       help="key each image by a digest of its bytes, not its modification time: catches "
+                       "files rewritten with the old time kept (cp -p, rsync -t); reads every image once")
+    embed.add_argument("--overwrite", action="store_true",
+                       help="replace a store of another model (refused without it, naming both models)")
     embed.set_defaults(handler=_embed)
 
     evaluate = sub.add_parser(

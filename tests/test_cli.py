@@ -1,5 +1,7 @@
 """The clip-invariance command line: results, and one-line errors for every user mistake."""
 
+import json
+import os
 import re
 import subprocess
 import sys
@@ -99,7 +101,7 @@ def _one_environment(tmp_path):
     [
         (["demo", "--n-samples", "3"], "n_samples. parameter of evaluate_synthetic must be an int"),
         (["demo", "--n-samples", "400", "--n-components", "1000"], "n_components=1000 must be at most"),
-        (["evaluate", "{tmp}/missing"], "Image folder not found"),
+        (["evaluate", "{tmp}/missing"], "no embedding store or image folder at"),
         (["evaluate", "{one_environment}"], "at least two environment folders"),
         (["evaluate", "{pacs}", "--pretrained", "{tmp}/no-such.safetensors"], "Checkpoint file not found"),
         (["evaluate", "{pacs}", "--n-components", "1000"], "n_components"),
@@ -152,7 +154,8 @@ def test_console_script_reports_without_traceback(tmp_path):
     assert out.returncode == 1
     assert "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines() == [
-        f"clip-invariance evaluate: error: Image folder not found: {str(tmp_path / 'missing')!r}"
+        "clip-invariance evaluate: error: no embedding store or image folder at "
+        f"{str(tmp_path / 'missing')!r}."
     ]
 
 
@@ -221,3 +224,98 @@ def test_embed_in_two_shards_then_evaluate(tiny_model, pacs_mini, tmp_path, caps
     assert f"{store}: store {store}" in out
     header = next(line for line in out.splitlines() if line.startswith("| method"))
     assert header.split("|")[2:-1] == [" art_painting ", " cartoon ", " photo ", " sketch ", " avg "]
+
+
+# ----------------------------------------- issue 20: stores that cannot silently mix data
+def _small_folder(root):
+    """2 environments x 2 classes x 1 image: a folder that embeds in a second."""
+    import numpy as np
+    from PIL import Image
+
+    for e, environment in enumerate(("photo", "sketch")):
+        for c, cls in enumerate(("cat", "dog")):
+            (root / environment / cls).mkdir(parents=True)
+            pixels = np.random.default_rng(10 * e + c).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / environment / cls / "1.png")
+    return root
+
+
+def _one_error_line(status, err, command):
+    assert status == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"clip-invariance {command}: error: "), err
+    return lines[0]
+
+
+def test_embed_refuses_a_store_of_another_model_unless_overwrite(tiny_model, tiny_checkpoint, tmp_path,
+                                                                  capsys):
+    root, store, checkpoint = _small_folder(tmp_path / "images"), tmp_path / "store", tiny_checkpoint["bin"]
+    base = ["embed", str(root), "-o", str(store), "--model-name", tiny_model, "--device", "cpu", "--quiet",
+            "--n-augmented", "0"]
+    assert run([*base, "--pretrained", "none"], capsys)[0] == 0
+    line = _one_error_line(*run([*base, "--pretrained", str(checkpoint)], capsys)[::2], "embed")
+    assert line.endswith(f"{str(store)!r} holds embeddings of {tiny_model} (random weights); this run "
+                         f"embeds with {tiny_model} ({checkpoint}). Pass overwrite=True (--overwrite) to "
+                         "replace that store, or choose another store folder.")
+    assert load_embeddings(store).settings["model"]["pretrained"] is None  # the old store is intact
+    assert run([*base, "--pretrained", str(checkpoint), "--overwrite"], capsys)[0] == 0
+    assert load_embeddings(store).settings["model"]["pretrained"]["file"] == str(checkpoint)
+
+
+def test_embed_verify_content_keys_images_by_their_bytes(tiny_model, tmp_path, capsys):
+    root, store = _small_folder(tmp_path / "images"), tmp_path / "store"
+    argv = ["embed", str(root), "-o", str(store), "--model-name", tiny_model, "--pretrained", "none",
+            "--device", "cpu", "--quiet", "--n-augmented", "0"]
+    assert run([*argv, "--verify-content"], capsys)[0] == 0
+    assert load_embeddings(store).settings["images"]["key"] == "content"
+    assert run(argv, capsys)[0] == 0
+    assert load_embeddings(store).settings["images"]["key"] == "mtime"
+
+
+def _nested(store):
+    (store / "store.json").write_text("[" * 200_000 + "]" * 200_000)
+
+
+def _fifo(store):
+    os.remove(store / "X.npy")
+    os.mkfifo(store / "X.npy")
+
+
+def _link(store):
+    os.rename(store / "X.npy", store.parent / "X-elsewhere.npy")
+    os.symlink(store.parent / "X-elsewhere.npy", store / "X.npy")
+
+
+def _duplicate_classes(store):
+    meta = json.loads((store / "store.json").read_text())
+    meta["class_names"] = ["cat", "cat"]
+    (store / "store.json").write_text(json.dumps(meta))
+
+
+def _unfinished(store):
+    os.remove(store / "store.json")
+    (store / "pending").mkdir()
+
+
+@pytest.mark.parametrize("damage, message", [
+    (_nested, r"store.json: damaged store.json \(nested too deeply\)"),
+    (_fifo, "field 'X': X.npy is not a regular file"),
+    (_link, "field 'X': X.npy is a symbolic link"),
+    (_duplicate_classes, r"'class_names': duplicate names \['cat'\]"),
+    (_unfinished, "no store.json; this is an unfinished embedding run: run it again to resume"),
+])
+def test_evaluate_a_damaged_or_unfinished_store_gives_one_line(damage, message, tmp_path, capsys):
+    import numpy as np
+
+    from clip_invariance.datasets import save_embeddings
+
+    store = tmp_path / "store"
+    save_embeddings(store, X=np.eye(4, 3), y=["cat", "dog"] * 2, environments=["a", "a", "b", "b"])
+    damage(store)
+    line = _one_error_line(*run(["evaluate", str(store), "--quiet"], capsys)[::2], "evaluate")
+    assert re.search(message, line), line
+
+
+def test_evaluate_a_mistyped_store_name_says_what_is_missing(tmp_path, capsys):
+    line = _one_error_line(*run(["evaluate", str(tmp_path / "stroe")], capsys)[::2], "evaluate")
+    assert line.endswith(f"no embedding store or image folder at {str(tmp_path / 'stroe')!r}.")

@@ -314,9 +314,16 @@ def shard_folders(path):
 
 
 def is_store(path):
-    """Whether ``path`` is a store folder or a sharded store (complete or not)."""
+    """Whether ``path`` is a store folder or a sharded store (complete or not).
+
+    An unfinished embedding run (``pending/`` files, no ``store.json``) is a
+    store, so that reading it says to resume; an image folder's environment
+    named ``pending`` holds class folders, not files, and is not one.
+    """
     path = Path(path)
-    return (path / METADATA_FILE).is_file() or is_sharded(path)
+    pending = path / PENDING_FOLDER
+    unfinished = pending.is_dir() and not any(entry.is_dir() for entry in pending.iterdir())
+    return (path / METADATA_FILE).is_file() or is_sharded(path) or unfinished
 
 
 def is_sharded(path):
