@@ -596,3 +596,13 @@ def test_shards_listing_an_image_twice_are_refused(tmp_path):
     write_shards(tmp_path / "s", fields, [0, 3, 6])  # shards without a listing: the paths must differ
     with pytest.raises(ValueError, match=r"shards list 1 image\(s\) more than once: 'c'"):
         load_embeddings(tmp_path / "s")
+
+
+def test_an_unfinished_run_is_a_store_and_an_environment_named_pending_is_not(tmp_path):
+    (tmp_path / "run" / "pending").mkdir(parents=True)
+    _store.save_pending(tmp_path / "run", ["k"], np.zeros((1, 3), np.float32))
+    assert _store.is_store(tmp_path / "run")
+    with pytest.raises(ValueError, match="no store.json; this is an unfinished embedding run"):
+        load_embeddings(tmp_path / "run")
+    (tmp_path / "images" / "pending" / "dog").mkdir(parents=True)  # an image folder's environment
+    assert not _store.is_store(tmp_path / "images")
