@@ -33,7 +33,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .._utils import check_classes, encode_labels, unchanged_on_error
+from .._utils import check_classes, encode_labels, is_dask_array, unchanged_on_error
 from .._utils._doc_link import DocLinkMixin
 from ..embedding import build_prompts, get_backbone
 from ..views import split_columns
@@ -366,8 +366,7 @@ class PromptLearningFrontDoorClassifier(DocLinkMixin, ClassifierMixin, BaseEstim
         -------
         proba : ndarray of shape (n_samples, n_classes)
         """
-        check_is_fitted(self)
-        return self.ensemble_.predict_proba(X)
+        return self.ensemble_.predict_proba(self._check_X(X))
 
     def predict(self, X):
         """Class with the largest fused belief.
@@ -381,8 +380,7 @@ class PromptLearningFrontDoorClassifier(DocLinkMixin, ClassifierMixin, BaseEstim
         -------
         y_pred : ndarray of shape (n_samples,)
         """
-        check_is_fitted(self)
-        return self.ensemble_.predict(X)
+        return self.ensemble_.predict(self._check_X(X))
 
     def predict_uncertainty(self, X):
         """Fused uncertainty ``U`` in [0, 1] (see :meth:`FrontDoorEnsembleClassifier.predict_uncertainty`).
@@ -396,8 +394,14 @@ class PromptLearningFrontDoorClassifier(DocLinkMixin, ClassifierMixin, BaseEstim
         -------
         uncertainty : ndarray of shape (n_samples,)
         """
+        return self.ensemble_.predict_uncertainty(self._check_X(X))
+
+    def _check_X(self, X):
+        """``X`` checked against the fit (its columns, their names); a dask array stays lazy."""
         check_is_fitted(self)
-        return self.ensemble_.predict_uncertainty(X)
+        if is_dask_array(X):  # the ensemble maps it chunk by chunk
+            return X
+        return validate_data(self, X, dtype=[np.float32, np.float64], reset=False)
 
     def with_classes(self, class_names, classes=None):
         """A fitted copy that predicts other classes, their names encoded with the learned contexts.

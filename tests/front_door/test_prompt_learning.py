@@ -262,3 +262,16 @@ def test_without_class_names_the_labels_are_the_names(tiny_model):
     assert clf.classes_.tolist() == ["dog", "guitar", "hot_dog"]
     np.testing.assert_allclose(clf.class_embeddings_[0], frozen_text_embeddings(
         tiny_model, ["a photo of a dog.", "a photo of a guitar.", "a photo of a hot dog."]), atol=2e-6)
+
+
+def test_prediction_checks_X_against_the_fit(tiny_model):
+    pd = pytest.importorskip("pandas")
+    X, y = image_embeddings(tiny_model, 2, 1)
+    frame = pd.DataFrame(X, columns=[f"e{i}" for i in range(X.shape[1])])
+    clf = make(tiny_model, templates=["a photo of a {}."], max_iter=0).fit(frame, y)
+    plain = make(tiny_model, templates=["a photo of a {}."], max_iter=0).fit(X, y)
+    assert clf.feature_names_in_.tolist() == frame.columns.tolist()
+    np.testing.assert_allclose(clf.predict_proba(frame), plain.predict_proba(X), atol=1e-6)
+    with pytest.raises(ValueError, match="X has 10 features, but PromptLearningFrontDoorClassifier is "
+                                         "expecting 32"):
+        plain.predict(X[:, :10])
