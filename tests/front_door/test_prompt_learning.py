@@ -275,3 +275,11 @@ def test_prediction_checks_X_against_the_fit(tiny_model):
     with pytest.raises(ValueError, match="X has 10 features, but PromptLearningFrontDoorClassifier is "
                                          "expecting 32"):
         plain.predict(X[:, :10])
+
+
+def test_training_lowers_the_loss(tiny_model):
+    X, y = image_embeddings(tiny_model, 4, 2)
+    clf = make(tiny_model, templates=CDC_TEMPLATES[:2], n_views=2, batch_size=len(y), learning_rate=1e-2,
+               max_iter=6).fit(X, y)
+    assert clf.n_iter_ == 6
+    assert clf.loss_curve_[-1] < clf.loss_curve_[0] - 1e-3
