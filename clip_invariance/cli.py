@@ -219,9 +219,9 @@ def _evaluate(args):
     from .datasets import check_store_path, is_store
     from .evaluation import evaluate_image_folder, evaluate_store, markdown_tables
 
-    for flag in ("plot", "latex"):
+    for flag, what in (("plot", "its figures"), ("latex", "results.tex")):
         if getattr(args, flag) and args.output is None:
-            raise ValueError(f"--{flag} writes into --output DIR: give an output folder.")
+            raise ValueError(f"--{flag} writes {what} into --output DIR: give an output folder.")
     if args.output is not None:
         _check_output(args.output)  # before any work: a run's results must not be lost at the end
     started, start = _now(), time.perf_counter()
