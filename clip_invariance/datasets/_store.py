@@ -479,10 +479,15 @@ def _good_rows(keys, embeddings, dim, file, dropped):
     if dim is not None and embeddings.shape[-1] != dim:
         dropped.append(f"{file} ({embeddings.shape[-1]} features, not {dim})")
         return []
-    finite = np.isfinite(embeddings).all(axis=-1)
-    if not finite.all():
-        dropped.append(f"{file} ({int((~finite).sum())} rows not finite)")
-    return zip(np.asarray(keys)[finite].tolist(), embeddings[finite])
+    # Block by block, and rows kept as views: a memory-mapped field is never copied whole.
+    step = 1 << 16
+    finite = np.concatenate([np.isfinite(embeddings[i : i + step]).all(axis=-1)
+                             for i in range(0, len(embeddings), step)] or [np.ones(0, bool)])
+    keys = np.asarray(keys).tolist()
+    if finite.all():
+        return zip(keys, embeddings)
+    dropped.append(f"{file} ({int((~finite).sum())} rows not finite)")
+    return [(keys[i], embeddings[i]) for i in np.flatnonzero(finite)]
 
 
 def known_rows(store, dim=None):

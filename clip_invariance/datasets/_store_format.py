@@ -173,14 +173,14 @@ def field_record(name, array):
 def read_metadata(path):
     """The checked ``store.json`` of the store folder ``path``; a ValueError says what is wrong."""
     file = path / METADATA_FILE
+    problem = regular_file_problem(file)  # before reading: a FIFO would block the read forever
+    if problem:
+        raise ValueError(f"{file}: {problem}.")
     if not file.is_file():
         pending = (path / PENDING_FOLDER).is_dir()
         raise ValueError(f"{path}: no {METADATA_FILE}" + (
             "; this is an unfinished embedding run: run it again to resume." if pending else
             "; not an embedding store."))
-    problem = regular_file_problem(file)
-    if problem:
-        raise ValueError(f"{file}: {problem}.")
     try:
         metadata = json.loads(file.read_text())
     except (ValueError, UnicodeDecodeError) as exc:

@@ -606,3 +606,14 @@ def test_an_unfinished_run_is_a_store_and_an_environment_named_pending_is_not(tm
         load_embeddings(tmp_path / "run")
     (tmp_path / "images" / "pending" / "dog").mkdir(parents=True)  # an image folder's environment
     assert not _store.is_store(tmp_path / "images")
+
+
+def test_a_fifo_or_a_link_in_place_of_store_json_is_named(store, tmp_path):
+    os.rename(store / "store.json", tmp_path / "elsewhere.json")
+    os.symlink(tmp_path / "elsewhere.json", store / "store.json")
+    with pytest.raises(ValueError, match="store.json: is a symbolic link"):
+        load_embeddings(store)
+    os.remove(store / "store.json")
+    os.mkfifo(store / "store.json")
+    with pytest.raises(ValueError, match="store.json: is not a regular file"):
+        load_embeddings(store)
