@@ -104,10 +104,18 @@ def interleave_views(X, views):
     >>> rows[:, 0].tolist(), view_groups.tolist()
     ([0.0, 1.0, 1.0, 0.0, 1.0, 1.0], [0, 0, 0, 1, 1, 1])
     """
+    if views is None:
+        raise ValueError("interleave_views needs the augmented views, got views=None: the store was saved "
+                         "without views (save_embeddings(..., views=)); embed some with "
+                         "make_image_interventions, or fit on labels instead.")
     lazy = is_dask_array(X) or is_dask_array(views)
     if not lazy:
         X = check_array(X, dtype=[np.float64, np.float32], input_name="X")
         views = check_array(views, dtype=[np.float64, np.float32], allow_nd=True, input_name="views")
+    else:  # the other one may be a list: shapes are read from arrays
+        import dask.array as da
+
+        X, views = da.asarray(X), da.asarray(views)
     if X.ndim != 2 or views.ndim != 3:
         raise ValueError(f"interleave_views needs X of shape (n, D) and views of shape (n, n_augmented, D); "
                          f"got {X.shape} and {views.shape}.")
@@ -118,10 +126,7 @@ def interleave_views(X, views):
     if not lazy:
         rows = np.concatenate([X[:, None], views.astype(X.dtype, copy=False)], axis=1).reshape(-1, d)
         return rows, np.repeat(np.arange(n), n_augmented + 1)
-    import dask.array as da
-
-    X = da.asarray(X)
-    views = da.asarray(views).rechunk({0: X.chunks[0], 1: -1, 2: -1})
+    views = views.rechunk({0: X.chunks[0], 1: -1, 2: -1})
     stacked = da.concatenate([X.rechunk({1: -1})[:, None], views.astype(X.dtype)], axis=1)
     rows = stacked.reshape(-1, d)  # whole contents per chunk: the reshape only merges axes 0 and 1
     return rows, da.arange(rows.shape[0], chunks=rows.chunks[0]) // (n_augmented + 1)

@@ -124,3 +124,24 @@ def test_interleave_views_of_dask_arrays_is_lazy_and_fits_as_in_memory():
     lazy = InvariantProjector(3).fit(rows, view_groups=view_groups)
     eager = InvariantProjector(3).fit(expected_rows, view_groups=expected_groups)
     np.testing.assert_allclose(lazy.eigenvalues_, eager.eigenvalues_, rtol=1e-10)
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["numpy", "dask"])
+def test_interleave_views_of_a_store_without_views_says_so(lazy):
+    # A store saved without views loads with views=None.
+    X = np.zeros((4, 3))
+    if lazy:
+        X = pytest.importorskip("dask.array").from_array(X, chunks=2)
+    message = (r"interleave_views needs the augmented views, got views=None: the store was saved without "
+               r"views \(save_embeddings\(\.\.\., views=\)\)")
+    with pytest.raises(ValueError, match=message):
+        interleave_views(X, None)
+
+
+def test_interleave_views_takes_lists_next_to_a_dask_array():
+    da = pytest.importorskip("dask.array")
+    X, views = np.arange(6.0).reshape(2, 3), np.arange(12.0).reshape(2, 2, 3)
+    rows, groups = interleave_views(da.from_array(X, chunks=1), views.tolist())
+    expected_rows, expected_groups = interleave_views(X, views)
+    np.testing.assert_array_equal(rows.compute(), expected_rows)
+    np.testing.assert_array_equal(groups.compute(), expected_groups)

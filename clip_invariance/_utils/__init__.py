@@ -4,7 +4,7 @@ Like ``sklearn.utils``, but private: nothing here is part of the public API,
 and this package imports no other part of ``clip_invariance``.
 """
 
-from ._dask import align_labels, check_row_chunks, is_dask_array, map_classifier_rows, map_rows
+from ._dask import align_labels, check_row_chunks, chunk_error, is_dask_array, map_classifier_rows, map_rows
 from ._embeddings import (
     average_prompt_ensemble,
     check_classes,
@@ -24,6 +24,7 @@ __all__ = [
     "check_labels",
     "check_prompt_embeddings",
     "check_row_chunks",
+    "chunk_error",
     "class_prototypes",
     "encode_labels",
     "is_dask_array",

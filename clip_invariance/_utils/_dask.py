@@ -19,7 +19,9 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._validation import check_labels
 
-__all__ = ["align_labels", "check_row_chunks", "is_dask_array", "map_classifier_rows", "map_rows"]
+__all__ = [
+    "align_labels", "check_row_chunks", "chunk_error", "is_dask_array", "map_classifier_rows", "map_rows",
+]
 
 
 def is_dask_array(X):
@@ -79,6 +81,47 @@ def check_row_chunks(X, input_name="X"):
     if X.dtype.kind not in "biuf":
         raise TypeError(f"{input_name} must hold numbers, got dtype {X.dtype}.")
     return X.astype(np.float64)
+
+
+def chunk_error(error, block, index, start, input_name="X"):
+    """A ValueError raised on one row chunk of dask ``X``, with the chunk, its rows and the first bad row.
+
+    A worker sees one chunk; the client sees the error alone. This names
+    where it happened, in rows of the whole array, and, when ``block`` (the
+    chunk of ``X`` itself) holds NaN or infinity, the first such row.
+
+    Parameters
+    ----------
+    error : ValueError
+        Raised while processing the chunk.
+    block : ndarray
+        The chunk, its rows first.
+    index : int
+        Its position along the rows of ``X``.
+    start : int
+        The row of ``X`` it starts at.
+    input_name : str, default="X"
+        The array's name, in the message.
+
+    Returns
+    -------
+    error : ValueError
+        To raise ``from`` the original.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> chunk_error(ValueError("X contains NaN or infinity."), np.array([[0.0], [np.nan]]), 3, 30)
+    ValueError('X contains NaN or infinity. In chunk 3 of X (rows 30-31), first in row 31.')
+    """
+    where = f"In chunk {index} of {input_name} (rows {start}-{start + len(block) - 1})"
+    block = np.asarray(block)
+    if block.dtype.kind in "fc" and block.ndim:
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(block.reshape(len(block), -1)).all(axis=1)
+        if bad.any():
+            where += f", first in row {start + int(np.argmax(bad))}"
+    return ValueError(f"{error} {where}.")
 
 
 def align_labels(labels, X, name):
@@ -196,5 +239,10 @@ def map_classifier_rows(classifier, method, X):
     return map_rows(classifier, method, X, dtype=np.float64)
 
 
-def _apply(block, estimator, method):
-    return getattr(estimator, method)(block)
+def _apply(block, estimator, method, block_info=None):
+    try:
+        return getattr(estimator, method)(block)
+    except ValueError as error:  # raised on a worker: say which rows of X
+        location = block_info[0]
+        raise chunk_error(error, block, location["chunk-location"][0], location["array-location"][0][0]) \
+            from error

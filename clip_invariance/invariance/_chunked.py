@@ -36,7 +36,7 @@ ValueError: view_groups: group 0 has rows in chunk 0 (rows 0-1) and chunk 2 (row
 
 import numpy as np
 
-from .._utils import align_labels, check_labels, check_row_chunks
+from .._utils import align_labels, check_labels, check_row_chunks, chunk_error
 from ._statistics import InterventionStatistics, _python_scalar
 
 __all__ = ["check_complete_groups", "chunked_statistics"]
@@ -74,7 +74,8 @@ def check_complete_groups(view_groups, split_every=SPLIT_EVERY):
     import dask
 
     blocks = view_groups.to_delayed().ravel()
-    ranges = dask.compute(*[dask.delayed(_id_range)(block) for block in blocks])
+    starts = np.cumsum((0,) + view_groups.chunks[0])
+    ranges = dask.compute(*[dask.delayed(_id_range)(block, i, starts[i]) for i, block in enumerate(blocks)])
     ranges = sorted((r + (index,) for index, r in enumerate(ranges) if r is not None), key=lambda r: r[0])
     if all(previous[1] < following[0] for previous, following in zip(ranges, ranges[1:])):
         return
@@ -127,8 +128,9 @@ def chunked_statistics(X, *, view_groups=None, y=None, environments=None, split_
     if labels["view_groups"] is not None:
         check_complete_groups(labels["view_groups"], split_every)
     blocks = {name: value.to_delayed().ravel() for name, value in labels.items() if value is not None}
+    starts = np.cumsum((0,) + X.chunks[0])
     parts = [
-        dask.delayed(InterventionStatistics.from_block)(block, **{name: b[i] for name, b in blocks.items()})
+        dask.delayed(_chunk_statistics)(block, i, starts[i], **{name: b[i] for name, b in blocks.items()})
         for i, block in enumerate(X.to_delayed().ravel())
     ]
     return dask.compute(_tree(parts, _add, split_every))[0]
@@ -151,9 +153,20 @@ def _add(*statistics):
     return sum(statistics[1:], statistics[0])
 
 
-def _id_range(block):
+def _chunk_statistics(block, index, start, **labels):
+    """``from_block`` of one chunk; its errors name the chunk and its rows."""
+    try:
+        return InterventionStatistics.from_block(block, **labels)
+    except ValueError as error:
+        raise chunk_error(error, block, index, start) from error
+
+
+def _id_range(block, index, start):
     """Smallest and largest group id of one chunk (None when empty)."""
-    ids = np.unique(check_labels(block, len(block), "view_groups"))
+    try:
+        ids = np.unique(check_labels(block, len(block), "view_groups"))
+    except ValueError as error:
+        raise chunk_error(error, block, index, start) from error
     return (_python_scalar(ids[0]), _python_scalar(ids[-1])) if len(ids) else None
 
 

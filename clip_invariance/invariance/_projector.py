@@ -486,10 +486,24 @@ def _type_of_target(y):
 
 
 def _type_of_chunked_target(y):
-    """``"continuous"`` for a dask ``y`` of floats that are not whole numbers (one pass over ``y``)."""
+    """``"continuous"`` for a dask ``y`` of floats that are not whole numbers (one pass over ``y``).
+
+    NaN or infinity is an error naming its first row: ``y % 1`` alone would call it continuous.
+    """
     if y.dtype.kind != "f":
         return "labels"
-    return "continuous" if bool((y % 1 != 0).any().compute()) else "labels"
+    import dask
+    import dask.array as da
+
+    bad = ~da.isfinite(y)
+    finite = da.where(bad, 0.0, y)  # NaN % 1 would warn
+    any_bad, first_bad, fractional = dask.compute(bad.any(), bad.argmax(), (finite % 1 != 0).any())
+    if any_bad:
+        starts = np.cumsum((0,) + y.chunks[0])
+        chunk = int(np.searchsorted(starts, first_bad, side="right")) - 1
+        raise ValueError(f"y contains NaN or infinity, first in row {first_bad} (chunk {chunk}, rows "
+                         f"{starts[chunk]}-{starts[chunk + 1] - 1}).")
+    return "continuous" if fractional else "labels"
 
 
 def _nuisance_scatter(statistics, source, fixed_scatter):

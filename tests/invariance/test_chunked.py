@@ -203,6 +203,18 @@ GROUPS = "the lazy view groups"
         (lambda X: X, {"view_groups": da.arange(299)}, "view_groups has 299 entries but X has 300 rows."),
         (lambda X: X, {"view_groups": np.arange(299)}, "view_groups has 299 entries but X has 300 rows."),
         (lambda X: X, {"y": da.zeros(300) + 0.5}, "y looks continuous"),
+        (lambda X: X, {"y": da.where(da.arange(300, chunks=100) == 150, np.nan, 0.0)},
+         r"^y contains NaN or infinity, first in row 150 \(chunk 1, rows 100-199\)\.$"),
+        (lambda X: X, {"y": da.where(da.arange(300, chunks=100) == 7, np.inf, 0.0),
+                       "environments": da.zeros(300)},
+         r"^y contains NaN or infinity, first in row 7 \(chunk 0, rows 0-99\)\.$"),
+        (lambda X: da.where(da.arange(300)[:, None] == 150, np.nan, X), {"view_groups": GROUPS},
+         r"^X contains NaN or infinity\. In chunk 1 of X \(rows 100-199\), first in row 150\.$"),
+        (lambda X: da.where(da.arange(300)[:, None] == 299, np.inf, X), {"y": da.arange(300) % 2},
+         r"^X contains NaN or infinity\. In chunk 2 of X \(rows 200-299\), first in row 299\.$"),
+        (lambda X: X, {"view_groups": da.where(da.arange(300, chunks=100) == 42, np.nan,
+                                               da.arange(300) // 2)},
+         r"^view_groups contains NaN or infinity\. In chunk 0 of X \(rows 0-99\), first in row 42\.$"),
         (lambda X: X, {"environments": da.zeros(300)}, "environments were given without y"),
     ],
 )
@@ -269,8 +281,13 @@ def test_errors_in_chunks_are_raised_on_compute():
     with pytest.raises(RuntimeError, match="chunk 0 read|chunk 1 read"):
         Z.compute()
     nan = da.where(da.arange(200)[:, None] == 3, np.inf, da.ones((200, 16), chunks=(100, 16)))
-    with pytest.raises(ValueError, match="Input X contains infinity"):
+    message = (r"^Input X contains infinity or a value too large for dtype\('float64'\)\. "
+               r"In chunk 0 of X \(rows 0-99\), first in row 3\.$")
+    with pytest.raises(ValueError, match=message):
         proj.transform(nan).compute()
+    late = da.where(da.arange(200)[:, None] == 150, np.nan, da.ones((200, 16), chunks=(100, 16)))
+    with pytest.raises(ValueError, match=r"In chunk 1 of X \(rows 100-199\), first in row 150\.$"):
+        proj.transform(late).compute()
 
 
 @pytest.mark.parametrize("n_classes", [2, 4])
