@@ -86,7 +86,10 @@ QUICK_GRIDS = {"n_components": [8, 16], "lam": [10.0], "C": [0.316, 1.0]}
 
 
 def _cache_folder(quick, interventions):
-    return CACHE / f"n{QUICK_SAMPLES if quick else N_SAMPLES}-{interventions}{'-quick' if quick else ''}"
+    """One folder per configuration, so a changed setting never reads another's results."""
+    n_samples = QUICK_SAMPLES if quick else N_SAMPLES
+    return CACHE / (f"n{n_samples}-{interventions}-style{PART_OF_THE_STYLE}-content{SOME_CONTENT}"
+                    f"{'-quick' if quick else ''}")
 
 
 def evaluate_condition(key, seed, folder, *, quick, interventions):
