@@ -503,8 +503,9 @@ class CoOpClassifier(PromptLearningFrontDoorClassifier):
 
     Attributes
     ----------
-    classes_, class_names_, contexts_, class_embeddings_, ensemble_, pairs_, n_templates_, n_iter_, \
-loss_curve_, backbone_identity_, n_features_in_
+    classes_, class_names_, contexts_, class_embeddings_, ensemble_, pairs_
+        As :class:`PromptLearningFrontDoorClassifier`'s.
+    n_templates_, n_iter_, loss_curve_, backbone_identity_, n_features_in_
         As :class:`PromptLearningFrontDoorClassifier`'s.
 
     Examples
