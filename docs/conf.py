@@ -70,7 +70,7 @@ html_theme_options = {
     "navigation_with_keys": False,
     "pygments_light_style": "tango",
 }
-html_sidebars = {"index": [], "citing": []}
+html_sidebars = {"**": ["sidebar-nav-bs"], "index": [], "citing": []}
 html_context = {"default_mode": "light"}
 
 numpydoc_show_class_members = False
@@ -171,9 +171,9 @@ def write_api_pages(app):
         module = importlib.import_module(module_name)
         for name in documented(module_name):
             template = CLASS_PAGE if inspect.isclass(getattr(module, name)) else FUNCTION_PAGE
-            title = f"{module_name}.{name}"
-            page = template.format(title=title, underline="=" * len(title), module=module_name, name=name)
-            (API_DIR / f"{title}.rst").write_text(page)
+            # titled by the short name, as scikit-learn's pages are: the signature gives the full path
+            page = template.format(title=name, underline="=" * len(name), module=module_name, name=name)
+            (API_DIR / f"{module_name}.{name}.rst").write_text(page)
 
 
 class APISummary(SphinxDirective):
