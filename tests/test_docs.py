@@ -19,13 +19,14 @@ import pytest
 pytestmark = pytest.mark.slow  # every test here builds the docs or the wheel
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS_NEEDS = ["sphinx", "numpydoc", "sphinx_gallery", "sphinx-mathjax-offline", "matplotlib"]
+DOCS_NEEDS = ["sphinx", "numpydoc", "sphinx_gallery", "sphinx-mathjax-offline", "pydata_sphinx_theme",
+              "matplotlib"]
 MISSING = [name for name in DOCS_NEEDS if importlib.util.find_spec(name) is None]
 # A script or a style sheet loaded from anywhere but the built pages: a CDN, a protocol-relative URL.
 REMOTE = re.compile(r"<script[^>]*\bsrc=[\"']?(?:https?:)?//"
                     r"|<link[^>]*\bstylesheet\b[^>]*\bhref=[\"']?(?:https?:)?//"
                     r"|<link[^>]*\bhref=[\"']?(?:https?:)?//[^>]*\bstylesheet\b", re.IGNORECASE)
-BUILD_OUTPUTS = ["_build", "auto_examples", "_generated", "sg_execution_times.rst", "__pycache__"]
+BUILD_OUTPUTS = ["_build", "auto_examples", "_generated", "sg_execution_times.rst", "__pycache__", "api"]
 
 
 def env_with_checkout():
@@ -58,7 +59,8 @@ def html(tmp_path_factory):
 def test_the_docs_build_with_warnings_as_errors(html):
     pages = {path.relative_to(html).as_posix() for path in html.rglob("*.html")}
     for page in ["index.html", "api.html", "glossary.html", "guide/ood.html", "guide/causal_fixes.html",
-                 "guide/choosing.html", "guide/uncertainty_trust.html", "auto_examples/index.html"]:
+                 "guide/choosing.html", "guide/uncertainty_trust.html", "auto_examples/index.html",
+                 "user_guide.html", "citing.html"]:
         assert page in pages
     examples = sorted(path.stem for path in (ROOT / "examples").glob("*.py"))
     assert examples, "no examples found"
@@ -87,12 +89,67 @@ def test_the_guide_shows_figures_and_tables_computed_at_build_time(html):
     assert "image pairs (view groups)" in (html / "projection.html").read_text()
 
 
-def test_inherited_metadata_request_setters_are_left_out_of_the_api(html):
+def conf_module():
+    spec = importlib.util.spec_from_file_location("docs_conf", ROOT / "docs" / "conf.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_public_name_has_its_page_linked_from_the_api_summary(html):
+    conf = conf_module()
     api = (html / "api.html").read_text()
-    documented = set(re.findall(r'id="(clip_invariance\.[\w.]+)"', api))
+    expected = [f"{module}.{name}" for module in conf.public_modules() for name in conf.documented(module)]
+    assert "clip_invariance.InvariantProjector" in expected
+    assert "clip_invariance.embedding.CLIPEmbedder" not in expected  # one page, under the top-level name
+    missing = [name for name in expected if not (html / "api" / f"{name}.html").exists()]
+    unlinked = [name for name in expected if f'href="api/{name}.html' not in api]
+    assert (missing, unlinked) == ([], [])
+
+
+def test_api_pages_document_methods_but_not_the_metadata_request_setters(html):
+    documented = set()
+    for name in ("InvariantProjector", "FrontDoorEnsembleClassifier"):
+        page = (html / "api" / f"clip_invariance.{name}.html").read_text()
+        documented |= set(re.findall(r'id="(clip_invariance\.[\w.]+)"', page))
     assert "clip_invariance.InvariantProjector.fit" in documented
     assert "clip_invariance.FrontDoorEnsembleClassifier.predict_uncertainty" in documented
     assert [name for name in documented if re.search(r"\.set_\w+_request$", name)] == []
+
+
+def test_api_pages_show_the_examples_that_use_the_object(html):
+    page = (html / "api" / "clip_invariance.InvariantProjector.html").read_text()
+    assert "Examples using" in page
+    assert 'href="../auto_examples/plot_invariance_spectrum.html' in page
+
+
+def test_the_theme_shows_the_version_a_footer_and_the_landing_page_essentials(html):
+    from clip_invariance import __version__
+
+    index = (html / "index.html").read_text()
+    assert "pydata-sphinx-theme" in index or "pydata_sphinx_theme" in index
+    assert f"v{__version__}" in index  # in the navigation bar
+    footer = index[index.index("<footer"):]
+    assert "BSD-3-Clause" in footer and 'href="citing.html"' in footer
+    assert "(c). |" not in index
+    for essential in ("pip install", "make_invariant_embeddings", "landing_demo.png", "Which method when"):
+        assert essential in index
+    assert (html / "_images" / "landing_demo.png").stat().st_size > 10_000
+
+
+def test_guide_pages_show_their_figures(html):
+    assert "pacs_domain_shift.png" in (html / "guide" / "ood.html").read_text()
+    assert "ablation.png" in (html / "guide" / "choosing.html").read_text()
+    assert (html / "_images" / "ablation.png").stat().st_size > 10_000
+    assert (ROOT / "docs" / "_static" / "pacs_domain_shift.png").stat().st_size < 200_000  # committed
+
+
+def test_citing_page_gives_bibtex_for_the_package_and_both_papers(html):
+    page = (html / "citing.html").read_text()
+    for title in ("Learning Invariant Causal Mechanism from Vision-Language Models",
+                  "Rethinking Misalignment in Vision-Language Model Adaptation from a Causal Perspective",
+                  "@software"):
+        assert title in page
 
 
 @pytest.mark.skipif(importlib.util.find_spec("build") is None, reason="needs the 'build' package")
@@ -115,3 +172,28 @@ def test_the_wheel_holds_the_package_and_nothing_else(tmp_path):
     assert folders >= {"embedding", "invariance", "front_door", "evaluation", "datasets", "_utils"}
     entry_points = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("entry_points.txt")))
     assert b"clip-invariance = clip_invariance.cli:main" in entry_points
+
+
+@pytest.mark.skipif(importlib.util.find_spec("yaml") is None, reason="needs PyYAML")
+def test_the_citation_file_matches_the_package():
+    import yaml
+
+    from clip_invariance import __version__
+
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert citation["version"] == __version__
+    assert citation["license"] == "BSD-3-Clause"
+    assert "BSD 3-Clause License" in (ROOT / "LICENSE").read_text()
+    assert 'license = "BSD-3-Clause"' in (ROOT / "pyproject.toml").read_text()
+    assert len(citation["references"]) == 2
+
+
+def test_the_landing_page_example_runs():
+    index = (ROOT / "docs" / "index.rst").read_text()
+    block = index.split(".. code-block:: python\n", 1)[1]
+    lines = []
+    for line in block.splitlines()[1:]:
+        if line and not line.startswith("   "):
+            break
+        lines.append(line[3:])
+    exec(compile("\n".join(lines), "docs/index.rst", "exec"), {})
