@@ -244,7 +244,7 @@ def _evaluate(args):
         store = source
         results = evaluate_store(store, **options)
     else:
-        store = Path(args.store) if args.store is not None else _default_store(source)
+        store = Path(args.store) if args.store is not None else _default_store(source, args)
         check_store_path(store)
         args.resume_hint = "run the same command again: the embedding resumes where it stopped"
         results = evaluate_image_folder(
@@ -293,12 +293,19 @@ def _now():
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _default_store(root):
-    """Embeddings of an image folder kept in the user's cache, one store per folder."""
+def _default_store(root, args):
+    """Embeddings of an image folder kept in the user's cache, one store per folder and model.
+
+    Per model too: a store is never replaced by another model's (embed_image_folder refuses that).
+    """
     import hashlib
 
     base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "clip-invariance" / "stores"
-    digest = hashlib.sha256(os.fsencode(os.path.abspath(root))).hexdigest()[:12]
+    pretrained = _pretrained(args.pretrained)
+    if pretrained is not None and os.path.isfile(pretrained):
+        pretrained = os.path.abspath(pretrained)
+    key = repr((os.path.abspath(root), args.model_name, pretrained))
+    digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:12]
     return base / f"{Path(os.path.abspath(root)).name}-{digest}"
 
 

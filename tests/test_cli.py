@@ -227,16 +227,18 @@ def test_embed_in_two_shards_then_evaluate(tiny_model, pacs_mini, tmp_path, caps
 
 
 # ----------------------------------------- issue 20: stores that cannot silently mix data
-def _small_folder(root):
-    """2 environments x 2 classes x 1 image: a folder that embeds in a second."""
+def _small_folder(root, n=1):
+    """2 environments x 2 classes x ``n`` images: a folder that embeds in a second."""
     import numpy as np
     from PIL import Image
 
     for e, environment in enumerate(("photo", "sketch")):
         for c, cls in enumerate(("cat", "dog")):
             (root / environment / cls).mkdir(parents=True)
-            pixels = np.random.default_rng(10 * e + c).integers(0, 256, (8, 8, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(root / environment / cls / "1.png")
+            for i in range(n):
+                rng = np.random.default_rng(100 * e + 10 * c + i)
+                pixels = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(root / environment / cls / f"{i}.png")
     return root
 
 
@@ -319,3 +321,19 @@ def test_evaluate_a_damaged_or_unfinished_store_gives_one_line(damage, message, 
 def test_evaluate_a_mistyped_store_name_says_what_is_missing(tmp_path, capsys):
     line = _one_error_line(*run(["evaluate", str(tmp_path / "stroe")], capsys)[::2], "evaluate")
     assert line.endswith(f"no embedding store or image folder at {str(tmp_path / 'stroe')!r}.")
+
+
+def test_evaluate_a_folder_with_two_models_keeps_a_store_for_each(tiny_model, tiny_checkpoint, tmp_path,
+                                                                  capsys, monkeypatch):
+    """The default store is per folder and model: another model neither replaces nor is refused by it."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = _small_folder(tmp_path / "images", n=4)
+    base = ["evaluate", str(root), "--methods", "zero-shot", "--model-name", tiny_model, "--device", "cpu",
+            "--quiet"]
+    stores = []
+    for pretrained in ("none", str(tiny_checkpoint["bin"]), "none"):
+        status, out, err = run([*base, "--pretrained", pretrained], capsys)
+        assert status == 0, err
+        stores.append(out.splitlines()[0].split(": store ")[1])
+    assert stores[0] != stores[1] and stores[2] == stores[0]
+    assert load_embeddings(stores[1]).settings["model"]["pretrained"]["file"] == str(tiny_checkpoint["bin"])
