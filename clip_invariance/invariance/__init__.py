@@ -6,12 +6,14 @@ change little under intervention. ``_statistics.py`` holds the summable
 sufficient statistics it is solved from (:class:`InterventionStatistics`,
 one per block of rows), ``_chunked.py`` sums them over the chunks of a dask
 array on the workers (:func:`chunked_statistics`), ``_eigensolvers.py`` holds
-the two solvers (``solver="ratio"`` and ``"difference"``) and
+the two solvers (``solver="ratio"`` and ``"difference"``), ``_path.py``
+solves a grid of settings from one statistics pass (:func:`projector_path`), and
 ``_subspace.py`` the principal angles that compare two subspaces
 (:func:`principal_angles`, :func:`subspace_overlap`).
 """
 
 from ._chunked import chunked_statistics
+from ._path import projector_path
 from ._projector import InvariantProjector
 from ._statistics import InterventionStatistics
 from ._subspace import principal_angles, subspace_overlap
@@ -21,5 +23,6 @@ __all__ = [
     "InterventionStatistics",
     "chunked_statistics",
     "principal_angles",
+    "projector_path",
     "subspace_overlap",
 ]
