@@ -37,7 +37,7 @@ from clip_invariance._utils._doc_link import DOCS_URL
 
 project = "clip-invariance"
 author = "the clip-invariance contributors"
-copyright = f"{datetime.date.today().year}, {author}. BSD-3-Clause licence"
+copyright = f"{datetime.date.today().year}, {author}"
 release = version = __version__
 extensions = [
     "sphinx.ext.autodoc",
@@ -250,6 +250,24 @@ def drop_inherited_type_docstrings(app, what, name, obj, options, lines):
         lines.clear()
 
 
+PACKAGE_BIBTEX = """\
+@software{{clipinvariance,
+  title   = {{clip-invariance: causal robustness for CLIP as scikit-learn estimators}},
+  author  = {{{{The clip-invariance contributors}}}},
+  version = {{{version}}},
+  license = {{BSD-3-Clause}},
+  url     = {{{url}}}
+}}
+"""
+
+
+def write_package_bibtex(app):
+    """The citing page's BibTeX entry of the package, with this build's version (docs/_generated)."""
+    (DOCS / "_generated").mkdir(exist_ok=True)
+    url = "https://github.com/clip-invariance/clip-invariance"  # a placeholder, as in CITATION.cff
+    (DOCS / "_generated" / "package.bib").write_text(PACKAGE_BIBTEX.format(version=version, url=url))
+
+
 def build_figures(app):
     """Draw the causal graphs, the guide's figures and tables, into docs/_generated (not in git)."""
     for script in ("causal_graphs.py", "demo_table.py", "projection_table.py", "landing_figure.py",
@@ -264,3 +282,4 @@ def setup(app):
     app.connect("autodoc-process-docstring", drop_inherited_type_docstrings, priority=400)  # before numpydoc
     app.connect("builder-inited", write_api_pages)
     app.connect("builder-inited", build_figures)
+    app.connect("builder-inited", write_package_bibtex)
