@@ -406,12 +406,15 @@ def _check_one_listing(path, folders, parts, cuts):
     if unlisted:
         raise ValueError(f"{path}: shard(s) {', '.join(unlisted)} record no listing of the image folder "
                          f"(embedded by an older version): embed them again with --shard i/{count}.")
-    other = [folder.name for folder, cut in zip(folders, cuts) if cut["listing"] != cuts[0]["listing"]]
-    if other:
-        raise ValueError(f"{path}: shard{'s' * (len(other) > 1)} {', '.join(other)} "
-                         f"{'were' if len(other) > 1 else 'was'} cut from another listing of the image "
-                         f"folder than shard {folders[0].name} (images added, removed or changed between the "
-                         f"runs); embed those shards again, or all of them (--shard i/{count}): unchanged "
+    groups = {}
+    for folder, cut in zip(folders, cuts):
+        groups.setdefault(cut["listing"], []).append(folder.name)
+    if len(groups) > 1:
+        # Which listing is the folder's now, only the folder can tell: every group is named.
+        named = "; ".join(f"shard{'s' * (len(g) > 1)} {', '.join(g)}" for g in groups.values())
+        raise ValueError(f"{path}: the shards were cut from {len(groups)} different listings of the image "
+                         f"folder (images added, removed or changed between the runs): {named}. Embed again "
+                         f"the shards of the old listings, or all of them (--shard i/{count}): unchanged "
                          "images are not embedded again.")
     for index, (folder, cut, (fields, _, _)) in enumerate(zip(folders, cuts, parts)):
         n = cut.get("images")

@@ -560,9 +560,9 @@ def test_shards_of_other_listings_are_refused_naming_them(tmp_path):
     write_listed_shards(tmp_path / "ok", fields, [0, 3, 6, 9])
     assert_array_equal(load_embeddings(tmp_path / "ok").X, fields["X"])
     write_listed_shards(tmp_path / "s", fields, [0, 3, 6, 9], listings={1: "other", 2: "other"})
-    with pytest.raises(ValueError, match=r"shards 00001-of-00003, 00002-of-00003 were cut from another "
-                       r"listing of the image folder than shard 00000-of-00003 \(images added, removed or "
-                       r"changed between the runs\); embed those shards again"):
+    with pytest.raises(ValueError, match=r"the shards were cut from 2 different listings of the image folder "
+                       r"\(images added, removed or changed between the runs\): shard 00000-of-00003; shards "
+                       r"00001-of-00003, 00002-of-00003\. Embed again the shards of the old listings"):
         load_embeddings(tmp_path / "s")
 
 
