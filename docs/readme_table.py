@@ -27,7 +27,8 @@ ENVIRONMENTS = ["photo", "art_painting", "cartoon", "sketch"]  # the last one is
 STYLES = ["photo", "painting", "cartoon", "sketch", "art", "drawing", "render", "origami", "toy",
           "embroidery", "graffiti", "tattoo"]
 SEEDS = "0,1,2"
-METHODS = "zero-shot,zero-shot-icm,prototype,probe,probe-views,probe-icm,probe-icm-views"
+METHODS = ("zero-shot,zero-shot-icm,prototype,probe,probe-views,probe-icm,probe-icm-views,"
+           "wise,wise-icm,tip-adapter,tip-adapter-icm")
 # Small grids keep the run to about a minute (the test reruns it); the default grids take minutes.
 GRIDS = ["--n-components", "8,16", "--lam", "10,100", "--C", "0.316,3.16"]
 
