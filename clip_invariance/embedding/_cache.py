@@ -9,7 +9,7 @@ and a damaged entry is recomputed with a warning.
 import hashlib
 import io
 import os
-import tempfile
+import uuid
 import warnings
 
 import numpy as np
@@ -128,7 +128,9 @@ class _EmbeddingCache:
             os.makedirs(folder, exist_ok=True)
             # Readers see the old entry or the new one, never half of one; an
             # entry cut short by a crash fails the shape check and is recomputed.
-            fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+            # O_EXCL with 0666, not mkstemp's 0600: entries are shared as the umask allows.
+            tmp = os.path.join(folder, f".{uuid.uuid4().hex}.tmp")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             try:
                 with os.fdopen(fd, "wb") as f:
                     np.save(f, np.ascontiguousarray(row, dtype=np.float32), allow_pickle=False)
