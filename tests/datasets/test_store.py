@@ -617,3 +617,16 @@ def test_a_fifo_or_a_link_in_place_of_store_json_is_named(store, tmp_path):
     os.mkfifo(store / "store.json")
     with pytest.raises(ValueError, match="store.json: is not a regular file"):
         load_embeddings(store)
+
+
+def test_a_fifo_or_a_link_among_pending_files_is_skipped_with_a_warning(tmp_path):
+    run = tmp_path / "run"
+    _store.save_pending(run, ["a", "b"], np.ones((2, 3), np.float32))
+    os.mkfifo(run / "pending" / "fifo.npz")  # np.load would wait forever
+    _store.save_pending(tmp_path / "outside", ["c"], np.ones((1, 3), np.float32))
+    (outside,) = (tmp_path / "outside" / "pending").glob("*.npz")
+    os.symlink(outside, run / "pending" / "link.npz")
+    with pytest.warns(UserWarning, match=r"Skipping 2 unreadable pending file\(s\): .*is not a regular file.*"
+                      r"is a symbolic link") as record:
+        known = _store.known_rows(run, dim=3)
+    assert len(record) == 1 and sorted(known) == ["a", "b"]
