@@ -5,11 +5,15 @@ and the weights checked -> one key per item (image, view, text) -> items
 already in the store or its pending files are reused -> the others embedded
 ``save_every`` items at a time, each part saved at once -> the store assembled
 and swapped in``. An item's key is a digest of
-the model's identity and what determines the embedding: the image's path
-under the root, size and modification time; for a view also its index, the
-seed and the drawn transform; for a text the string. So an interrupted run
-resumes where it stopped, another batch size re-embeds nothing, and an added
-or changed file embeds only its own items.
+the model's identity (with the weights files it reads) and what determines
+the embedding: the image's path under the root, size and modification time
+(or, with ``verify_content``, a digest of its bytes); for a view also its
+index, the seed and the drawn transform; for a text the string. So an
+interrupted run resumes where it stopped, another batch size re-embeds
+nothing, and an added or changed file embeds only its own items. What is
+reused is checked (damaged rows are embedded again), a store of another
+model is not replaced without ``overwrite``, and each shard records the
+listing it was cut from, so that shards of different listings never join.
 """
 
 import hashlib
