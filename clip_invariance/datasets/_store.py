@@ -229,7 +229,11 @@ def load_embeddings(path, *, mmap=True, chunks=None):
         unreadable ``store.json``, another format version, a missing or
         truncated file, a shape or dtype unlike the recorded one; for a
         sharded store, missing or unfinished shards (all listed), shards of
-        different counts or of different models.
+        different counts, models or settings, or cut from different listings
+        of the image folder (each listing's shards named), or not tiling it.
+        A field file that is a FIFO or a symbolic link, a ``store.json``
+        nested too deeply, and duplicate class or environment names are
+        refused too.
     ImportError
         With ``chunks``, if dask is not installed.
 
