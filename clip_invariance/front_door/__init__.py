@@ -14,7 +14,7 @@ inside the functions that train.
 """
 
 from ._adapters import TemplateAdapters
-from ._classifier import FrontDoorEnsembleClassifier
+from ._classifier import CDC_LOSS, FrontDoorEnsembleClassifier
 from ._evidence import (
     EVIDENCE_FUNCTIONS,
     fuse_evidence,
@@ -27,6 +27,7 @@ from ._prompt_learning import CDC_TEMPLATES, CoOpClassifier, PromptLearningFront
 
 __all__ = [
     "FrontDoorEnsembleClassifier",
+    "CDC_LOSS",
     "TemplateAdapters",
     # learned prompt contexts through the frozen text tower
     "PromptLearningFrontDoorClassifier",

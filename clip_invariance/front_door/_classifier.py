@@ -40,7 +40,19 @@ from ._adapters import TemplateAdapters
 from ._evidence import EVIDENCE_FUNCTIONS, fuse_scores, log_evidence, opinion_from_evidence
 from ._training import TrainingOptions, train_adapters
 
-__all__ = ["FrontDoorEnsembleClassifier"]
+__all__ = ["FrontDoorEnsembleClassifier", "CDC_LOSS"]
+
+# The training parameters that make the objective CDC's published loss, L_tce + beta L_de + gamma L_con
+# (no proximal penalty, no span, no fused opinion, no KL; L_de summed over m as printed, with the
+# 1/(M-1) of its sum over m'). FrontDoorEnsembleClassifier.cdc sets them.
+CDC_LOSS = {
+    "alpha": 0.0,
+    "prompt_span": False,
+    "style_guard": False,
+    "fused_loss": False,
+    "kl_annealing_epochs": None,
+    "decoupling_reduction": "sum",
+}
 
 
 class FrontDoorEnsembleClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
@@ -269,6 +281,7 @@ class FrontDoorEnsembleClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
         "alpha": [Interval(Real, 0, None, closed="left")],
         "rank": [Interval(Integral, 1, None, closed="left"), None],
         "prompt_span": ["boolean"],
+        "style_guard": ["boolean"],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "max_iter": [Interval(Integral, 0, None, closed="left")],
@@ -295,9 +308,10 @@ class FrontDoorEnsembleClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
         gamma=1.0,
         fused_loss=True,
         kl_annealing_epochs=None,
-        alpha=20.0,
+        alpha=10.0,
         rank=None,
         prompt_span=True,
+        style_guard=True,
         learning_rate=1e-3,
         batch_size=256,
         max_iter=50,
@@ -323,6 +337,7 @@ class FrontDoorEnsembleClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
         self.alpha = alpha
         self.rank = rank
         self.prompt_span = prompt_span
+        self.style_guard = style_guard
         self.learning_rate = learning_rate
         self.batch_size = batch_size
         self.max_iter = max_iter
@@ -332,6 +347,48 @@ class FrontDoorEnsembleClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
         self.projector = projector
         self.random_state = random_state
         self.verbose = verbose
+
+    @classmethod
+    def cdc(cls, prompt_embeddings=None, anchor_embeddings=None, **params):
+        r"""The classifier trained on CDC's published loss, :math:`L_{tce} + \beta L_{de} + \gamma L_{con}`.
+
+        Sets the parameters of :data:`CDC_LOSS`: ``alpha=0`` and
+        ``prompt_span=False`` (the package's additions off),
+        ``fused_loss=False`` and ``kl_annealing_epochs=None`` (TMC's terms,
+        not in CDC's loss) and ``decoupling_reduction="sum"`` (:math:`L_{de}`
+        summed over the templates ``m``, as :math:`L_{tce}` and
+        :math:`L_{con}` are). Everything else is an ordinary parameter, so
+        the result clones and grid-searches like any classifier. What stays a
+        deviation: adapters on fixed text embeddings instead of prompt
+        tokens, and ``evidence_function`` and ``temperature``, which the paper
+        does not publish (:ref:`front_door_deviations`).
+
+        Parameters
+        ----------
+        prompt_embeddings, anchor_embeddings : array-like, default=None
+            As in the constructor.
+        **params
+            Any other constructor parameter; not those of :data:`CDC_LOSS`.
+
+        Returns
+        -------
+        clf : FrontDoorEnsembleClassifier
+            Unfitted.
+
+        Examples
+        --------
+        >>> from clip_invariance import FrontDoorEnsembleClassifier
+        >>> clf = FrontDoorEnsembleClassifier.cdc(n_views=4, max_iter=20)
+        >>> clf.alpha, clf.prompt_span, clf.fused_loss, clf.decoupling_reduction
+        (0.0, False, False, 'sum')
+        """
+        overridden = sorted(set(params) & set(CDC_LOSS))
+        if overridden:
+            raise ValueError(
+                f"FrontDoorEnsembleClassifier.cdc sets {overridden} to reproduce CDC's published loss; "
+                "use the constructor to change them."
+            )
+        return cls(prompt_embeddings, anchor_embeddings, **CDC_LOSS, **params)
 
     @_fit_context(prefer_skip_nested_validation=False)
     def fit(self, X, y, environments=None):

@@ -266,6 +266,9 @@ class TrainingOptions:
         Rank of each update (``A_m = L_m R_m^T``); ``None``: a full ``A_m``.
     prompt_span : bool
         Confine the updates to the span of the prompts and anchors.
+    style_guard : bool
+        Keep the updates off the directions the augmented views move
+        (:func:`style_directions`).
     learning_rate : float
         Adam's step size.
     batch_size : int
@@ -295,6 +298,7 @@ class TrainingOptions:
     alpha: float
     rank: Optional[int]
     prompt_span: bool
+    style_guard: bool
     learning_rate: float
     batch_size: int
     max_iter: int
@@ -459,26 +463,35 @@ class _AdapterTrainer:
         self.weights = self._initial_weights(generator)
 
     def _basis(self):
-        """``Q`` (D, K): the right singular vectors of the prompts and anchors, or ``I``.
+        """``Q`` (D, K): an orthonormal basis of where the updates may act, or None for ``I``.
 
-        Those whose singular value exceeds 1e-6 times the largest: an orthonormal basis of their span.
+        The span of the prompts and anchors (``prompt_span``; their right singular vectors above 1e-6
+        times the largest singular value) or the whole space, and of it, with ``style_guard``, the
+        directions orthogonal to every style direction (:func:`style_directions`): a direction with
+        any style in it is left out.
         """
         import torch
 
         dim = self.prompts.shape[-1]
-        if not self.options.prompt_span:
-            return torch.eye(dim, dtype=self.prompts.dtype)
-        # What a soft prompt can reach: the span of the prompts.
-        flat = torch.cat([self.prompts.reshape(-1, dim), self.anchors])
-        _, sv, vh = torch.linalg.svd(flat.double(), full_matrices=False)
-        return vh[sv > sv[0] * 1e-6].T.to(self.prompts.dtype)
+        style = style_directions(self.views.double()) if self.options.style_guard else None
+        if not self.options.prompt_span and style is None:
+            return None
+        basis = torch.eye(dim, dtype=torch.float64)
+        if self.options.prompt_span:  # what a soft prompt can reach: the span of the prompts
+            flat = torch.cat([self.prompts.reshape(-1, dim), self.anchors]).double()
+            _, sv, vh = torch.linalg.svd(flat, full_matrices=False)
+            basis = vh[sv > sv[0] * 1e-6].T
+        if style is not None:  # of it, the directions with no style in them: the null space of S^T Q
+            _, sv, vh = torch.linalg.svd(style.T @ basis, full_matrices=True)
+            basis = basis @ vh[int((sv > 1e-6).sum()) :].T
+        return basis.to(self.prompts.dtype)
 
     def _initial_weights(self, generator):
         """``[A]`` or ``[L, R]`` with ``A = L R^T = 0``: every map starts at the identity."""
         import torch
 
         n_templates = self.prompts.shape[0]
-        k = self.basis.shape[1]
+        k = self.prompts.shape[-1] if self.basis is None else self.basis.shape[1]
         dtype = self.prompts.dtype
         rank = self.options.rank
         if rank is None:
@@ -499,7 +512,7 @@ class _AdapterTrainer:
         import torch
 
         update_t = self._update().transpose(1, 2)
-        if self.options.prompt_span:  # P (Q A Q^T)^T as (P Q) A^T Q^T: no (D, D) product per step
+        if self.basis is not None:  # P (Q A Q^T)^T as (P Q) A^T Q^T: no (D, D) product per step
             adapted = self.prompts + (self.prompts @ self.basis) @ update_t @ self.basis.T
         else:
             adapted = self.prompts + self.prompts @ update_t
@@ -543,17 +556,45 @@ class _AdapterTrainer:
         import torch
 
         with torch.no_grad():
-            if self.options.rank is None:  # Q A Q^T = (Q A) Q^T; Q = I without prompt_span
+            if self.options.rank is None:  # Q A Q^T = (Q A) Q^T
                 left = self.weights[0]
-                right = self.basis
-                if self.options.prompt_span:
-                    left = self.basis @ left
+                if self.basis is None:  # Q = I
+                    right = torch.eye(left.shape[-1], dtype=left.dtype)
+                else:
+                    left, right = self.basis @ left, self.basis
             else:  # Q L R^T Q^T = (Q L) (Q R)^T
                 left, right = self.weights
-                if self.options.prompt_span:
+                if self.basis is not None:
                     left = self.basis @ left
                     right = self.basis @ right
         return TemplateAdapters.from_factors(left.detach().numpy(), right.detach().numpy(), dtype=dtype)
+
+
+def style_directions(views):
+    r"""An orthonormal basis (D, k) of the directions the augmented views move: the style.
+
+    The right singular vectors of the differences ``views[v] - views[0]``
+    (``v >= 1``) whose variance is above the mean variance of all ``D``
+    directions: isotropic noise spreads evenly and falls below it, while a
+    low-dimensional style stands above it. ``None`` with a single view (no
+    differences to read a style from).
+
+    Parameters
+    ----------
+    views : torch.Tensor of shape (n_views, n_samples, n_features)
+
+    Returns
+    -------
+    basis : torch.Tensor of shape (n_features, k) or None
+    """
+    import torch
+
+    if views.shape[0] < 2:
+        return None
+    differences = (views[1:] - views[:1]).reshape(-1, views.shape[-1])
+    _, sv, vh = torch.linalg.svd(differences, full_matrices=False)
+    variance = sv**2
+    return vh[variance > variance.sum() / views.shape[-1]].T
 
 
 def validation_split(n_samples, validation_fraction, environments, generator):

@@ -10,7 +10,7 @@ from sklearn.metrics.pairwise import cosine_similarity
 
 from clip_invariance import FrontDoorEnsembleClassifier, InvariantProjector
 from clip_invariance.datasets import make_multi_template_embeddings
-from clip_invariance.front_door import fuse_opinions
+from clip_invariance.front_door import CDC_LOSS, fuse_opinions
 
 torch = pytest.importorskip("torch")
 from clip_invariance.front_door._training import (  # noqa: E402  (needs torch)
@@ -206,7 +206,7 @@ def test_predictions_match_values_recorded_before_the_refactor():
     )
     trained = FrontDoorEnsembleClassifier(
         **kwargs, max_iter=3, alpha=0.0, prompt_span=False, fused_loss=False,  # the defaults then
-        random_state=0,
+        style_guard=False, random_state=0,
     ).fit(data.X, data.y)
     # float32 training: allow for another CPU's rounding.
     np.testing.assert_allclose(
@@ -246,7 +246,8 @@ def test_training_beats_training_free(data):
     train, test = split(data)
     kwargs = {"prompt_embeddings": data.prompt_embeddings, "n_views": 4}
     free = FrontDoorEnsembleClassifier(**kwargs, max_iter=0).fit(data.X[train], data.y[train])
-    trained = FrontDoorEnsembleClassifier(**kwargs, max_iter=10, random_state=0)
+    # The optimiser's test: unguarded maps. The guarded default's gains are tested with the style shift.
+    trained = FrontDoorEnsembleClassifier(**kwargs, max_iter=10, style_guard=False, random_state=0)
     trained.fit(data.X[train], data.y[train])
     assert trained.n_iter_ == 10 and len(trained.loss_curve_) == 10
     assert trained.loss_curve_[-1] < trained.loss_curve_[0]
@@ -709,7 +710,7 @@ def test_style_shift_old_default_training_collapses_out_of_domain(shifted):
     # The failure mode of issue 10, kept on record with the old defaults written out.
     free_in, free_out = shift_scores(shifted, max_iter=0)
     old_in, old_out = shift_scores(
-        shifted, alpha=0.0, prompt_span=False, fused_loss=False, rank=None, max_iter=50,
+        shifted, alpha=0.0, prompt_span=False, fused_loss=False, style_guard=False, rank=None, max_iter=50,
         tol=1e-4, n_iter_no_change=5, learning_rate=1e-3,
     )
     assert free_out > 0.8
@@ -718,15 +719,17 @@ def test_style_shift_old_default_training_collapses_out_of_domain(shifted):
 
 
 def test_default_training_keeps_out_of_domain_accuracy_and_still_gains_in_domain(shifted, data):
-    # Issue 10's two requirements, with the defaults (alpha=20, prompt_span, fused_loss).
+    # Issues 10 and 19, with the defaults (style_guard, alpha=10, prompt_span, fused_loss): no more
+    # than 1 point lost out of domain (issue 19; 3 under issue 10), and a gain in domain.
     free_in, free_out = shift_scores(shifted, max_iter=0)
     trained_in, trained_out = shift_scores(shifted)
-    assert trained_out >= free_out - 0.03
+    assert trained_out >= free_out - 0.01
     assert trained_in > free_in  # the shifted set-up still gains in domain
-    # Misaligned templates (the default generator): training still helps in domain.
+    # Misaligned templates (the default generator): training still helps in domain, less than
+    # without the guard (its template nuisance lies in the style subspace the guard leaves alone).
     current_free_in, _ = shift_scores(data, max_iter=0)
     current_in, _ = shift_scores(data)
-    assert current_in > current_free_in + 0.1
+    assert current_in > current_free_in + 0.05
 
 
 def test_prompt_span_confines_the_update_to_the_prompts_span(shifted):
@@ -919,3 +922,130 @@ def test_bad_environments_raise_and_leave_the_classifier_unchanged(small, enviro
     with pytest.raises(error, match=message):
         clf.fit(small.X[:60], small.y[:60], environments=environments)
     assert vars(clf).keys() == state.keys() and all(vars(clf)[k] is v for k, v in state.items())
+
+
+# ------------------------------------------------ the published loss (issue 19)
+def _hand_cdc_loss(views, y, prompts, anchors, A, beta, gamma, t):
+    """L_tce + beta L_de + gamma L_con written out in float64 numpy, loop by loop, from the paper."""
+    from scipy.special import digamma, log_softmax
+
+    def unit(a):
+        return a / np.linalg.norm(a, axis=-1, keepdims=True)
+
+    M, C, _ = prompts.shape
+    w = unit(np.stack([prompts[m] + prompts[m] @ A[m].T for m in range(M)]))
+    tce = 0.0
+    for m in range(M):  # template m meets view m
+        alpha = np.exp(t * views[m] @ w[m].T) + 1.0
+        tce += np.mean(digamma(alpha.sum(axis=1)) - digamma(alpha[np.arange(len(y)), y]))
+    de = 0.0
+    for m in range(M):
+        for m2 in range(M):
+            if m2 != m:
+                for c in range(C):
+                    log_p = log_softmax(t * w[m2] @ w[m, c])
+                    de += np.sum(np.exp(log_p) * log_p) / ((M - 1) * C)
+    con = -sum(log_softmax(t * anchors @ w[m, c])[c] for m in range(M) for c in range(C)) / C
+    return tce + beta * de + gamma * con
+
+
+def test_cdc_preset_trains_exactly_the_published_loss():
+    from clip_invariance.front_door._training import _AdapterTrainer
+
+    rng = np.random.RandomState(0)
+    M, C, D, n = 3, 4, 6, 5
+
+    def unit(a):
+        return a / np.linalg.norm(a, axis=-1, keepdims=True)
+
+    views, prompts, anchors = unit(rng.randn(M, n, D)), unit(rng.randn(M, C, D)), unit(rng.randn(C, D))
+    y = rng.randint(C, size=n)
+    A = 0.3 * rng.randn(M, D, D)  # maps away from the identity, where the additions would show
+    pairs = np.column_stack([np.arange(M)] * 2)
+    clf = FrontDoorEnsembleClassifier.cdc(beta=0.3, gamma=0.7, temperature=2.0)
+    options = TrainingOptions.from_estimator(clf)
+    trainer = _AdapterTrainer(views, y, prompts, anchors, pairs, options, torch.Generator().manual_seed(0))
+    trainer.set_weights([torch.as_tensor(A, dtype=torch.float32)])
+    loss = trainer.loss(torch.arange(n), epoch=0).item()
+    expected = _hand_cdc_loss(views, y, prompts, anchors, A, 0.3, 0.7, 2.0)
+    assert loss == pytest.approx(expected, rel=1e-5)
+    # The package's additions change it: the default's proximal penalty and fused opinion.
+    ours = _AdapterTrainer(views, y, prompts, anchors, pairs,
+                           TrainingOptions.from_estimator(clone(clf).set_params(alpha=10.0, fused_loss=True)),
+                           torch.Generator().manual_seed(0))
+    ours.set_weights([torch.as_tensor(A, dtype=torch.float32)])
+    assert ours.loss(torch.arange(n), epoch=0).item() > loss + 1.0
+
+
+def test_cdc_preset_sets_the_published_loss_and_clones():
+    clf = FrontDoorEnsembleClassifier.cdc(np.eye(3), n_views=2, beta=0.5)
+    params = clf.get_params()
+    assert {k: params[k] for k in CDC_LOSS} == CDC_LOSS
+    assert CDC_LOSS == {"alpha": 0.0, "prompt_span": False, "style_guard": False, "fused_loss": False,
+                        "kl_annealing_epochs": None, "decoupling_reduction": "sum"}
+    assert (params["n_views"], params["beta"]) == (2, 0.5)
+    np.testing.assert_array_equal(clone(clf).prompt_embeddings, np.eye(3))
+    assert clone(clf).get_params()["alpha"] == 0.0
+
+
+def test_cdc_preset_refuses_to_override_its_own_parameters():
+    with pytest.raises(ValueError, match=r"^FrontDoorEnsembleClassifier\.cdc sets \['alpha', 'fused_loss'\] "
+                                         r"to reproduce CDC's published loss; use the constructor to change "
+                                         r"them\.$"):
+        FrontDoorEnsembleClassifier.cdc(fused_loss=True, alpha=1.0)
+
+
+# ----------------------------------------------------------- the style guard
+def test_style_directions_recover_the_subspace_the_views_move():
+    from clip_invariance.front_door._training import style_directions
+
+    rng = np.random.RandomState(0)
+    style, _ = np.linalg.qr(rng.randn(32, 3))
+    content = rng.randn(200, 32)
+    views = np.stack([content + rng.randn(200, 3) @ style.T + 0.01 * rng.randn(200, 32) for _ in range(4)])
+    basis = style_directions(torch.as_tensor(views)).numpy()
+    assert basis.shape == (32, 3)
+    np.testing.assert_allclose(basis @ basis.T, style @ style.T, atol=1e-3)
+    assert style_directions(torch.as_tensor(views[:1])) is None  # one view: no style to read
+
+
+def test_style_guard_keeps_the_update_off_the_style_directions(shifted):
+    from clip_invariance.front_door._training import style_directions
+
+    T, A = shifted.prompt_embeddings, shifted.anchor_embeddings
+    params = {"n_views": 4, "max_iter": 3, "random_state": 0, "alpha": 0.0, "prompt_span": False}
+    guarded = FrontDoorEnsembleClassifier(T, A, **params).fit(shifted.X, shifted.y)
+    views = np.stack(np.split(shifted.X.astype(np.float64), 4, axis=1))
+    views /= np.linalg.norm(views, axis=-1, keepdims=True)
+    style = style_directions(torch.as_tensor(views)).numpy()
+    assert style.shape[1] >= 4  # the variant subspace the augmentations move (8 latents)
+    update = guarded.adapters_.toarray() - np.eye(T.shape[-1])
+    assert np.abs(update).max() > 1e-3
+    np.testing.assert_allclose(style.T @ update, 0.0, atol=1e-5)  # no class embedding moves along a style
+    np.testing.assert_allclose(update @ style, 0.0, atol=1e-5)
+    free = FrontDoorEnsembleClassifier(T, A, style_guard=False, **params).fit(shifted.X, shifted.y)
+    assert np.abs(style.T @ (free.adapters_.toarray() - np.eye(T.shape[-1]))).max() > 1e-3
+
+
+def test_style_guard_does_nothing_with_a_single_view(data):
+    X, y = data.X[:300, :64], data.y[:300]
+    params = {"max_iter": 2, "random_state": 0, "prompt_span": False}
+    guarded = FrontDoorEnsembleClassifier(data.prompt_embeddings, style_guard=True, **params).fit(X, y)
+    plain = FrontDoorEnsembleClassifier(data.prompt_embeddings, style_guard=False, **params).fit(X, y)
+    np.testing.assert_array_equal(guarded.adapters_.toarray(), plain.adapters_.toarray())
+
+
+def test_style_guard_stops_the_published_loss_from_collapsing_out_of_domain(shifted):
+    free_in, free_out = shift_scores(shifted, max_iter=0)
+    _, cdc_out = shift_scores(shifted, **CDC_LOSS)
+    guarded_in, guarded_out = shift_scores(shifted, **{**CDC_LOSS, "style_guard": True})
+    assert cdc_out < free_out - 0.15  # the published loss collapses under the flipped link ...
+    assert guarded_out >= free_out - 0.01  # ... the guard keeps out-of-domain accuracy
+    assert guarded_in > free_in  # and still gains in domain
+
+
+def test_style_guard_must_be_a_bool(data):
+    clf = FrontDoorEnsembleClassifier(data.prompt_embeddings, n_views=4, style_guard="yes")
+    with pytest.raises(ValueError, match=r"^The 'style_guard' parameter of FrontDoorEnsembleClassifier must "
+                                         r"be an instance of 'bool' or an instance of 'numpy.bool'"):
+        clf.fit(data.X, data.y)
