@@ -190,7 +190,7 @@ def _embed(args):
     start = time.perf_counter()
     store = embed_image_folder(
         args.root,
-        args.output,
+        _store_folder(args.output, "-o"),
         model_name=args.model_name,
         pretrained=_pretrained(args.pretrained),
         device=args.device,
@@ -244,7 +244,7 @@ def _evaluate(args):
         store = source
         results = evaluate_store(store, **options)
     else:
-        store = Path(args.store) if args.store is not None else _default_store(source, args)
+        store = _default_store(source, args) if args.store is None else _store_folder(args.store, "--store")
         check_store_path(store)
         args.resume_hint = "run the same command again: the embedding resumes where it stopped"
         results = evaluate_image_folder(
@@ -291,6 +291,16 @@ def _now():
     from datetime import datetime, timezone
 
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _store_folder(text, flag):
+    """Where a store is written: a link's target, so that the link stays and no copy of it is left behind."""
+    if not os.path.islink(text):
+        return Path(text)
+    target = Path(os.path.realpath(text))
+    if not target.exists():
+        raise ValueError(f"{flag} {text!r} is a link to nothing ({str(target)!r}).")
+    return target
 
 
 def _default_store(root, args):

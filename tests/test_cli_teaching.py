@@ -251,3 +251,22 @@ def test_config_of_an_image_folder_names_its_store_and_reruns(tiny_model, tmp_pa
     again = evaluation.evaluate_store(config["store"], **config["arguments"])
     first = pd.read_csv(output / "results.csv")
     assert again["accuracy"].tolist() == first["accuracy"].tolist()
+
+
+def test_a_store_given_as_a_link_is_written_at_its_target(tiny_model, tmp_path, capsys):
+    root = image_folder(tmp_path / "images")
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    argv = ["embed", str(root), "-o", str(tmp_path / "link"), "--model-name", tiny_model,
+            "--pretrained", "none", "--device", "cpu", "--quiet", "--n-augmented", "0"]
+    status, out, _ = run(argv, capsys)
+    assert status == 0 and out.startswith(f"{tmp_path / 'link'}: 4 images in 2 environments")
+    # The link is kept, pointing at the store; no real folder in its place, no '.link.old-*' left.
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "link" / "store.json").is_file()
+    assert sorted(os.listdir(tmp_path)) == ["images", "link", "real"]
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    argv[3] = str(tmp_path / "dangling")
+    status, _, err = run(argv, capsys)
+    assert status == 1 and err == (f"clip-invariance embed: error: -o {str(tmp_path / 'dangling')!r} is a "
+                                   f"link to nothing ({str(tmp_path / 'nowhere')!r}).\n")
+    assert not (tmp_path / "nowhere").exists()
