@@ -234,7 +234,9 @@ def _evaluate(args):
         "templates": args.templates,
         "include_target_name": args.include_target_name,
         "grids": {k: v for k, v in (("n_components", args.n_components), ("lam", args.lam),
-                                    ("C", args.C), ("temperature", args.temperature)) if v is not None},
+                                    ("C", args.C), ("temperature", args.temperature),
+                                    ("wise_alpha", args.wise_alpha), ("tip_alpha", args.tip_alpha),
+                                    ("tip_beta", args.tip_beta)) if v is not None},
         "progress": not args.quiet,
     }
     source = Path(args.source)
@@ -447,6 +449,12 @@ def _parser():
                           help="grid of the probes' C, comma list" + grid)
     evaluate.add_argument("--temperature", type=_float_list, default=None,
                           help="grid of the front door's temperature, comma list" + grid)
+    evaluate.add_argument("--wise-alpha", type=_float_list, default=None,
+                          help="grid of WiSE's mixing weight in [0, 1], comma list" + grid)
+    evaluate.add_argument("--tip-alpha", type=_float_list, default=None,
+                          help="grid of Tip-Adapter's residual ratio, comma list" + grid)
+    evaluate.add_argument("--tip-beta", type=_float_list, default=None,
+                          help="grid of Tip-Adapter's sharpness, comma list" + grid)
     evaluate.add_argument("--output", default=None,
                           help="folder for results.csv, results.md, config.json (checked writable first)")
     evaluate.add_argument("--latex", action="store_true",

@@ -337,3 +337,24 @@ def test_evaluate_a_folder_with_two_models_keeps_a_store_for_each(tiny_model, ti
         stores.append(out.splitlines()[0].split(": store ")[1])
     assert stores[0] != stores[1] and stores[2] == stores[0]
     assert load_embeddings(stores[1]).settings["model"]["pretrained"]["file"] == str(tiny_checkpoint["bin"])
+
+
+def test_evaluate_takes_the_baselines_grids(tmp_path, capsys):
+    from clip_invariance.datasets import make_invariant_embeddings, save_embeddings
+
+    data = make_invariant_embeddings(n_samples=300, n_features=16, random_state=0)
+    store = tmp_path / "store"
+    save_embeddings(store, X=data.X, y=data.y, environments=data.environments,
+                    views=data.X_views.transpose(1, 0, 2), prompt_embeddings=data.prompt_embeddings)
+    output = tmp_path / "results"
+    status, _, err = run(["evaluate", str(store), "--methods", "wise,tip-adapter", "--C", "1", "--wise-alpha",
+                          "0.25", "--tip-alpha", "2", "--tip-beta", "3", "--output", str(output), "--quiet"],
+                         capsys)
+    assert status == 0, err
+    grids = json.loads((output / "config.json").read_text())["arguments"]["grids"]
+    chosen = [grids[name] for name in ("wise_alpha", "tip_alpha", "tip_beta", "C")]
+    assert chosen == [[0.25], [2.0], [3.0], [1.0]]
+    status, _, err = run(["evaluate", str(store), "--methods", "wise", "--wise-alpha", "0.5,2", "--quiet"],
+                         capsys)
+    assert _one_error_line(status, err, "evaluate").endswith(
+        "grids['wise_alpha'] holds 2.0: the mixing weight must be in [0, 1].")
