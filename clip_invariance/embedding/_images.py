@@ -93,7 +93,7 @@ def read_image(source):
     from PIL import Image, ImageOps
 
     if isinstance(source, (str, os.PathLike)):
-        path = os.fspath(source)
+        path = str(os.fspath(source))  # np.str_ -> str: messages show the path, not np.str_('...')
         if not os.path.isfile(path):
             raise FileNotFoundError(f"No such image file: {path!r}")
         with Image.open(path) as img:

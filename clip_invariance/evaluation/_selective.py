@@ -29,19 +29,34 @@ __all__ = [
 
 
 def _check_selective_inputs(y_true, y_pred, confidence):
-    """1-D arrays of equal, non-zero length, and a confidence free of NaN."""
+    """1-D arrays of equal, non-zero length, labels of one kind, and a confidence free of NaN."""
     y_true = column_or_1d(y_true)
     y_pred = column_or_1d(y_pred)
     confidence = column_or_1d(confidence)
     check_consistent_length(y_true, y_pred, confidence)
     if y_true.shape[0] == 0:
         raise ValueError("y_true, y_pred and confidence are empty; at least one sample is needed.")
+    kinds = _label_kinds(y_true), _label_kinds(y_pred)
+    if len(kinds[0] | kinds[1]) > 1:
+        # A string never equals a number: every prediction would count as an error.
+        names = [" and ".join(sorted(kind, reverse=True)) for kind in kinds]
+        raise ValueError(f"Mix of label input types (string and number): y_true holds {names[0]}, y_pred "
+                         f"{names[1]}. Give both as the same kind of label.")
     if not np.issubdtype(confidence.dtype, np.number) or np.issubdtype(confidence.dtype, np.complexfloating):
         raise TypeError(f"confidence must hold real numbers, got dtype {confidence.dtype}.")
     confidence = confidence.astype(np.float64)
     if np.isnan(confidence).any():
         raise ValueError("confidence contains NaN; every sample needs a confidence to be ranked.")
     return y_true, y_pred, confidence
+
+
+def _label_kinds(labels):
+    """``{"strings"}``, ``{"numbers"}`` or both: what the labels are, as scikit-learn tells them apart."""
+    if labels.dtype.kind in "US":
+        return {"strings"}
+    if labels.dtype.kind != "O":
+        return {"numbers"}
+    return {"strings" if isinstance(label, str) else "numbers" for label in labels}
 
 
 def risk_coverage_curve(y_true, y_pred, confidence):

@@ -63,6 +63,7 @@ class TemplateAdapters:
             maps = np.asarray(maps)
             if maps.ndim != 3 or maps.shape[1] != maps.shape[2]:
                 raise ValueError(f"maps must have shape (n_templates, D, D), got {maps.shape}.")
+            _check_finite("maps", maps)
         else:
             left, right = np.asarray(left), np.asarray(right)
             if left.ndim != 3 or left.shape != right.shape:
@@ -70,6 +71,8 @@ class TemplateAdapters:
                     "left and right must have the same shape (n_templates, D, rank), "
                     f"got {left.shape} and {right.shape}."
                 )
+            _check_finite("left", left)
+            _check_finite("right", right)
         self.left = left
         self.right = right
         self.maps = maps
@@ -97,6 +100,8 @@ class TemplateAdapters:
         """
         left = np.asarray(left, dtype=dtype)
         right = np.broadcast_to(np.asarray(right, dtype=left.dtype), left.shape)
+        _check_finite("left", left)  # before the dense maps, so that the message names the factor
+        _check_finite("right", right)
         n_templates, dim, rank = left.shape
         if 2 * rank < dim:
             return cls(left, np.ascontiguousarray(right))
@@ -152,3 +157,11 @@ class TemplateAdapters:
     def __repr__(self):
         return (f"{type(self).__name__}(n_templates={self.n_templates}, n_features="
                 f"{self.n_features}, rank={self.rank}, dtype={self.dtype})")
+
+
+def _check_finite(name, array):
+    """Raise a ValueError naming the first template whose ``array`` holds NaN or infinity."""
+    if array.dtype.kind in "fc" and array.size and not np.isfinite(array).all():
+        template = int(np.argmax(~np.isfinite(array).reshape(len(array), -1).all(axis=1)))
+        raise ValueError(f"{name} contains NaN or infinity (template {template}): the maps "
+                         "W = I + L R^T must be finite.")

@@ -467,6 +467,8 @@ def fuse_scores(scores, kind="softplus"):
             s = s.astype(np.float64)
         if s.ndim == 0:
             raise ValueError("scores must have a class axis (at least one dimension).")
+        if s.shape[-1] == 0:
+            raise ValueError(f"scores must have at least one class (their last axis), got shape {s.shape}.")
         if ratio is not None and s.shape != ratio.shape:
             raise ValueError(f"All scores must have the same shape, got {ratio.shape} and {s.shape}.")
         info, log_c = np.finfo(s.dtype), np.log(s.shape[-1])

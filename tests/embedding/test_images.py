@@ -96,3 +96,17 @@ def test_predicates():
     assert is_pil_image(image) and not is_lazy_image(image)
     assert not is_pil_image("a.png") and not is_lazy_image("a.png")
     assert np.asarray(read_image(view)).tolist() == [[[255] * 3] * 2] * 2
+
+
+def test_numpy_string_paths_are_named_as_plain_strings(tmp_path):
+    # Paths often come out of numpy arrays (a store's paths): messages show the path, not np.str_('...').
+    with pytest.raises(FileNotFoundError, match=r"^No such image file: 'no/such/file\.png'$"):
+        read_image(np.str_("no/such/file.png"))
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not an image")
+    with pytest.raises(OSError) as raised:
+        read_image(np.array([str(junk)])[0])
+    assert "np.str_" not in str(raised.value) and str(junk) in str(raised.value)
+    image = tmp_path / "ok.png"
+    Image.new("RGB", (3, 2)).save(image)
+    assert read_image(np.str_(image)).size == (3, 2)

@@ -188,6 +188,14 @@ def test_bad_inputs(func):
         func([0, 1], [0, 0], ["high", "low"])
     with pytest.raises(ValueError, match="y should be a 1d array"):
         func([[0, 1]], [[0, 1]], [[0.5, 0.5]])
+    # A string never equals a number: every prediction would count as wrong (scikit-learn raises too).
+    mixed = r"^Mix of label input types \(string and number\): y_true holds {}, y_pred {}\."
+    with pytest.raises(ValueError, match=mixed.format("strings", "numbers")):
+        func(["a", "b"], [0, 1], [0.5, 0.4])
+    with pytest.raises(ValueError, match=mixed.format("numbers", "strings")):
+        func(np.array([0, 1]), np.array(["0", "1"], dtype=object), [0.5, 0.4])
+    with pytest.raises(ValueError, match=mixed.format("strings and numbers", "strings")):
+        func(np.array(["a", 1], dtype=object), ["a", "b"], [0.5, 0.4])
 
 
 def test_auroc_needs_both_kinds_of_prediction():
@@ -217,3 +225,13 @@ def test_no_threshold_reaches_the_target():
         abstention_threshold([0, 1, 1, 0], [1, 1, 1, 1], [0.9, 0.8, 0.8, 0.1], target_risk=0.0)
     # target_risk=1 is always reached, at full coverage.
     assert abstention_threshold([0, 1], [1, 0], [0.9, 0.1], target_risk=1.0) == (0.1, 1.0)
+
+
+def test_labels_of_one_kind_in_any_dtype_are_compared():
+    confidence = [0.9, 0.8, 0.7]
+    expected = risk_coverage_curve([0, 1, 1], [0, 1, 0], confidence)
+    for y_true, y_pred in [(np.array([0.0, 1.0, 1.0]), [0, 1, 0]), ([False, True, True], [0, 1, 0])]:
+        for a, b in zip(risk_coverage_curve(y_true, y_pred, confidence), expected):
+            np.testing.assert_array_equal(a, b)
+    strings = risk_coverage_curve(np.array(["a", "b", "b"], dtype=object), ["a", "b", "a"], confidence)
+    np.testing.assert_array_equal(strings[1], [0.0, 0.0, 1 / 3])

@@ -313,3 +313,40 @@ def test_fuse_scores_tiny_evidence_is_not_lost_to_underflow():
 def test_fuse_scores_bad_input(scores, kind, message):
     with pytest.raises(ValueError, match=message):
         fuse_scores(scores, kind)
+
+
+@pytest.mark.parametrize("scores", [[np.zeros((3, 0))], np.zeros((1, 3, 0)), [np.zeros(0)]])
+@pytest.mark.parametrize("kind", ["softplus", "exp"])
+def test_fuse_scores_needs_a_class(scores, kind):
+    with pytest.raises(ValueError, match=r"^scores must have at least one class \(their last axis\), got "
+                                         r"shape \((3, )?0,?\)\.$"):
+        fuse_scores(scores, kind)
+
+
+def _with_nan(shape, index, value=np.nan):
+    array = np.zeros(shape)
+    array[index] = value
+    return array
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda adapters: adapters(_with_nan((2, 4, 1), (1, 2, 0)), np.zeros((2, 4, 1))),
+         r"left contains NaN or infinity \(template 1\)"),
+        (lambda adapters: adapters(np.zeros((2, 4, 1)), _with_nan((2, 4, 1), (0, 0, 0), np.inf)),
+         r"right contains NaN or infinity \(template 0\)"),
+        (lambda adapters: adapters(maps=_with_nan((3, 2, 2), (2, 1, 1))),
+         r"maps contains NaN or infinity \(template 2\)"),
+        # low rank stored as factors, high rank as dense maps: both name the factor given
+        (lambda adapters: adapters.from_factors(_with_nan((2, 4, 1), (1, 0, 0)), np.ones((4, 1))),
+         r"left contains NaN or infinity \(template 1\)"),
+        (lambda adapters: adapters.from_factors(np.ones((2, 2, 2)), _with_nan((2, 2, 2), (0, 1, 1))),
+         r"right contains NaN or infinity \(template 0\)"),
+    ],
+)
+def test_template_adapters_refuse_nan_factors(build, message):
+    from clip_invariance.front_door import TemplateAdapters
+
+    with pytest.raises(ValueError, match=f"^{message}: the maps W = I \\+ L R\\^T must be finite\\.$"):
+        build(TemplateAdapters)
