@@ -24,6 +24,7 @@ import argparse
 import csv
 import os
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,8 @@ def measure(n_classes, device, repeats, max_steps):
     X = rng.normal(size=(len(y), n_views * backbone.embedding_dim)).astype(np.float32)
 
     def fit(max_iter):
+        # a few steps of C = 100 see fewer images than classes: scikit-learn's "regression?" warning
+        warnings.filterwarnings("ignore", message="The number of unique classes", category=UserWarning)
         PromptLearningFrontDoorClassifier(MODEL, None, names, n_views=n_views, batch_size=BATCH_SIZE,
                                           max_iter=max_iter, device=device, random_state=0).fit(X, y)
 
