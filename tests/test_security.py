@@ -18,6 +18,7 @@ from clip_invariance import (
     InvariantProjector,
     ZeroShotInvariantClassifier,
 )
+from clip_invariance.baselines import TipAdapterClassifier, WiSEClassifier
 from clip_invariance.datasets import make_invariant_embeddings, make_multi_template_embeddings
 from clip_invariance.persistence import trusted_types
 from clip_invariance.views import stack_views
@@ -83,6 +84,11 @@ def _fitted(name):
     if name == "zero-shot, named classes, no projector":
         names = [f"class {c}" for c in range(len(data.prompt_embeddings))]
         return ZeroShotInvariantClassifier(data.prompt_embeddings, classes=names).fit(X), data.X
+    if name.startswith(("WiSE", "Tip-Adapter")):
+        estimator = WiSEClassifier if name.startswith("WiSE") else TipAdapterClassifier
+        projector = InvariantProjector(8) if name.endswith("projected") else None
+        model = estimator(data.prompt_embeddings, projector=projector)
+        return model.fit(X, np.tile(data.y, 2), view_groups=view_groups), data.X
     mt = make_multi_template_embeddings(n_samples=120, n_views=2, random_state=0)
     if name == "front door (trained, projected)":
         model = FrontDoorEnsembleClassifier(n_views=2, max_iter=2, projector=InvariantProjector(8),
@@ -99,6 +105,7 @@ def _fitted(name):
 MODELS = [f"projector, {how}" for how in PROJECTORS] + [
     "projector pipeline", "zero-shot, projected", "zero-shot, named classes, no projector",
     "front door (trained, projected)", "front door (trained, rank 2)", "front door (untrained)",
+    "WiSE", "WiSE, projected", "Tip-Adapter", "Tip-Adapter, projected",
 ]
 
 

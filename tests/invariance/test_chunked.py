@@ -312,6 +312,10 @@ def test_zero_shot_predictions_are_lazy(n_classes):
             assert_allclose(result.compute(), expected, rtol=1e-12)
     with pytest.raises(ValueError, match="X has 15 features, but ZeroShotInvariantClassifier is expecting"):
         clf.predict(X[:, 1:])
+    nan = da.where(da.arange(300)[:, None] == 222, np.nan, X)
+    message = r"^Input X contains NaN\.(.|\n)*In chunk 2 of X \(rows 200-299\), first in row 222\.$"
+    with pytest.raises(ValueError, match=message):
+        clf.predict(nan).compute()
     with pytest.raises(NotFittedError):
         ZeroShotInvariantClassifier(prompts).predict_proba(X)
     with pytest.raises(NotFittedError):

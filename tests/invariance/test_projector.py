@@ -272,6 +272,7 @@ BAD_INPUTS = [
     ("view_groups mixed types", {}, _with(), {"view_groups": np.array([None, 1, "a", 1] * 5, dtype=object)},
      TypeError, r"view_groups mixes values that cannot be sorted together \(NoneType, int, str\)"),
     ("y length", {}, _with(), {"y": np.zeros(3)}, ValueError, "y has 3 entries but X has 20 rows"),
+    ("y NaN", {}, _with(), {"y": np.r_[np.nan, _PAIRS[1:] % 2]}, ValueError, "^y contains NaN or infinity.$"),
     ("continuous y", {}, _with(), {"y": np.linspace(0, 1, 20)}, ValueError,
      "y looks continuous .* needs class labels"),
     ("every class a single sample", {}, _with(), {"y": np.arange(20)}, ValueError,
