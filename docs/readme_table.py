@@ -30,7 +30,8 @@ SEEDS = "0,1,2"
 METHODS = ("zero-shot,zero-shot-icm,prototype,probe,probe-views,probe-icm,probe-icm-views,"
            "wise,wise-icm,tip-adapter,tip-adapter-icm")
 # Small grids keep the run to about a minute (the test reruns it); the default grids take minutes.
-GRIDS = ["--n-components", "8,16", "--lam", "10,100", "--C", "0.316,3.16"]
+GRIDS = ["--n-components", "8,16", "--lam", "10,100", "--C", "0.316,3.16", "--wise-alpha", "0,0.5,1",
+         "--tip-alpha", "1,100", "--tip-beta", "3.5,14"]
 
 
 def write_synthetic_store(path, *, n_samples=800, random_state=0):

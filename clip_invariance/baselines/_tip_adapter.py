@@ -17,7 +17,7 @@ _BLOCK = 1 << 22
 class TipAdapterClassifier(_PromptHeadClassifier):
     r"""Tip-Adapter: CLIP's zero-shot logits plus a key-value cache of the training images.
 
-    Tip-Adapter (Zhang et al., ECCV 2022) is training-free. Its cache holds
+    Tip-Adapter (Zhang et al., ECCV 2022 [1]_) is training-free. Its cache holds
     the unit training image embeddings as keys :math:`F` (:math:`N \times K`)
     and their one-hot labels as values :math:`L` (:math:`N \times C`). For a
     unit test embedding :math:`z`,

@@ -15,7 +15,7 @@ __all__ = ["WiSEClassifier"]
 class WiSEClassifier(_PromptHeadClassifier):
     r"""WiSE-FT on frozen features: the zero-shot head and a linear probe, mixed in weight space.
 
-    WiSE-FT (Wortsman et al., CVPR 2022) interpolates the weights of the
+    WiSE-FT (Wortsman et al., CVPR 2022 [1]_) interpolates the weights of the
     zero-shot model and of the fine-tuned one. On frozen CLIP features both
     are linear heads on the unit image embedding :math:`z`
     (:math:`z = A^\top x / \|A^\top x\|` in the invariant subspace of a
