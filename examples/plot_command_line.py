@@ -137,7 +137,7 @@ run("embed", root, "-o", store, *model, "--n-augmented", 1, "--quiet")
 # grids the selection rule chooses from (defaults: ``D/16`` to ``D/2``,
 # {1, 10, 100} and four values of ``C``).
 
-run("evaluate", store, "--output", results, "--quiet",
+run("evaluate", store, "--output", results, "--quiet", "--latex",
     "--methods", "zero-shot,zero-shot-icm,probe,probe-icm",
     "--n-components", "4,8,16", "--lam", "1,10", "--C", "0.316", echo=False)
 
@@ -145,8 +145,11 @@ run("evaluate", store, "--output", results, "--quiet",
 # What ``evaluate`` wrote
 # -----------------------
 # ``results.md``, the tables it printed (one per protocol and selection
-# rule); ``results.csv``, one row per method, held-out environment and seed,
-# with the hyper-parameters chosen; ``config.json``, what is needed to rerun.
+# rule, with the images scored per target and the hyper-parameters chosen);
+# ``results.csv``, one row per method, held-out environment and seed, with
+# the hyper-parameters chosen; ``config.json``, what is needed to rerun, with
+# the package versions, the hardware, the date and the run's duration;
+# ``results.tex`` (``--latex``), the tables for a paper.
 
 print(sorted(p.name for p in results.iterdir()))
 print((results / "results.md").read_text())
