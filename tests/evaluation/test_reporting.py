@@ -309,3 +309,27 @@ def test_chance_levels():
                                                 ("base-to-new", "base"), ("base-to-new", "new"),
                                                 ("base-to-new", "total")]] == [1 / 7, 1 / 7, 1 / 7, 1 / 4,
                                                                                1 / 3, 1 / 7]
+
+
+def test_ablation_error_bars_only_with_seeds_and_a_chance_line(tmp_path, figures):
+    from matplotlib.container import ErrorbarContainer
+
+    def rows(seeds):
+        swept = [{"parameter": name, "value": value, "n_components": value if name == "n_components" else 8,
+                  "lam": value if name == "lam" else 10.0} for name, values in
+                 (("n_components", [4, 8]), ("lam", [1.0, 10.0])) for value in values]
+        return pd.DataFrame([{**point, "method": "probe-icm", "selection": "lodo-cv", "target": target,
+                              "seed": seed, "accuracy": 0.5 + 0.1 * seed}
+                             for point in swept for target in ("a", "b") for seed in seeds])
+
+    plot_ablation(rows([0, 1]), tmp_path, n_classes=5)
+    plot_ablation(rows([0]), tmp_path)
+    for figure, expected in zip(figures, (True, False)):
+        for ax in figure.axes:
+            bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+            assert [c.has_yerr for c in bars] == [expected] * 3  # a, b and their average
+    chance = [(line.get_label(), line.get_ydata()[0]) for ax in figures[0].axes for line in ax.get_lines()
+              if line.get_label().startswith("chance")]
+    assert chance == [("chance (20.0%)", 20.0)] * 2
+    assert not [line for ax in figures[1].axes for line in ax.get_lines()
+                if line.get_label().startswith("chance")]
