@@ -447,6 +447,18 @@ def chance_level(protocol, split, n_classes):
     base images among the first ``ceil(C / 2)`` classes and its new images among
     the other ``floor(C / 2)``.
 
+    Parameters
+    ----------
+    protocol : {"dg", "open-class", "base-to-new"}
+    split : str
+        The ``split`` of a result row (``"all"``, ``"base"``, ``"new"``, ...).
+    n_classes : int
+        The store's number of classes ``C``.
+
+    Returns
+    -------
+    chance : float
+
     Examples
     --------
     >>> from clip_invariance.evaluation import chance_level
