@@ -352,7 +352,8 @@ def check_store_path(path, *, model=None, overwrite=False):
         The ``settings["model"]`` the new store will record: a store there
         of another model (``model_name`` or ``pretrained``) is refused unless
         ``overwrite``; one of the same model with other weights files or
-        settings is replaced, with a warning.
+        settings is replaced, with a warning. For a shard's folder, so is a
+        finished sibling shard of another model.
     overwrite : bool, default=False
         Replace a store of another model.
 
@@ -364,6 +365,8 @@ def check_store_path(path, *, model=None, overwrite=False):
         another model than ``model``, without ``overwrite``.
     """
     path = Path(path)
+    if model is not None and not overwrite and path.parent.name == SHARD_FOLDER and path.parent.is_dir():
+        _check_sibling_shards(path, model)
     if not path.exists():
         moved = sorted(path.parent.glob(f".{path.name}.old-*"), key=os.path.getmtime)
         if moved:
@@ -398,6 +401,24 @@ def _check_same_model(path, model):
     changed = ", ".join(key for key in sorted(set(old) | set(model)) if old.get(key) != model.get(key))
     warnings.warn(f"{str(path)!r}: the weights or settings of {_model_label(model)} changed since the store "
                   f"was embedded ({changed}): every item is embedded again.", UserWarning, stacklevel=3)
+
+
+def _check_sibling_shards(path, model):
+    """Refuse to embed a shard with another model than its finished siblings: the store could not load."""
+    for sibling in sorted(path.parent.iterdir()):
+        finished = (sibling / METADATA_FILE).is_file()
+        if sibling == path or parse_shard_name(sibling.name) is None or not finished:
+            continue
+        try:
+            old = read_metadata(sibling)["settings"].get("model")
+        except ValueError:
+            continue  # named when the store is read
+        if _model_label(old) != _model_label(model):
+            raise ValueError(f"{str(path.parent.parent)!r}: shard {sibling.name} of this store holds "
+                             f"embeddings of {_model_label(old)}; this run embeds with "
+                             f"{_model_label(model)}. Embed every shard with one model (overwrite=True, "
+                             "--overwrite, to start them over with this one), or choose another store "
+                             "folder.")
 
 
 def _model_label(model):

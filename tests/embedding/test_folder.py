@@ -488,3 +488,17 @@ def test_a_store_of_another_model_is_not_replaced_without_overwrite(folder, tmp_
     other = embed(folder, store, tiny_model, pretrained=checkpoint, overwrite=True)
     assert other.settings["model"]["pretrained"]["file"] == checkpoint
     assert np.abs(other.X - X).max() > 1e-3
+
+
+def test_a_shard_of_another_model_than_its_finished_siblings_is_refused(folder, tmp_path, tiny_model,
+                                                                        tiny_checkpoint, counts):
+    store = tmp_path / "sharded"
+    embed(folder, store, tiny_model, shard=(0, 2))
+    taken(counts)
+    checkpoint = str(tiny_checkpoint["safetensors"])
+    message = (rf"shard 00000-of-00002 of this store holds embeddings of {tiny_model} \(random weights\); "
+               rf"this run embeds with {tiny_model} \({checkpoint}\)")
+    with pytest.raises(ValueError, match=message):
+        embed(folder, store, tiny_model, pretrained=checkpoint, shard=(1, 2))
+    assert taken(counts) == {"image": 0, "text": 0}
+    assert not (store / "shards" / "00001-of-00002").exists()
