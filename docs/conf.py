@@ -54,6 +54,7 @@ html_css_files = ["custom.css"]
 html_title = f"clip-invariance {version}"
 html_baseurl = DOCS_URL
 html_show_sourcelink = False
+toc_object_entries_show_parents = "hide"  # "fit()" in a class page's table of contents, not "Class.fit()"
 
 # pydata-sphinx-theme, as scikit-learn's and skada's docs: a wide content column, the version in the
 # navigation bar, nothing loaded from the network (the icons and fonts ship with the theme).
