@@ -242,10 +242,10 @@ def test_latex_config_and_ablations_on_the_grids_given(store, tmp_path, capsys, 
 
 def test_config_of_an_image_folder_names_its_store_and_reruns(tiny_model, tmp_path, capsys):
     root, store, output = image_folder(tmp_path / "images", n_images=5), tmp_path / "store", tmp_path / "out"
-    status, _, _ = run(["evaluate", str(root), "--store", str(store), "--methods", "probe", "--C", "0.316",
-                        "--model-name", tiny_model, "--pretrained", "none", "--device", "cpu",
-                        "--output", str(output), "--quiet"], capsys)
-    assert status == 0
+    status, _, err = run(["evaluate", str(root), "--store", str(store), "--methods", "probe", "--C", "0.316",
+                          "--model-name", tiny_model, "--pretrained", "none", "--device", "cpu",
+                          "--output", str(output), "--quiet"], capsys)
+    assert status == 0, err
     config = json.loads((output / "config.json").read_text())
     assert config["store"] == str(store)  # was null: the documented rerun failed
     again = evaluation.evaluate_store(config["store"], **config["arguments"])
