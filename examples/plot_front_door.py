@@ -58,9 +58,10 @@ def accuracy(clf, where):
 # %%
 # Two paths, trained or not
 # -------------------------
-# Training uses the default losses (proximal penalty ``alpha=20``, updates inside the
-# span of the prompts, TMC's fused-opinion term), which keep the plain path from
-# collapsing out of domain; the projector path does not need that guard.
+# Training uses the defaults (proximal penalty ``alpha=10``, updates inside the span of
+# the prompts and off the directions the augmented views move, TMC's fused-opinion
+# term), which keep the plain path from collapsing out of domain; the projector path
+# does not need that guard.
 
 results = {}
 for projector in (False, True):

@@ -88,12 +88,16 @@ class FrontDoorEnsembleClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
     ``M * n_views`` opinions, template-major. ``"auto"`` pairs when
     ``n_views == M``.
 
-    **Training** (``max_iter > 0``, torch). Each template gets a
-    class-agnostic residual map :math:`W_m = I + \Delta_m` (``rank=None``) or
+    **Training** (``max_iter > 0``, torch). CDC learns the templates'
+    prompt tokens through the text encoder; on fixed embeddings there is no
+    encoder, so each template gets instead a class-agnostic residual map
+    :math:`W_m = I + \Delta_m` (``rank=None``) or
     :math:`W_m = I + U_m V_m^\top` (low rank), applied to all of its class
-    embeddings, which are then re-normalised; with ``prompt_span`` the update
-    is confined to the span of the prompt and anchor embeddings. The maps
-    start at the identity and minimise, with Adam on CPU,
+    embeddings, which are then re-normalised. Two additions of this package
+    (not in CDC) confine the update: ``prompt_span`` to the span of the prompt
+    and anchor embeddings, ``style_guard`` to directions the augmented views
+    do not move (the style). The maps start at the identity and minimise,
+    with Adam on CPU,
 
     .. math::
 
@@ -110,9 +114,13 @@ class FrontDoorEnsembleClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
     apart; the consistency loss
     :math:`L_{con} = -\frac{1}{C} \sum_m \sum_c \log P(c \mid w^m_c, w^0)`,
     which keeps every template anchored to the hand-written prompts ``w^0``
-    (``anchor_embeddings``); and a proximal penalty that keeps the adapted
-    class embeddings near the training-free ones :math:`p^m_c`.
-    ``kl_annealing_epochs`` adds TMC's KL term. Training runs ``max_iter``
+    (``anchor_embeddings``); and, an addition of this package (``alpha``), a
+    proximal penalty that keeps the adapted class embeddings near the
+    training-free ones :math:`p^m_c`. ``fused_loss`` (on by default) and
+    ``kl_annealing_epochs`` add TMC's fused-opinion and KL terms, also not in
+    CDC's loss. The first three terms alone are CDC's published loss:
+    :meth:`cdc` sets the parameters that reproduce it (``CDC_LOSS``), and
+    :ref:`front_door_deviations` says what each addition measured. Training runs ``max_iter``
     epochs, or stops early when the epoch loss (with ``validation_fraction``,
     the held-out loss) has not improved by ``tol`` for ``n_iter_no_change``
     epochs. ``max_iter=0`` is the training-free fused ensemble.
@@ -174,26 +182,38 @@ class FrontDoorEnsembleClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
     decoupling_reduction : {"mean", "sum"}, default="mean"
         Mean or sum of the decoupling loss over templates (``"sum"`` is ``M``
         times the mean), see :func:`clip_invariance.front_door._training.decoupling_loss`.
+        CDC's formula reads as the sum (:meth:`cdc`).
     gamma : float, default=1.0
         Weight of the consistency loss.
     fused_loss : bool, default=True
-        Add the trusted cross-entropy of the fused opinion (TMC's full loss):
-        +5 points in domain, no loss out of domain (:ref:`User Guide <front_door>`).
+        Add the trusted cross-entropy of the fused opinion (TMC's full loss;
+        an addition to CDC's): more in-domain accuracy at no out-of-domain
+        cost on the training table of the :ref:`User Guide <front_door>`.
     kl_annealing_epochs : int or None, default=None
         Add TMC's KL term, weighted ``min(1, epoch / kl_annealing_epochs)``
         (epochs counted from 1), which penalises evidence for the wrong
         classes; ``None``: no KL term (it costs in-domain accuracy).
-    alpha : float, default=20.0
+    alpha : float, default=10.0
         Weight of the proximal penalty ``sum_m mean_c ||w^m_c - p^m_c||^2``
-        that keeps the adapted class embeddings near the training-free ones.
+        that keeps the adapted class embeddings near the training-free ones;
+        an addition of this package, not in CDC's loss. 10 with
+        ``style_guard``, chosen on the shift table of
+        :ref:`front_door_deviations` (20 before the guard).
     rank : int or None, default=None
         Rank of each adapter's update; ``None`` for a full residual map.
     prompt_span : bool, default=True
         Confine each update to the span of the prompt and anchor embeddings
-        (what a soft prompt can reach). With ``alpha=20``, the default, chosen
-        on the table in the :ref:`User Guide <front_door>`: under the style
-        shift of ``make_multi_template_embeddings(style_shift=True)`` it loses
-        1 point out of domain (``alpha=0``, full maps: 23).
+        (what a soft prompt can reach); an addition of this package, chosen
+        with ``alpha`` on the training table of the :ref:`User Guide <front_door>`.
+    style_guard : bool, default=True
+        Leave out of each update every direction with any style in it: the
+        directions the augmented views move (the top right singular vectors of
+        the differences between each view and view 0, those above the mean
+        variance), so that training cannot align a class embedding with a
+        style that is spuriously linked to the class in the training
+        environments. An addition of this package; no effect with one view.
+        On the shift table of :ref:`front_door_deviations` it is what keeps
+        the trained classifier from losing accuracy out of domain.
     learning_rate : float, default=1e-3
         Adam step size.
     batch_size : int, default=256
@@ -352,8 +372,10 @@ class FrontDoorEnsembleClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
     def cdc(cls, prompt_embeddings=None, anchor_embeddings=None, **params):
         r"""The classifier trained on CDC's published loss, :math:`L_{tce} + \beta L_{de} + \gamma L_{con}`.
 
-        Sets the parameters of :data:`CDC_LOSS`: ``alpha=0`` and
-        ``prompt_span=False`` (the package's additions off),
+        Sets the parameters of
+        :data:`~clip_invariance.front_door.CDC_LOSS`: ``alpha=0``,
+        ``prompt_span=False`` and ``style_guard=False`` (the package's
+        additions off),
         ``fused_loss=False`` and ``kl_annealing_epochs=None`` (TMC's terms,
         not in CDC's loss) and ``decoupling_reduction="sum"`` (:math:`L_{de}`
         summed over the templates ``m``, as :math:`L_{tce}` and
@@ -368,7 +390,7 @@ class FrontDoorEnsembleClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
         prompt_embeddings, anchor_embeddings : array-like, default=None
             As in the constructor.
         **params
-            Any other constructor parameter; not those of :data:`CDC_LOSS`.
+            Any other constructor parameter; not those of ``CDC_LOSS``.
 
         Returns
         -------

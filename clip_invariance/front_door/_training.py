@@ -16,9 +16,13 @@ normalised), opinion ``k`` pairs a template with a view, and
         + \alpha \sum_m \operatorname{mean}_c \lVert w^m_c - p^m_c \rVert^2,
 
 with :func:`trusted_cross_entropy`, :func:`decoupling_loss`,
-:func:`consistency_loss` and :func:`proximal_penalty` (to the training-free
-class embeddings ``p``); TMC's options add the fused opinion
-(:func:`fused_evidence`) to the ``k`` and an annealed :func:`kl_to_uniform`.
+:func:`consistency_loss` (the three terms of CDC's published loss) and
+:func:`proximal_penalty` (to the training-free class embeddings ``p``; an
+addition of this package); TMC's options, also additions, add the fused
+opinion (:func:`fused_evidence`) to the ``k`` and an annealed
+:func:`kl_to_uniform`. The maps act only inside a basis ``Q``: the span of
+the prompts (``prompt_span``) less every direction the augmented views move
+(``style_guard``, :func:`style_directions`), two more additions.
 :func:`train_adapters` minimises it with Adam, its options the estimator's
 training parameters (:class:`TrainingOptions`).
 """
@@ -44,6 +48,7 @@ __all__ = [
     "fused_evidence",
     "kl_to_uniform",
     "validation_split",
+    "style_directions",
 ]
 
 
@@ -219,6 +224,8 @@ def consistency_loss(class_embeddings, anchors, temperature):
 def proximal_penalty(class_embeddings, prompts):
     r"""``sum_m mean_c ||w^m_c - p^m_c||^2``: how far training moved the class embeddings.
 
+    An addition of this package, not a term of CDC's loss.
+
     Parameters
     ----------
     class_embeddings : torch.Tensor of shape (n_templates, n_classes, n_features)
@@ -267,8 +274,8 @@ class TrainingOptions:
     prompt_span : bool
         Confine the updates to the span of the prompts and anchors.
     style_guard : bool
-        Keep the updates off the directions the augmented views move
-        (:func:`style_directions`).
+        Leave every direction with any style in it (:func:`style_directions`)
+        out of the updates.
     learning_rate : float
         Adam's step size.
     batch_size : int
@@ -318,7 +325,9 @@ def train_adapters(views, y_idx, prompts, anchors, pairs, options, *, seed, envi
 
     Template ``m``'s map is :math:`W_m = I + Q A_m Q^\top`, with ``Q`` an
     orthonormal basis of the span of the prompts and anchors
-    (``options.prompt_span``; else ``Q = I``) and :math:`A_m` full or
+    (``options.prompt_span``; else the whole space), less every direction with
+    any style in it (``options.style_guard``, :func:`style_directions`; ``Q = I``
+    with neither), and :math:`A_m` full or
     :math:`L_m R_m^\top` (``options.rank``). :math:`A_m` starts at zero (with
     ``rank``, ``L = 0`` and a random ``R``), so every map starts at the
     identity. Each minibatch step minimises (:meth:`_AdapterTrainer.loss`)
