@@ -27,6 +27,8 @@ pd = pytest.importorskip("pandas")
 ENVIRONMENTS = ["photo", "art_painting", "cartoon", "sketch"]  # the last one is shifted
 STYLES = ["photo", "painting", "cartoon", "sketch", "art", "drawing", "render", "origami"]
 GRIDS = {"n_components": [4, 8], "lam": [10.0, 100.0], "C": [0.316, 3.16], "temperature": [10.0]}
+# One candidate per baseline parameter, for the tests that run every method: they test the plumbing.
+ONE_BASELINE = {"wise_alpha": [0.5], "tip_alpha": [1.0], "tip_beta": [5.5]}
 FAST_FRONT_DOOR = {"max_iter": 3}
 
 
@@ -224,7 +226,7 @@ def test_view_methods_need_views(store):
     with pytest.warns(UserWarning, match=skipped):
         # Every method by default; the front door untrained and one split keep it quick.
         results = evaluate_store(bare, grids={"n_components": [8], "lam": [10.0], "C": [0.316],
-                                              "temperature": [10.0]},
+                                              "temperature": [10.0], **ONE_BASELINE},
                                  selection="source-val", interventions="text",
                                  front_door_params={"max_iter": 0})
     assert not set(results["method"]) & {"probe-views", "probe-icm-views"}
@@ -396,7 +398,8 @@ def test_pacs_mini_end_to_end(tiny_model, pacs_mini, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the store has everything: nothing is skipped
         results = evaluate_store(store, protocol="all", grids={"n_components": [8], "lam": [10.0],
-                                                               "C": [0.316], "temperature": [10.0]},
+                                                               "C": [0.316], "temperature": [10.0],
+                                                               **ONE_BASELINE},
                                  front_door_params=FAST_FRONT_DOOR)
     assert set(results["target"]) == {"art_painting", "cartoon", "photo", "sketch"}
     assert set(results["method"]) == set(methods.METHODS)
