@@ -32,7 +32,7 @@ from clip_invariance.evaluation import abstention_threshold, confidence_roc_auc,
 
 TABLES = Path(__file__).resolve().parents[1] / "docs" / "tables"
 # The training defaults before issue 10: full-rank updates, no proximal penalty, no fused term.
-OLD_TRAINING = {"alpha": 0.0, "prompt_span": False, "fused_loss": False}
+OLD_TRAINING = {"alpha": 0.0, "prompt_span": False, "fused_loss": False, "style_guard": False}
 TEMPERATURES = (1.0, 3.0, 10.0, 30.0, 100.0)
 
 
