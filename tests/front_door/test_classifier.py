@@ -1035,6 +1035,17 @@ def test_style_guard_does_nothing_with_a_single_view(data):
     np.testing.assert_array_equal(guarded.adapters_.toarray(), plain.adapters_.toarray())
 
 
+def test_style_guard_does_nothing_when_the_views_never_differ():
+    rng = np.random.RandomState(0)
+    Z, y, T = rng.randn(60, 8), rng.randint(3, size=60), rng.randn(2, 3, 8)
+    X = np.hstack([Z, Z])  # two identical views: no style to read
+    params = {"n_views": 2, "max_iter": 2, "random_state": 0, "prompt_span": False}
+    guarded = FrontDoorEnsembleClassifier(T, style_guard=True, **params).fit(X, y)
+    plain = FrontDoorEnsembleClassifier(T, style_guard=False, **params).fit(X, y)
+    np.testing.assert_allclose(guarded.adapters_.toarray(), plain.adapters_.toarray(), atol=1e-6)
+    assert np.abs(plain.adapters_.toarray() - np.eye(8)).max() > 1e-4
+
+
 def test_style_guard_stops_the_published_loss_from_collapsing_out_of_domain(shifted):
     free_in, free_out = shift_scores(shifted, max_iter=0)
     _, cdc_out = shift_scores(shifted, **CDC_LOSS)
