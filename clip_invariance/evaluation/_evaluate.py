@@ -25,14 +25,19 @@ Rows layout of a store: the originals ``X`` first, then each round of views
 reads the columns layout, every image's views side by side.
 """
 
+import hashlib
+import json
 import os
 import warnings
+from numbers import Integral
 
 import numpy as np
+from joblib import Parallel, delayed
 from sklearn.utils import Bunch
 
 from .. import __version__
 from ..datasets import load_embeddings, load_image_folder
+from ._checkpoint import append_round, open_checkpoint
 from ._methods import (
     FEW_SHOT_METHODS,
     HYPER_PARAMETERS,
@@ -70,7 +75,7 @@ COLUMNS = ["protocol", "method", "interventions", "target", "seed", "split", "ac
 def evaluate_store(store, *, protocol="dg", methods=None, interventions=None, seeds=(0,),
                    selection=None, templates="single",
                    include_target_name=False, grids=None, holdout=0.2, front_door_params=None,
-                   progress=False):
+                   progress=False, n_jobs=None, checkpoint=None):
     """Evaluate methods on an embedding store, with hyper-parameters chosen without the target.
 
     For every protocol, target environment, seed and method: the selection
@@ -147,6 +152,16 @@ def evaluate_store(store, *, protocol="dg", methods=None, interventions=None, se
         (e.g. ``{"max_iter": 20}``).
     progress : bool, default=False
         A progress bar over protocols x targets x seeds x methods.
+    n_jobs : int or None, default=None
+        Rounds (rule x protocol x target x seed x method) run in parallel
+        with joblib; ``None`` is one, ``-1`` every core. The rows are the
+        same whatever the number.
+    checkpoint : str or path, default=None
+        A file that keeps every finished round: it is written as each round
+        ends, and a later call with the same store and arguments reads the
+        rounds back instead of running them again (an interrupted evaluation
+        resumes). A checkpoint written for another store or other arguments
+        is refused.
 
     Returns
     -------
@@ -185,6 +200,7 @@ def evaluate_store(store, *, protocol="dg", methods=None, interventions=None, se
     {'probe': 4, 'probe-icm': 4}
     """
     pd = _import("pandas", "evaluate")
+    _check_n_jobs(n_jobs)
     path = None
     if not isinstance(store, Bunch):
         path = os.path.abspath(os.fspath(store))
@@ -199,12 +215,20 @@ def evaluate_store(store, *, protocol="dg", methods=None, interventions=None, se
 
     rounds = [(r, p, t, s, v) for r in plan.selections for p in plan.protocols for t in plan.targets
               for s in plan.seeds for v in plan.variants]
-    records = []
-    with tqdm(total=len(rounds), desc="Evaluating", unit="fit", disable=not progress) as bar:
-        for rule, protocol_, target, seed, (method, source) in rounds:
+    done = {} if checkpoint is None else open_checkpoint(checkpoint, _fingerprint(store, plan))
+    done = {i: done[_round_key(r)] for i, r in enumerate(rounds) if _round_key(r) in done}
+    pending = [i for i in range(len(rounds)) if i not in done]
+    jobs = (delayed(_indexed_round)(plan, i, *rounds[i][:4], *rounds[i][4]) for i in pending)
+    with tqdm(total=len(rounds), initial=len(done), desc="Evaluating", unit="round",
+              disable=not progress) as bar:
+        for i, records in Parallel(n_jobs=n_jobs, return_as="generator_unordered")(jobs):
+            done[i] = records
+            if checkpoint is not None:
+                append_round(checkpoint, _round_key(rounds[i]), records)
+            rule, protocol_, target, seed, (method, _) = rounds[i]
             bar.set_postfix_str(f"{protocol_} {target} seed {seed} {method}", refresh=False)
-            records += _evaluate_round(plan, rule, protocol_, target, seed, method, source)
             bar.update()
+    records = [row for i in range(len(rounds)) for row in done[i]]
     results = pd.DataFrame.from_records(records, columns=COLUMNS)
     if len(plan.selections) > 1:
         _warn_if_rules_disagree(results)
@@ -254,17 +278,22 @@ def evaluate_image_folder(root, store, *, model_name="ViT-B-32", pretrained="ope
     arguments = inspect.signature(evaluate_store).bind(None, progress=progress, **evaluate_kwargs)
     arguments.apply_defaults()
     plan_arguments = {k: v for k, v in arguments.arguments.items() if k != "store"}
+    _check_n_jobs(plan_arguments["n_jobs"])
     data = load_image_folder(root)
     if len(data.environment_names) < 2:
         raise ValueError(f"{root}: leave-one-domain-out needs at least two environment folders, found "
                          f"{data.environment_names}.")
     embedder = CLIPEmbedder(model_name, pretrained, device=device, batch_size=batch_size, progress=False)
     dim = embedder.fit().embedding_dim_  # loads the weights once: the store's embedder reuses them
-    plan_evaluation(_placeholder_store(data, dim, n_augmented), **plan_arguments)
+    run_options = ("n_jobs", "checkpoint")  # how to run, not what: the plan does not need them
+    plan_evaluation(_placeholder_store(data, dim, n_augmented),
+                    **{k: v for k, v in plan_arguments.items() if k not in run_options})
     embedded = embed_image_folder(root, store, model_name=model_name, pretrained=pretrained, device=device,
                                   batch_size=batch_size, n_augmented=n_augmented, random_state=random_state,
                                   progress=progress)
-    return evaluate_store(embedded, **plan_arguments)
+    results = evaluate_store(embedded, **plan_arguments)
+    results.attrs["config"]["store"] = os.path.abspath(os.fspath(store))  # the rerun reads the store
+    return results
 
 
 def _placeholder_store(data, dim, n_augmented):
@@ -376,6 +405,33 @@ def _warn_if_rules_disagree(results):
             f"{key[2]}, split {key[3]}; mean accuracy: {cells}): which rule's assumption holds decides "
             "the result on this store. Report the rules side by side (see the guide on choosing K and "
             "lam).", UserWarning, stacklevel=3)
+
+
+def _check_n_jobs(n_jobs):
+    if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, Integral) or n_jobs == 0):
+        raise ValueError(f"n_jobs must be a non-zero integer (-1: every core) or None, got {n_jobs!r}.")
+
+
+def _indexed_round(plan, index, *args):
+    return index, _evaluate_round(plan, *args)
+
+
+def _round_key(round_):
+    rule, protocol, target, seed, (method, source) = round_
+    return json.dumps([rule, protocol, str(target), int(seed), method, source])
+
+
+def _fingerprint(store, plan):
+    """What a checkpoint must have been written for: the store's rows and the evaluation's arguments."""
+    digest = hashlib.blake2b(digest_size=16)
+    layout = plan.layout
+    for array in (layout.X, layout.y, layout.environments, layout.view_groups):
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.data if array.dtype.kind != "O" else repr(array.tolist()).encode())
+    arguments = {**plan.arguments, "store_settings": dict(store.settings or {})}
+    digest.update(json.dumps(arguments, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
 
 
 def _evaluate_round(plan, rule, protocol, target, seed, method, source):

@@ -27,9 +27,10 @@ import hashlib
 
 import numpy as np
 from sklearn.base import clone
-from sklearn.model_selection import GridSearchCV
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_consistent_length
+
+from ._search import grid_scores
 
 __all__ = [
     "SELECTION_RULES",
@@ -356,10 +357,9 @@ def select_and_fit(estimator, param_grid, X, y, splits, train, *, fit_params=Non
     y = np.asarray(y)
     best_params, score = {}, float("nan")
     if param_grid:
-        search = GridSearchCV(clone(estimator), param_grid, cv=splits, refit=False, error_score="raise")
-        search.fit(X, y, **fit_params)
-        best_params = search.best_params_
-        score = float(search.best_score_)
+        candidates, scores = grid_scores(estimator, param_grid, X, y, splits, fit_params=fit_params)
+        best = int(np.argmax(scores))  # the first of equals, as GridSearchCV ranks them
+        best_params, score = candidates[best], float(scores[best])
     params = {
         key: (np.asarray(value)[train] if _is_row_aligned(value, len(y)) else value)
         for key, value in fit_params.items()
