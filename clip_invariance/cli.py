@@ -76,6 +76,13 @@ def _non_negative_float(text):
     return value
 
 
+def _n_jobs(text):
+    value = _parse(int, text, "an integer")
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be a non-zero integer (-1: every core)")
+    return value
+
+
 def _shard(text):
     """``i/N`` -> ``(i, N)``, ``0 <= i < N``: shard ``i`` of a split into ``N``."""
     index, slash, count = text.partition("/")
@@ -238,7 +245,12 @@ def _evaluate(args):
                                     ("wise_alpha", args.wise_alpha), ("tip_alpha", args.tip_alpha),
                                     ("tip_beta", args.tip_beta)) if v is not None},
         "progress": not args.quiet,
+        "n_jobs": args.n_jobs,
     }
+    if args.output is not None:  # each round kept as it ends: an interrupted run resumes
+        options["checkpoint"] = os.path.join(args.output, "rounds.jsonl")
+        args.resume_hint = (f"run the same command again: the rounds finished so far are read back from "
+                            f"{options['checkpoint']}")
     source = Path(args.source)
     if not source.exists():  # a mistyped store name is not only a missing image folder
         raise FileNotFoundError(f"no embedding store or image folder at {str(source)!r}.")
@@ -276,7 +288,8 @@ def _write_outputs(args, results, store, options, started, duration):
         n_classes = len(data.class_names) if data.class_names else len(set(data.y.tolist()))
         written += plot_results(results, args.output, n_classes=n_classes)
         grids = options["grids"]
-        kept = {k: v for k, v in options.items() if k not in ("protocol", "methods", "grids")}
+        kept = {k: v for k, v in options.items()
+                if k not in ("protocol", "methods", "grids", "n_jobs", "checkpoint")}
         kept.update(seeds=args.seeds[:1], selection=None if args.selection == "all" else args.selection)
         # The sweeps run on the grids given; the other parameter is held at its grid's middle value.
         fixed = {f"fixed_{k}": sorted(grids[k])[len(grids[k]) // 2] for k in ("n_components", "lam")
@@ -456,7 +469,11 @@ def _parser():
     evaluate.add_argument("--tip-beta", type=_float_list, default=None,
                           help="grid of Tip-Adapter's sharpness, comma list" + grid)
     evaluate.add_argument("--output", default=None,
-                          help="folder for results.csv, results.md, config.json (checked writable first)")
+                          help="folder for results.csv, results.md, config.json (checked writable first); "
+                          "every finished round is kept in its rounds.jsonl, and the same command run again "
+                          "resumes from it")
+    evaluate.add_argument("--n-jobs", type=_n_jobs, default=1,
+                          help="rounds in parallel (-1: every core; default: 1); the results are identical")
     evaluate.add_argument("--latex", action="store_true",
                           help="also write results.tex into --output (booktabs, mean +- std, best in bold)")
     evaluate.add_argument("--plot", action="store_true",

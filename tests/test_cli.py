@@ -358,3 +358,28 @@ def test_evaluate_takes_the_baselines_grids(tmp_path, capsys):
                          capsys)
     assert _one_error_line(status, err, "evaluate").endswith(
         "grids['wise_alpha'] holds 2.0: the mixing weight must be in [0, 1].")
+
+
+def test_evaluate_output_keeps_each_round_and_a_rerun_resumes(tmp_path, capsys, monkeypatch):
+    import clip_invariance.evaluation._evaluate as evaluate_module
+    from clip_invariance.datasets import make_invariant_embeddings, save_embeddings
+
+    data = make_invariant_embeddings(n_samples=240, n_features=16, n_invariant=4, n_variant=4, random_state=0)
+    store = tmp_path / "store"
+    save_embeddings(store, X=data.X, y=data.y, environments=data.environments,
+                    views=data.X_views.transpose(1, 0, 2))
+    output = tmp_path / "results"
+    argv = ["evaluate", str(store), "--methods", "probe,probe-icm", "--n-components", "4", "--lam", "10",
+            "--C", "1", "--output", str(output), "--quiet"]
+    status, first, err = run([*argv, "--n-jobs", "2"], capsys)
+    assert status == 0, err
+    assert len((output / "rounds.jsonl").read_text().splitlines()) == 1 + 2 * 4  # header, methods x targets
+    calls = []
+    real = evaluate_module._evaluate_round
+    monkeypatch.setattr(evaluate_module, "_evaluate_round", lambda *a: calls.append(a) or real(*a))
+    status, again, err = run(argv, capsys)
+    assert status == 0, err
+    assert calls == []
+    assert again == first  # read back, not run: the same table (n_jobs is not part of the results)
+    status, _, err = run([*argv, "--n-jobs", "0"], capsys)
+    assert status == 2 and "--n-jobs: must be a non-zero integer (-1: every core)" in err
