@@ -28,8 +28,9 @@ so an interrupted run continues where it stopped::
     python docs/selection_table.py --quick --conditions both-l2 --seeds 0      # small grids, a smoke test
     python docs/selection_table.py --tables-only          # the tables from what is cached
 
-The tables are written by any run with the full grids and seeds 0, 1, 2, from every condition cached for
-all three seeds; the include file names the conditions still missing, so a partial run says it is one.
+The tables are written by any run with the full grids, from the seeds among 0, 1, 2 cached for every
+condition (the include file says how many); it names the conditions still missing, so a partial run
+says it is one. ``--n-jobs 2`` runs an evaluation's rounds in parallel, with the same rows.
 """
 
 import argparse
@@ -92,6 +93,9 @@ def _cache_folder(quick, interventions):
                     f"{'-quick' if quick else ''}")
 
 
+N_JOBS = 1  # rounds of one evaluation in parallel (--n-jobs); the rows do not depend on it
+
+
 def evaluate_condition(key, seed, folder, *, quick, interventions):
     """Tidy rows (rule, method, target, accuracy in %, chosen parameters) of one condition and seed."""
     augmentations, features = key.split("-")
@@ -112,7 +116,7 @@ def evaluate_condition(key, seed, folder, *, quick, interventions):
         # The disagreement between rules is what this table measures; no need to warn about it.
         warnings.filterwarnings("ignore", message="The selection rules disagree")
         rows = pd.concat([evaluate_store(store, methods=METHODS, selection=selection, seeds=[seed],
-                                         interventions=interventions, grids=grids)
+                                         interventions=interventions, grids=grids, n_jobs=N_JOBS)
                           for selection in ("all", "oracle")])
     rows = rows.rename(columns={"selection": "rule"})
     rows["accuracy"] = 100 * rows["accuracy"]
@@ -284,7 +288,10 @@ def main(conditions, seeds, *, quick=False, tables_only=False, interventions="bo
             print(f"[{i}/{len(todo)}] {key}, seed {seed} ...", end=" ", flush=True)
             cached_condition(key, seed, folder, quick=quick, interventions=interventions)
             print(f"done in {time.perf_counter() - start:.0f} s", flush=True)
-    # The tables: every synthetic condition cached for all the seeds (only those asked for in a quick look).
+    # The tables: the seeds cached for every synthetic condition (those asked for in a quick look).
+    if not quick:
+        seeds = [seed for seed in (0, 1, 2)
+                 if all((cache / f"{key}-seed{seed}.csv").exists() for key in SYNTHETIC)] or list(seeds)
     results = {}
     for key in conditions if quick else SYNTHETIC:
         paths = [cache / f"{key}-seed{seed}.csv" for seed in seeds]
@@ -296,9 +303,9 @@ def main(conditions, seeds, *, quick=False, tables_only=False, interventions="bo
     if not results and not real:
         print("Nothing measured yet.")
         return None
-    write = not quick and list(seeds) == [0, 1, 2]
+    write = not quick
     if not write:
-        print("(a look: the tables in docs/tables/ need the full grids and seeds 0,1,2; not written)")
+        print("(a look: the tables in docs/tables/ need the full grids; not written)")
     return make_tables(results, real, missing, len(seeds), interventions, write=write)
 
 
@@ -311,9 +318,11 @@ if __name__ == "__main__":
                         help="what the invariant probes learn their projection from (evaluate's default)")
     parser.add_argument("--quick", action="store_true",
                         help=f"{QUICK_SAMPLES} images and small grids: a smoke test, never the tables")
+    parser.add_argument("--n-jobs", type=int, default=1, help="evaluation rounds in parallel (default: 1)")
     parser.add_argument("--tables-only", action="store_true",
                         help="evaluate nothing: the tables from the cached conditions")
     args = parser.parse_args()
+    N_JOBS = args.n_jobs
     keys = [key for key in args.conditions.split(",") if key]
     unknown = sorted(set(keys) - set(SYNTHETIC))
     if unknown:
