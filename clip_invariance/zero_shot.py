@@ -20,6 +20,7 @@ from sklearn.utils.validation import (
 )
 
 from ._utils import (
+    DocLinkMixin,
     average_prompt_ensemble,
     check_classes,
     check_prompt_embeddings,
@@ -31,7 +32,6 @@ from ._utils import (
     project_embeddings,
     unchanged_on_error,
 )
-from ._utils._doc_link import DocLinkMixin
 
 __all__ = ["ZeroShotInvariantClassifier"]
 

@@ -5,6 +5,7 @@ and this package imports no other part of ``clip_invariance``.
 """
 
 from ._dask import align_labels, check_row_chunks, chunk_error, is_dask_array, map_classifier_rows, map_rows
+from ._doc_link import DocLinkMixin
 from ._embeddings import (
     average_prompt_ensemble,
     check_classes,
@@ -18,6 +19,7 @@ from ._embeddings import (
 from ._validation import check_labels, unchanged_on_error
 
 __all__ = [
+    "DocLinkMixin",
     "align_labels",
     "average_prompt_ensemble",
     "check_classes",

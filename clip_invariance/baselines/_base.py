@@ -19,6 +19,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from .._utils import (
+    DocLinkMixin,
     average_prompt_ensemble,
     check_classes,
     check_labels,
@@ -29,7 +30,6 @@ from .._utils import (
     project_embeddings,
     unchanged_on_error,
 )
-from .._utils._doc_link import DocLinkMixin
 from ..views import first_views
 
 # Prompts keep their float dtype up to the (float64) projection, as X does.

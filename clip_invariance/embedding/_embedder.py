@@ -20,8 +20,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
-from .._utils import l2_normalize
-from .._utils._doc_link import DocLinkMixin
+from .._utils import DocLinkMixin, l2_normalize
 from ._backbone import get_backbone
 from ._cache import item_key, open_cache
 from ._images import is_lazy_image, is_pil_image, read_image

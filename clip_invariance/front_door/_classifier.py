@@ -21,6 +21,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .._utils import (
+    DocLinkMixin,
     average_prompt_ensemble,
     check_classes,
     check_labels,
@@ -34,7 +35,6 @@ from .._utils import (
     project_embeddings,
     unchanged_on_error,
 )
-from .._utils._doc_link import DocLinkMixin
 from ..views import columns_to_rows, split_columns
 from ._adapters import TemplateAdapters
 from ._evidence import EVIDENCE_FUNCTIONS, fuse_scores, log_evidence, opinion_from_evidence

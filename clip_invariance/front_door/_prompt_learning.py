@@ -33,8 +33,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .._utils import check_classes, encode_labels, is_dask_array, unchanged_on_error
-from .._utils._doc_link import DocLinkMixin
+from .._utils import DocLinkMixin, check_classes, encode_labels, is_dask_array, unchanged_on_error
 from ..embedding import build_prompts, get_backbone
 from ..views import split_columns
 from ._classifier import FrontDoorEnsembleClassifier, make_pairs

@@ -22,8 +22,15 @@ from sklearn.utils.extmath import svd_flip
 from sklearn.utils.multiclass import type_of_target
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from .._utils import align_labels, check_labels, check_row_chunks, is_dask_array, map_rows, unchanged_on_error
-from .._utils._doc_link import DocLinkMixin
+from .._utils import (
+    DocLinkMixin,
+    align_labels,
+    check_labels,
+    check_row_chunks,
+    is_dask_array,
+    map_rows,
+    unchanged_on_error,
+)
 from ._chunked import chunked_statistics
 from ._eigensolvers import SOLVERS
 from ._statistics import InterventionStatistics
