@@ -43,6 +43,7 @@ from ._methods import (
     HYPER_PARAMETERS,
     ICM_METHODS,
     IMAGE_ONLY_METHODS,
+    PROMPT_LEARNING_METHODS,
     VIEW_METHODS,
     check_grid_values,
     default_grids,
@@ -286,7 +287,9 @@ def evaluate_image_folder(root, store, *, model_name="ViT-B-32", pretrained="ope
     embedder = CLIPEmbedder(model_name, pretrained, device=device, batch_size=batch_size, progress=False)
     dim = embedder.fit().embedding_dim_  # loads the weights once: the store's embedder reuses them
     run_options = ("n_jobs", "checkpoint")  # how to run, not what: the plan does not need them
-    plan_evaluation(_placeholder_store(data, dim, n_augmented),
+    model = {"model_name": model_name, "pretrained": None if pretrained is None else os.fspath(pretrained),
+             "embedding_dim": dim}
+    plan_evaluation(_placeholder_store(data, dim, n_augmented, model),
                     **{k: v for k, v in plan_arguments.items() if k not in run_options})
     embedded = embed_image_folder(root, store, model_name=model_name, pretrained=pretrained, device=device,
                                   batch_size=batch_size, n_augmented=n_augmented, random_state=random_state,
@@ -296,7 +299,7 @@ def evaluate_image_folder(root, store, *, model_name="ViT-B-32", pretrained="ope
     return results
 
 
-def _placeholder_store(data, dim, n_augmented):
+def _placeholder_store(data, dim, n_augmented, model):
     """What embed_image_folder will store, with zero-cost zero arrays in place of embeddings."""
     from ..embedding import DEFAULT_SETTINGS, DEFAULT_STYLES, get_templates, text_interventions_with_styles
 
@@ -315,7 +318,7 @@ def _placeholder_store(data, dim, n_augmented):
         prompt_ensemble_embeddings=zeros(len(get_templates("simple")), n_classes, dim),
         text_interventions=zeros(len(texts), dim), text_view_groups=text_view_groups,
         text_intervention_texts=np.asarray(texts), text_intervention_styles=np.asarray(styles),
-        settings={},
+        settings={"model": model},
     )
 
 
@@ -445,8 +448,9 @@ def _evaluate_round(plan, rule, protocol, target, seed, method, source):
     elif protocol == "base-to-new":  # CoOp's split: base = the first half, rounded up
         classes = every[: (plan.n_classes + 1) // 2]
         keep = np.isin(layout.y, classes)
-    front_door = method.startswith("front-door")
-    prompts = plan.front_door_prompts if front_door else plan.prompts
+    learned = method in PROMPT_LEARNING_METHODS  # prompts encoded from the class names by the store's model
+    front_door = method.startswith("front-door") or method == "cdc-prompts"  # the columns layout
+    prompts = None if learned else plan.front_door_prompts if front_door else plan.prompts
     text = text_groups = None
     if source in ("text", "both"):
         text, text_groups = plan.texts[target]
@@ -459,6 +463,8 @@ def _evaluate_round(plan, rule, protocol, target, seed, method, source):
         classes=classes, text_interventions=text, text_view_groups=text_groups,
         n_views=layout.n_views, text_only=source == "text", random_state=seed,
         front_door_params={"verbose": plan.progress, **plan.front_door_params},  # a bar per training
+        model=plan.model, class_names=None if not learned else [plan.class_names[c] for c in classes],
+        prompt_params={"device": "auto", "verbose": plan.progress},
     )
     if not grid:  # nothing to choose, but the validation accuracy is still measured
         grid = {"temperature": [estimator.temperature]}
@@ -495,7 +501,7 @@ def _evaluate_round(plan, rule, protocol, target, seed, method, source):
         label += "+target-name"
     elif plan.texts_unfiltered and source in ("text", "both"):
         label += "+unfiltered"  # the store's texts carry no style: those naming the target may remain
-    templates = None
+    templates = "learned" if learned else None
     if prompts is not None and not image_only:
         templates = plan.templates if not front_door else ("ensemble" if np.ndim(prompts) == 3 else "single")
     common = {
@@ -510,6 +516,14 @@ def _evaluate_round(plan, rule, protocol, target, seed, method, source):
         scored = [("all", classes, model)]
     elif image_only:  # a head learned from images knows the base classes only: base images among them
         scored = [("base", classes, model)]
+    elif learned:  # the learned contexts encode the other class names (nothing refitted)
+        names = np.asarray(plan.class_names, dtype=object)
+        everything = model.with_classes(list(names), classes=every)
+        if protocol == "open-class":
+            scored = [("base", classes, everything), ("new", new, everything)]
+        else:
+            only_new = model.with_classes(list(names[new]), classes=new)
+            scored = [("base", classes, model), ("new", new, only_new), ("total", every, everything)]
     elif protocol == "open-class":  # every image among all the classes
         everything = model.with_prompts(prompts, classes=every)
         scored = [("base", classes, everything), ("new", new, everything)]

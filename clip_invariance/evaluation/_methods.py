@@ -20,7 +20,25 @@ hyper-parameters a selection rule may tune:
 - ``tip-adapter``: :class:`~clip_invariance.baselines.TipAdapterClassifier`,
   the training-free cache model; ``tip_alpha``, ``tip_beta``;
 - ``tip-adapter-icm``: the same with ``projector=InvariantProjector``;
-  ``n_components``, ``lam``, ``tip_alpha``, ``tip_beta``.
+  ``n_components``, ``lam``, ``tip_alpha``, ``tip_beta``;
+- ``cdc-prompts``: :class:`~clip_invariance.front_door.PromptLearningFrontDoorClassifier`
+  on the columns layout, CDC as published: the context words of the four
+  :data:`~clip_invariance.front_door.CDC_TEMPLATES` learned through the
+  frozen text tower, each template paired with a view when the store has
+  four per image (every template with every view otherwise);
+  ``prompt_epochs``, ``temperature``;
+- ``coop``: :class:`~clip_invariance.front_door.CoOpClassifier` on the
+  originals, one learned context (CoOp); ``prompt_epochs`` (its temperature
+  stays CLIP's logit scale, 100, as CoOp trains).
+
+The last two (:data:`PROMPT_LEARNING_METHODS`) run the store's own model: a
+training step encodes the class prompts with its text tower, so they need a
+store made by :func:`~clip_invariance.embedding.embed_image_folder` (which
+records the model) and its class names; they reach new classes by encoding
+the new names with the learned contexts (``with_classes``). They are not in
+the default set (:data:`DEFAULT_METHODS`): much slower than the others
+(the text tower at every step, one training per candidate and split), they
+run when named.
 
 The baselines are tuned like the invariant methods: the probe's ``C`` grid is
 the same for ``probe``, ``probe-icm``, ``wise`` and ``wise-icm``, and every
@@ -44,13 +62,15 @@ from sklearn.utils._param_validation import HasMethods
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, validate_data
 
 from ..baselines import TipAdapterClassifier, WiSEClassifier
-from ..front_door import FrontDoorEnsembleClassifier
+from ..front_door import CoOpClassifier, FrontDoorEnsembleClassifier, PromptLearningFrontDoorClassifier
 from ..invariance import InvariantProjector
 from ..views import first_views
 from ..zero_shot import ZeroShotInvariantClassifier
 
 __all__ = [
     "METHODS",
+    "DEFAULT_METHODS",
+    "PROMPT_LEARNING_METHODS",
     "ICM_METHODS",
     "PROMPT_METHODS",
     "IMAGE_ONLY_METHODS",
@@ -68,7 +88,12 @@ __all__ = [
 ]
 
 METHODS = ("zero-shot", "zero-shot-icm", "prototype", "probe", "probe-views", "probe-icm", "probe-icm-views",
-           "front-door", "front-door-icm", "wise", "wise-icm", "tip-adapter", "tip-adapter-icm")
+           "front-door", "front-door-icm", "wise", "wise-icm", "tip-adapter", "tip-adapter-icm",
+           "cdc-prompts", "coop")
+# Learned prompt contexts: the store's own model encodes the prompts at every training step.
+PROMPT_LEARNING_METHODS = ("cdc-prompts", "coop")
+# What runs when no method is named: everything that needs the embeddings alone.
+DEFAULT_METHODS = tuple(m for m in METHODS if m not in PROMPT_LEARNING_METHODS)
 ICM_METHODS = ("zero-shot-icm", "probe-icm", "probe-icm-views", "front-door-icm", "wise-icm",
                "tip-adapter-icm")
 PROMPT_METHODS = ("zero-shot", "zero-shot-icm", "front-door", "front-door-icm", "wise", "wise-icm",
@@ -80,7 +105,8 @@ IMAGE_ONLY_METHODS = ("prototype", "probe", "probe-views", "probe-icm", "probe-i
 # Heads trained on the augmented views as well as the originals: the fair control of anything that
 # learns from views (probe-views for probe-icm) and the best of the invariant probe's family.
 VIEW_METHODS = ("probe-views", "probe-icm-views")
-HYPER_PARAMETERS = ("n_components", "lam", "C", "temperature", "wise_alpha", "tip_alpha", "tip_beta")
+HYPER_PARAMETERS = ("n_components", "lam", "C", "temperature", "wise_alpha", "tip_alpha", "tip_beta",
+                    "prompt_epochs")
 
 # The reference implementation's linear probe: LogisticRegression(C=0.316).
 PROBE_C = 0.316
@@ -114,6 +140,8 @@ _PARAMETER_PATHS = {
         "tip_alpha": "alpha",
         "tip_beta": "beta",
     },
+    "cdc-prompts": {"prompt_epochs": "max_iter", "temperature": "temperature"},
+    "coop": {"prompt_epochs": "max_iter"},
 }
 
 
@@ -161,6 +189,11 @@ def default_grids(n_features):
     and doublings, to where the cache alone decides (alpha x the cache
     logits >> ``100 cos``): like WiSE's, the grid spans both ends.
 
+    The learned prompts (``cdc-prompts``, ``coop``): ``prompt_epochs`` (their
+    ``max_iter``) in ``{2, 10}``, a short training and the estimators'
+    default length, not chosen by measurement; ``0`` (the hand-written
+    contexts) is a valid value.
+
     Parameters
     ----------
     n_features : int
@@ -180,12 +213,13 @@ def default_grids(n_features):
     ks = sorted({max(1, n_features // d) for d in (16, 8, 4, 2)})
     return {"n_components": ks, "lam": [1.0, 10.0, 100.0], "C": [0.1, 0.316, 1.0, 3.16],
             "temperature": [10.0, 30.0], "wise_alpha": [0.0, 0.25, 0.5, 0.75, 1.0],
-            "tip_alpha": [0.1, 1.0, 10.0, 100.0, 1000.0], "tip_beta": [1.0, 3.5, 7.0, 14.0, 28.0]}
+            "tip_alpha": [0.1, 1.0, 10.0, 100.0, 1000.0], "tip_beta": [1.0, 3.5, 7.0, 14.0, 28.0],
+            "prompt_epochs": [2, 10]}
 
 
 def make_method(method, *, grids, prompts=None, classes=None, text_interventions=None,
                 text_view_groups=None, n_views=1, text_only=False, random_state=0,
-                front_door_params=None):
+                front_door_params=None, model=None, class_names=None, prompt_params=None):
     """One method's unfitted estimator and the grid to choose its parameters from.
 
     Parameters
@@ -211,6 +245,13 @@ def make_method(method, *, grids, prompts=None, classes=None, text_interventions
     front_door_params : dict, default=None
         Other parameters of :class:`~clip_invariance.FrontDoorEnsembleClassifier`
         (e.g. ``max_iter``).
+    model : dict, default=None
+        ``{"model_name": ..., "pretrained": ...}``, the open_clip model that
+        made the embeddings (the methods of :data:`PROMPT_LEARNING_METHODS`).
+    class_names : sequence of str, default=None
+        The name of each class of ``classes`` (the same methods).
+    prompt_params : dict, default=None
+        Other parameters of their estimators (e.g. ``device``, ``verbose``).
 
     Returns
     -------
@@ -229,6 +270,9 @@ def make_method(method, *, grids, prompts=None, classes=None, text_interventions
     """
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}; choose from {list(METHODS)}.")
+    if method in PROMPT_LEARNING_METHODS:
+        return _make_prompt_learning(method, grids, classes, model, class_names, n_views, random_state,
+                                     prompt_params)
     projector = None
     if method in ICM_METHODS:
         projector = InvariantProjector(intervention_embeddings=text_interventions,
@@ -257,6 +301,22 @@ def make_method(method, *, grids, prompts=None, classes=None, text_interventions
             paths = {k: v.replace("projector__", "projector__projector__")
                      for k, v in _PARAMETER_PATHS[method].items()}
             return estimator, {paths[k]: list(grids[k]) for k in paths}, paths
+    paths = _PARAMETER_PATHS[method]
+    return estimator, {path: list(grids[name]) for name, path in paths.items()}, dict(paths)
+
+
+def _make_prompt_learning(method, grids, classes, model, class_names, n_views, random_state, params):
+    """The learned-prompt CDC or CoOp, on the store's model and class names."""
+    if model is None or class_names is None:
+        raise ValueError(f"The method {method!r} learns prompts through the text tower of the model that "
+                         "made the embeddings: give model and class_names.")
+    kwargs = {"class_names": list(class_names), "classes": classes, "random_state": random_state,
+              **({} if params is None else params)}
+    if method == "cdc-prompts":
+        estimator = PromptLearningFrontDoorClassifier(model["model_name"], model["pretrained"],
+                                                      n_views=n_views, **kwargs)
+    else:
+        estimator = CoOpClassifier(model["model_name"], model["pretrained"], **kwargs)
     paths = _PARAMETER_PATHS[method]
     return estimator, {path: list(grids[name]) for name, path in paths.items()}, dict(paths)
 
@@ -425,4 +485,7 @@ def check_grid_values(name, values, n_features):
             raise ValueError(f"grids['wise_alpha'] holds {value!r}: the mixing weight must be in [0, 1].")
         if name in ("tip_alpha", "tip_beta") and not (np.isfinite(value) and value >= 0):
             raise ValueError(f"grids[{name!r}] holds {value!r}: {name} must be finite and >= 0.")
-    return [int(v) if name == "n_components" else float(v) for v in values]
+        if name == "prompt_epochs" and not (isinstance(value, Integral) and value >= 0):
+            raise ValueError(f"grids['prompt_epochs'] holds {value!r}: the epochs of prompt learning must "
+                             "be an integer >= 0.")
+    return [int(v) if name in ("n_components", "prompt_epochs") else float(v) for v in values]

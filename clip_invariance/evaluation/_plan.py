@@ -9,6 +9,7 @@ what the store cannot serve by default is dropped with a warning.
 columns layout on demand).
 """
 
+import os
 import warnings
 from numbers import Integral, Real
 
@@ -17,9 +18,11 @@ from sklearn.utils import Bunch
 
 from ..front_door import FrontDoorEnsembleClassifier
 from ._methods import (
+    DEFAULT_METHODS,
     HYPER_PARAMETERS,
     ICM_METHODS,
     METHODS,
+    PROMPT_LEARNING_METHODS,
     PROMPT_METHODS,
     VIEW_METHODS,
     check_grid_values,
@@ -69,8 +72,10 @@ def plan_evaluation(store, *, protocol, methods, interventions, seeds, selection
     if isinstance(holdout, bool) or not isinstance(holdout, Real) or not 0 < holdout < 1:
         raise ValueError(f"holdout must be a number in (0, 1), got {holdout!r}.")
     seeds = _seeds(seeds)
-    asked_methods, asked_sources = methods is not None, interventions is not None
-    methods = _names("methods", METHODS if methods is None else methods, METHODS)
+    every_method = isinstance(methods, str) and methods == "all"  # what the store cannot run is skipped
+    asked_methods, asked_sources = methods is not None and not every_method, interventions is not None
+    methods = _names("methods", DEFAULT_METHODS if methods is None else METHODS if every_method else methods,
+                     METHODS)
     sources = _names("interventions", interventions, INTERVENTIONS) if asked_sources else ["both"]
     front_door_params = _front_door_params(front_door_params)
 
@@ -117,6 +122,16 @@ def plan_evaluation(store, *, protocol, methods, interventions, seeds, selection
             raise ValueError(f"The methods {needing} train on augmented views; the store has none.")
         skip(f"The store has no augmented views: skipping {needing}.")
         methods = [m for m in methods if m not in VIEW_METHODS]
+    model = None
+    needing = [m for m in methods if m in PROMPT_LEARNING_METHODS]
+    if needing:
+        model, reason = _store_model(store)
+        if reason is not None:
+            if asked_methods:
+                raise ValueError(f"The methods {needing} learn prompts through the text tower of the model "
+                                 f"that made the embeddings, but {reason}.")
+            skip(f"{reason[0].upper()}{reason[1:]}: skipping {needing}.")
+            methods = [m for m in methods if m not in PROMPT_LEARNING_METHODS]
     icm = [m for m in methods if m in ICM_METHODS]
     available = {"image": has_views, "text": has_text, "both": has_views and has_text}
     if icm and asked_sources:
@@ -154,6 +169,7 @@ def plan_evaluation(store, *, protocol, methods, interventions, seeds, selection
         # No style labels and no texts: nothing names the target for sure, so nothing is dropped.
         texts_unfiltered=texts is not None and not include_target_name and _style_strings(store) is None,
         front_door_params=front_door_params, layout=StoreLayout(store), n_classes=n_classes,
+        model=model, class_names=None if store.class_names is None else list(store.class_names),
         skipped=skipped, progress=bool(progress),
         arguments={
             "protocol": protocol, "methods": list(methods), "interventions": list(sources) if icm else None,
@@ -162,6 +178,40 @@ def plan_evaluation(store, *, protocol, methods, interventions, seeds, selection
             "grids": grids, "holdout": float(holdout), "front_door_params": front_door_params,
         },
     )
+
+
+def _store_model(store):
+    """``({"model_name", "pretrained"}, None)`` for a store whose model loads, else ``(None, reason)``.
+
+    The model is loaded (once: the backbone cache keeps it for the training
+    that follows), so a tag that cannot be downloaded or a checkpoint that
+    moved is found before any fit.
+    """
+    if not store.class_names:
+        return None, "the store has no class names to encode"
+    model = (store.settings or {}).get("model")
+    if not isinstance(model, dict) or not model.get("model_name"):
+        return None, ("the store records no model (its features were made elsewhere; embed_image_folder "
+                      "records the model)")
+    pretrained = model.get("pretrained")
+    if isinstance(pretrained, dict):  # a checkpoint file, by its size and modification time
+        path = pretrained.get("file")
+        if path is None or not os.path.isfile(path):
+            return None, f"the checkpoint the store was embedded with, {path!r}, is not there any more"
+        stat = os.stat(path)
+        if (stat.st_size, stat.st_mtime_ns) != (pretrained.get("size"), pretrained.get("mtime_ns")):
+            return None, f"the checkpoint {path!r} changed since the store was embedded"
+        pretrained = path
+    if model.get("embedding_dim") not in (None, store.X.shape[1]):
+        return None, (f"the store's model {model['model_name']!r} gives {model['embedding_dim']} numbers "
+                      f"per embedding and the store holds {store.X.shape[1]}")
+    from ..embedding import get_backbone
+
+    try:
+        get_backbone(model["model_name"], pretrained, "auto", "fp32")
+    except Exception as exc:  # whatever stops it loading is the reason not to run
+        return None, f"its model {model['model_name']!r} ({pretrained!r}) does not load: {exc}"
+    return {"model_name": model["model_name"], "pretrained": pretrained}, None
 
 
 class StoreLayout:
