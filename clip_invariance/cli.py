@@ -243,7 +243,8 @@ def _evaluate(args):
         "grids": {k: v for k, v in (("n_components", args.n_components), ("lam", args.lam),
                                     ("C", args.C), ("temperature", args.temperature),
                                     ("wise_alpha", args.wise_alpha), ("tip_alpha", args.tip_alpha),
-                                    ("tip_beta", args.tip_beta)) if v is not None},
+                                    ("tip_beta", args.tip_beta), ("prompt_epochs", args.prompt_epochs))
+                  if v is not None},
         "progress": not args.quiet,
         "n_jobs": args.n_jobs,
     }
@@ -441,7 +442,9 @@ def _parser():
                           help="leave-one-domain-out, its base/new class splits, or all three")
     evaluate.add_argument("--methods", type=_choices_list(METHODS, every="all"), default=None,
                           help="comma list of " + ", ".join(METHODS) + ", or all (default: all: every "
-                          "method the store supports, the others skipped with a warning)")
+                          "method the store supports, the others skipped with a warning; cdc-prompts and "
+                          "coop learn prompts through the store's own model, much slower, and run only when "
+                          "named)")
     evaluate.add_argument(
         "--interventions", choices=["image", "text", "both"], default=None,
         help="where the invariant methods learn from (default: both, or what the store has)",
@@ -468,6 +471,8 @@ def _parser():
                           help="grid of Tip-Adapter's residual ratio, comma list" + grid)
     evaluate.add_argument("--tip-beta", type=_float_list, default=None,
                           help="grid of Tip-Adapter's sharpness, comma list" + grid)
+    evaluate.add_argument("--prompt-epochs", type=_int_list, default=None,
+                          help="grid of the training epochs of cdc-prompts and coop, comma list" + grid)
     evaluate.add_argument("--output", default=None,
                           help="folder for results.csv, results.md, config.json (checked writable first); "
                           "every finished round is kept in its rounds.jsonl, and the same command run again "

@@ -12,7 +12,16 @@ of ``clip-invariance demo``.
 
 from ._demo import evaluate_synthetic
 from ._evaluate import COLUMNS, evaluate_ablation, evaluate_image_folder, evaluate_store
-from ._methods import HYPER_PARAMETERS, ICM_METHODS, METHODS, default_grids, make_method, make_probe
+from ._methods import (
+    DEFAULT_METHODS,
+    HYPER_PARAMETERS,
+    ICM_METHODS,
+    METHODS,
+    PROMPT_LEARNING_METHODS,
+    default_grids,
+    make_method,
+    make_probe,
+)
 from ._plan import DEFAULT_SELECTION, INTERVENTIONS, PROTOCOLS, TEMPLATES
 from ._protocols import SELECTION_RULES, holdout_split, leave_one_domain_out, select_and_fit, selection_splits
 from ._reporting import (
@@ -39,6 +48,8 @@ __all__ = [
     "TEMPLATES",
     # methods
     "METHODS",
+    "DEFAULT_METHODS",
+    "PROMPT_LEARNING_METHODS",
     "ICM_METHODS",
     "HYPER_PARAMETERS",
     "default_grids",

@@ -95,10 +95,11 @@ def evaluate_store(store, *, protocol="dg", methods=None, interventions=None, se
         scores it (every image among all classes); the same split scored as
         CoOp does (each half among its own classes, a labelled variant); or
         all three.
-    methods : list of str or None, default=None
+    methods : list of str, "all" or None, default=None
         Among ``zero-shot, zero-shot-icm, prototype, probe, probe-views,
         probe-icm, probe-icm-views, front-door, front-door-icm, wise,
-        wise-icm, tip-adapter, tip-adapter-icm`` (:data:`METHODS`).
+        wise-icm, tip-adapter, tip-adapter-icm, cdc-prompts, coop``
+        (:data:`METHODS`).
         ``prototype`` is the cosine nearest class mean of the training
         images; ``probe`` and ``probe-icm`` train their logistic
         regression on the original images (the projector of ``probe-icm``
@@ -111,10 +112,17 @@ def evaluate_store(store, *, protocol="dg", methods=None, interventions=None, se
         a cache of the original training images, scored like the prompt
         methods in the open-class protocols (the probe or cache adds nothing
         to a new class); their ``-icm`` variants put both heads in the
-        invariant subspace. ``None``:
-        every method the store supports, the others skipped with a warning
+        invariant subspace. ``cdc-prompts`` and ``coop``
+        (:data:`PROMPT_LEARNING_METHODS`) learn prompt contexts through the
+        text tower of the model that made the store, recorded by
+        :func:`~clip_invariance.embedding.embed_image_folder`, and reach new
+        classes by encoding their names. ``None``:
+        every method of :data:`DEFAULT_METHODS` (all but those two, much
+        slower) the store supports, the others skipped with a warning
         (the prompt methods without prompts; the invariant ones without any
-        intervention; the view methods without views). A method asked for
+        intervention; the view methods without views). ``"all"``: every
+        method, the learned prompts skipped too on a store that records no
+        loadable model or no class names. A method asked for
         that the store cannot run is an error.
     interventions : {"image", "text", "both"}, list of them, or None, default=None
         Where the invariant methods learn their projection from: the
@@ -145,7 +153,7 @@ def evaluate_store(store, *, protocol="dg", methods=None, interventions=None, se
     grids : dict, default=None
         Hyper-parameter -> values, overriding :func:`~clip_invariance.evaluation.default_grids`
         for ``n_components``, ``lam``, ``C``, ``temperature``, ``wise_alpha``,
-        ``tip_alpha``, ``tip_beta``.
+        ``tip_alpha``, ``tip_beta``, ``prompt_epochs``.
     holdout : float, default=0.2
         Share of every source held out for validation.
     front_door_params : dict, default=None

@@ -402,7 +402,7 @@ def test_pacs_mini_end_to_end(tiny_model, pacs_mini, tmp_path):
                                                                **ONE_BASELINE},
                                  front_door_params=FAST_FRONT_DOOR)
     assert set(results["target"]) == {"art_painting", "cartoon", "photo", "sketch"}
-    assert set(results["method"]) == set(methods.METHODS)
+    assert set(results["method"]) == set(methods.DEFAULT_METHODS)  # cdc-prompts, coop: when named
     assert results["accuracy"].between(0, 1).all()
     assert set(results.query("protocol == 'open-class'")["split"]) == {"base", "new", "harmonic"}
     assert set(results.query("protocol == 'base-to-new'")["split"]) == {"base", "new", "total"}
