@@ -1,20 +1,24 @@
 """CLIPEmbedder: a frozen open_clip backbone as a scikit-learn transformer.
 
-The data path is ``inputs -> embedding cache lookup (per input) -> the misses
-in batches -> decode and preprocess (DataLoader workers,
-:func:`~clip_invariance.embedding.read_image`) -> batched forward -> float32
-embeddings -> written to the cache``. torch and open_clip are imported inside
+The data path is ``inputs -> embedding cache lookup (per input: on disk,
+then the in-memory memo) -> the distinct misses in batches -> decode and
+preprocess (DataLoader workers, :func:`~clip_invariance.embedding.read_image`)
+-> batched forward -> float32 embeddings -> written to the caches, batch by
+batch``. torch and open_clip are imported inside
 the functions that need them, so importing this module is cheap; the loaded
 model lives in the process-wide cache of ``_backbone.py``, never on the
 estimator.
 
-The embedding cache (``memory=``) is in ``_cache.py``.
+The embedding caches (``memory=`` on disk, ``memo_size=`` in memory) are in
+``_cache.py``.
 """
 
+import contextlib
+import contextvars
 import os
 import sys
 import warnings
-from numbers import Integral
+from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin, _fit_context
@@ -22,7 +26,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 
 from .._utils import DocLinkMixin, l2_normalize
 from ._backbone import get_backbone
-from ._cache import item_key, open_cache
+from ._cache import item_key, open_cache, open_memo
 from ._images import is_lazy_image, is_pil_image, read_image
 
 __all__ = ["CLIPEmbedder"]
@@ -86,9 +90,21 @@ class CLIPEmbedder(DocLinkMixin, ClassNamePrefixFeaturesOutMixin, TransformerMix
         read with ``allow_pickle=False``; a damaged one is recomputed with a
         warning. A ``joblib.Memory`` is accepted for scikit-learn habits: only
         its ``location`` is used (``None``: no cache).
+    memo_size : float, default=512
+        Megabytes of embeddings kept in memory, per loaded model and shared
+        by every embedder of that model in the process (the clones of a
+        ``GridSearchCV`` too), keyed per input as ``memory`` is (a file's
+        identity also holds its inode and status-change time). So a grid
+        search over ``Pipeline([CLIPEmbedder(), ...])`` embeds each input
+        once, not once per candidate and fold, without ``memory``. Least
+        recently used entries go first, but never those of the running call:
+        one call larger than the memo keeps its first inputs. 512 MB hold
+        about 200,000 ViT-B embeddings (512 floats, plus about 500 bytes of
+        key each). ``0`` turns it off. ``clear_backbone_cache()`` frees it
+        with the model. With ``n_jobs > 1`` each worker process has its own.
     progress : bool or "auto", default="auto"
-        Show a tqdm bar over batches; ``"auto"`` shows it when there are more
-        than 10 batches and stderr is a terminal.
+        Show a tqdm bar that moves per batch, in inputs per second; ``"auto"``
+        shows it when there are more than 10 batches and stderr is a terminal.
     on_error : {"raise", "nan"}, default="raise"
         What an unreadable image does: ``"raise"`` a ValueError naming its
         index and file; ``"nan"`` gives its row NaN values (so the output
@@ -142,6 +158,7 @@ class CLIPEmbedder(DocLinkMixin, ClassNamePrefixFeaturesOutMixin, TransformerMix
         "normalize": ["boolean"],
         "modality": [StrOptions({"image", "text"})],
         "memory": [None, str, os.PathLike, HasMethods(["cache"])],
+        "memo_size": [Interval(Real, 0, None, closed="left")],
         "progress": ["boolean", StrOptions({"auto"})],
         "on_error": [StrOptions({"raise", "nan"})],
     }
@@ -158,6 +175,7 @@ class CLIPEmbedder(DocLinkMixin, ClassNamePrefixFeaturesOutMixin, TransformerMix
         normalize=False,
         modality="image",
         memory=None,
+        memo_size=512,
         progress="auto",
         on_error="raise",
     ):
@@ -170,6 +188,7 @@ class CLIPEmbedder(DocLinkMixin, ClassNamePrefixFeaturesOutMixin, TransformerMix
         self.normalize = normalize
         self.modality = modality
         self.memory = memory
+        self.memo_size = memo_size
         self.progress = progress
         self.on_error = on_error
 
@@ -219,15 +238,30 @@ class CLIPEmbedder(DocLinkMixin, ClassNamePrefixFeaturesOutMixin, TransformerMix
         out = np.full((len(items), backbone.embedding_dim), np.nan, dtype=np.float32)
 
         cache = open_cache(self.memory, backbone, self.modality)
-        keys = [None] * len(items)
+        memo = open_memo(backbone, self.modality, self.memo_size)
         todo = np.arange(len(items))
+        disk_keys = memo_keys = [None] * len(items)
         if cache is not None:
-            keys = [item_key(item, self.modality) for item in items]
-            found = cache.read(keys, out)
-            todo = np.flatnonzero(~found)
+            disk_keys = [item_key(item, self.modality) for item in items]
+            todo = np.flatnonzero(~cache.read(disk_keys, out))
+        if memo is not None and len(todo):
+            memo_keys = [None] * len(items)
+            for i, key in zip(todo, memo.keys([items[i] for i in todo])):
+                memo_keys[i] = key
+            rows = memo.read([memo_keys[i] for i in todo])
+            hits = [i for i, row in zip(todo, rows) if row is not None]
+            for i, row in zip(todo, rows):
+                if row is not None:
+                    out[i] = row
+            if cache is not None and hits:  # on disk too: memory= keeps what this process knew
+                cache.write([disk_keys[i] for i in hits], out[hits])
+            todo = np.asarray([i for i, row in zip(todo, rows) if row is None], dtype=np.intp)
+        # An input given twice is embedded once (when it has a key).
+        todo, copies = _distinct(todo, memo_keys if memo is not None else disk_keys)
         batches = [todo[start : start + self.batch_size] for start in range(0, len(todo), self.batch_size)]
 
         skipped = []
+        listener = _BATCH_LISTENER.get()
         for kept, inputs, failures in self._prepared_batches(items, batches, backbone):
             for i, reason in failures:
                 if self.on_error == "raise":
@@ -236,7 +270,13 @@ class CLIPEmbedder(DocLinkMixin, ClassNamePrefixFeaturesOutMixin, TransformerMix
             if len(kept):
                 out[kept] = backbone.encode(inputs)
                 if cache is not None:
-                    cache.write([keys[i] for i in kept], out[kept])
+                    cache.write([disk_keys[i] for i in kept], out[kept])
+                if memo is not None:
+                    memo.write([memo_keys[i] for i in kept], out[kept])
+            if listener is not None:
+                listener(kept, out[kept], len(kept) + len(failures))
+        for i, first in copies:
+            out[i] = out[first]
         if skipped:
             message = f"Skipped {len(skipped)} unreadable input(s); their rows are NaN: "
             warnings.warn(message + "; ".join(skipped), UserWarning, stacklevel=2)
@@ -247,10 +287,18 @@ class CLIPEmbedder(DocLinkMixin, ClassNamePrefixFeaturesOutMixin, TransformerMix
         """Yield ``(kept indices, model inputs, [(index, reason), ...])`` per batch."""
         if not batches:
             return
-        if self.modality == "text":
-            for idx in self._progress(batches, len(batches)):
-                yield idx, backbone.tokenizer([items[i] for i in idx]), []
-            return
+        with self._progress(sum(map(len, batches)), len(batches)) as bar:
+            if self.modality == "text":
+                for idx in batches:
+                    yield idx, backbone.tokenizer([items[i] for i in idx]), []
+                    bar.update(len(idx))
+                return
+            for inputs, kept, failures in self._image_loader(items, batches, backbone):
+                yield np.asarray(kept, dtype=np.intp), inputs, failures
+                bar.update(len(kept) + len(failures))
+
+    def _image_loader(self, items, batches, backbone):
+        """The DataLoader that decodes and preprocesses ``batches`` of ``items``: (tensor, kept, failures)."""
         import torch
         from torch.utils.data import DataLoader
 
@@ -258,19 +306,15 @@ class CLIPEmbedder(DocLinkMixin, ClassNamePrefixFeaturesOutMixin, TransformerMix
         todo = (items[i] for batch in batches for i in batch)
         lazy = any(isinstance(item, (str, os.PathLike)) or is_lazy_image(item) for item in todo)
         workers = self._n_workers(backbone.device) if lazy else 0
-        loader = DataLoader(
+        return DataLoader(
             _ImageDataset(items, backbone.preprocess),
-            batch_sampler=[b.tolist() for b in batches],
+            batch_sampler=[np.asarray(b).tolist() for b in batches],
             num_workers=workers,
             collate_fn=_collate,
             pin_memory=backbone.device.startswith("cuda"),
             worker_init_fn=_single_thread_worker if workers else None,
             generator=torch.Generator(),  # its worker seeds must not draw from the global generator
         )
-        # The bar wraps the loader itself: it must see the loader's end to reach its total.
-        for tensors, kept, failures in self._progress(loader, len(batches)):
-            inputs = torch.stack(tensors) if tensors else None
-            yield np.asarray(kept, dtype=np.intp), inputs, failures
 
     def _n_workers(self, device):
         if self.num_workers != "auto":
@@ -280,15 +324,16 @@ class CLIPEmbedder(DocLinkMixin, ClassNamePrefixFeaturesOutMixin, TransformerMix
             return min(8, max(cores - 1, 0))
         return max(cores // 2 - 1, 0)
 
-    def _progress(self, iterable, total):
+    def _progress(self, total, n_batches):
         show = self.progress
         if show == "auto":
-            show = total > 10 and sys.stderr.isatty()
+            show = n_batches > 10 and sys.stderr.isatty()
         if not show:
-            return iterable
+            return contextlib.nullcontext(_NoBar())
         from tqdm.auto import tqdm
 
-        return tqdm(iterable, total=total, desc=f"Embedding ({self.model_name})", unit="batch")
+        # Counts the inputs embedded (not those found in a cache), batch by batch: the rate is theirs.
+        return tqdm(total=total, desc=f"Embedding ({self.model_name})", unit=self.modality)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -370,10 +415,48 @@ class _ImageDataset:
 
 
 def _collate(samples):
+    import torch
+
+    # Stacked in the worker: one tensor crosses to the main process, not one per image.
     tensors = [t for _, t, err in samples if err is None]
     kept = [i for i, _, err in samples if err is None]
     failures = [(i, err) for i, _, err in samples if err is not None]
-    return tensors, kept, failures
+    return (torch.stack(tensors) if tensors else None), kept, failures
+
+
+def _distinct(todo, keys):
+    """``todo`` without repeated keys, and the ``(index, first index)`` pairs of the repeats."""
+    first, distinct, copies = {}, [], []
+    for i in todo.tolist():
+        key = keys[i]
+        if key is None:
+            distinct.append(i)
+        elif key in first:
+            copies.append((i, first[key]))
+        else:
+            first[key] = i
+            distinct.append(i)
+    return np.asarray(distinct, dtype=np.intp), copies
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+
+# Who is told of each finished batch: (indices, rows, inputs done). embed_image_folder
+# listens, to move its bar per batch and save every finished batch when interrupted.
+_BATCH_LISTENER = contextvars.ContextVar("clip_invariance_batch_listener", default=None)
+
+
+@contextlib.contextmanager
+def listen_to_batches(listener):
+    """Call ``listener(indices, rows, n_done)`` after each batch that ``transform`` embeds in this context."""
+    token = _BATCH_LISTENER.set(listener)
+    try:
+        yield
+    finally:
+        _BATCH_LISTENER.reset(token)
 
 
 def _single_thread_worker(_):

@@ -3,8 +3,9 @@
 The data path is ``folder listing (with a shard, its part) -> every argument
 and the weights checked -> one key per item (image, view, text) -> items
 already in the store or its pending files are reused -> the others embedded
-``save_every`` items at a time, each part saved at once -> the store assembled
-and swapped in``. An item's key is a digest of
+``save_every`` items at a time, each part saved at once (on an interruption,
+every finished batch of the part in flight too) -> the store assembled and
+swapped in``. An item's key is a digest of
 the model's identity (with the weights files it reads) and what determines
 the embedding: the image's path under the root, size and modification time
 (or, with ``verify_content``, a digest of its bytes); for a view also its
@@ -37,7 +38,7 @@ from ..datasets import (
 from ._augmentation import make_image_interventions
 from ._backbone import get_backbone
 from ._cache import digest
-from ._embedder import CLIPEmbedder
+from ._embedder import CLIPEmbedder, listen_to_batches
 from ._prompts import DEFAULT_SETTINGS, DEFAULT_STYLES, build_prompts, make_text_interventions
 
 __all__ = [
@@ -130,9 +131,14 @@ def embed_image_folder(
         Seed of the augmentations. Each image's views depend only on it and
         the image's path under ``root``, so adding a file changes no other view.
     save_every : int, default=512
-        Items embedded and saved together: the most work an interruption loses.
+        Items embedded and saved together in one pending file. An
+        interruption (Ctrl-C, or any exception) loses only the batch in
+        flight: the finished batches of the part are saved before it
+        propagates.
     progress : bool, default=True
-        Show a progress bar over items (those found in the store count as done).
+        Show a progress bar over items that moves per batch (those found in
+        the store count as done); its rate is texts per second, then images
+        per second, counting only what this run embeds.
     shard : tuple of (int, int), default=None
         ``(i, n)``: embed only the ``i``-th of ``n`` contiguous parts of the
         sorted image list (all the views of an image in its part) into the
@@ -225,8 +231,9 @@ def embed_image_folder(
         texts = text_interventions_with_styles(classes, text_styles, text_settings)
         strings["text_interventions"] = texts[0]
 
+    # No memo: each item is embedded once here, and the store is what keeps it.
     images = CLIPEmbedder(model_name, pretrained, device=device, batch_size=batch_size,
-                          num_workers=num_workers, progress=False).fit()  # loads the weights: fails fast
+                          num_workers=num_workers, memo_size=0, progress=False).fit()  # loads: fails fast
     encoders = {"image": images, "text": clone(images).set_params(modality="text")}
     model = _model_identity(images)
     model_key = digest(model)
@@ -252,12 +259,13 @@ def embed_image_folder(
     n_items = len({key for key, _ in image_items + text_items})
     with _progress_bar(progress, n_items, n_items - sum(map(len, todo.values())), model_name) as bar:
         for modality, items in todo.items():  # texts first: seconds, and then only images remain
+            if items:
+                _start_phase(bar, modality, model_name)
             for start in range(0, len(items), save_every):
                 keys, inputs = zip(*items[start : start + save_every])
-                embeddings = encoders[modality].transform(list(inputs))
+                embeddings = _embed_part(encoders[modality], store, keys, inputs, bar)
                 save_pending(store, keys, embeddings)
                 known.update(zip(keys, embeddings))
-                bar.update(len(keys))
 
     arrays = {name: _gather(known, keys) for name, keys in item_keys.items()}
     if texts is not None:
@@ -439,7 +447,34 @@ def _template_strings(templates):
     return [row[0] for row in build_prompts(["{}"], templates)]
 
 
+def _embed_part(encoder, store, keys, inputs, bar):
+    """Embed one part; if anything interrupts it, save its finished batches before letting it through."""
+    finished = []
+
+    def on_batch(indices, rows, n_done):
+        finished.append((indices, rows))
+        bar.update(n_done)
+
+    try:
+        with listen_to_batches(on_batch):
+            return encoder.transform(list(inputs))
+    except BaseException:  # KeyboardInterrupt above all
+        done = [(i, row) for indices, rows in finished for i, row in zip(indices.tolist(), rows)]
+        if done:
+            save_pending(store, [keys[i] for i, _ in done], np.asarray([row for _, row in done]))
+        raise
+
+
 def _progress_bar(show, total, done, model_name):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, initial=done, desc=f"Embedding ({model_name})", unit="item", disable=not show)
+
+
+def _start_phase(bar, modality, model_name):
+    """Name the phase in the bar and start its rate afresh: texts per second, then images per second."""
+    n = bar.n
+    bar.unit = modality
+    bar.set_description(f"Embedding {modality}s ({model_name})", refresh=False)
+    bar.reset(total=bar.total)  # a fresh clock and rate: the texts' speed says nothing of the images'
+    bar.n = bar.last_print_n = bar.initial = n

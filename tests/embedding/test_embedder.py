@@ -23,6 +23,13 @@ from clip_invariance.embedding import _backbone, clear_backbone_cache
 from clip_invariance.embedding import _embedder as embedding_module
 
 
+@pytest.fixture(autouse=True)
+def empty_memo():
+    """Each test starts with an empty in-memory memo (it lives on the cached backbones)."""
+    for backbone in list(_backbone._BACKBONES.values()):
+        backbone.__dict__.pop("_embedding_memo", None)
+
+
 def _reference(model_name, pretrained, images):
     """What open_clip itself gives: its preprocessing, one forward, no embedder code."""
     import open_clip
@@ -285,7 +292,7 @@ def _damage(kind, path):
 def test_damaged_entry_is_recomputed_with_one_warning(tiny_model, rgb_images, tmp_path, kind, count_decodes):
     if os.path.exists(_Planted.marker):
         os.remove(_Planted.marker)
-    emb = cpu_embedder(tiny_model, memory=tmp_path)
+    emb = cpu_embedder(tiny_model, memory=tmp_path, memo_size=0)  # the disk cache alone
     first = emb.transform(rgb_images)
     entry = _entries(tmp_path)[0]
     _damage(kind, entry)
@@ -579,8 +586,147 @@ def test_pacs_pipeline_fit_save_reload(tiny_model, tiny_checkpoint, pacs_mini, t
 def test_progress_bar_is_optional_and_reaches_its_total(tiny_model, image_files, capsys):
     cpu_embedder(tiny_model, progress=True, batch_size=2).transform(image_files)
     err = capsys.readouterr().err
-    assert "Embedding" in err and "3/3" in err
-    cpu_embedder(tiny_model, progress=True, batch_size=4, modality="text").transform(["a"] * 6)
-    assert "2/2" in capsys.readouterr().err
+    assert "Embedding" in err and "6/6" in err and "image/s" in err  # inputs, not batches
+    cpu_embedder(tiny_model, progress=True, batch_size=4, modality="text").transform(list("abcdef"))
+    err = capsys.readouterr().err
+    assert "6/6" in err and "text/s" in err
     cpu_embedder(tiny_model, progress=False, batch_size=2).transform(image_files)
     assert "Embedding" not in capsys.readouterr().err
+
+
+def test_progress_bar_moves_per_batch_and_counts_only_what_is_embedded(tiny_model, image_files, monkeypatch):
+    from tqdm import auto
+
+    updates = []
+    real = auto.tqdm.update
+    monkeypatch.setattr(auto.tqdm, "update", lambda bar, n=1: updates.append(n) or real(bar, n))
+    emb = cpu_embedder(tiny_model, progress=True, batch_size=4)
+    emb.transform(image_files[:3])
+    assert updates == [3]
+    updates.clear()
+    emb.transform(image_files)  # the first three come from the memo: 3 to embed, one batch
+    assert updates == [3]
+    updates.clear()
+    emb.set_params(memo_size=0).transform(image_files)
+    assert updates == [4, 2]
+
+
+# ------------------------------------------------- the in-memory memo
+@pytest.fixture
+def count_rows(monkeypatch):
+    """Rows that go through the backbone's forward pass."""
+    rows = []
+    real = _backbone.Backbone.encode
+    monkeypatch.setattr(_backbone.Backbone, "encode", lambda self, x: rows.append(len(x)) or real(self, x))
+    return rows
+
+
+def _environment_images(folder, n_per_environment=8):
+    """3 environments x 2 classes of small PNG files; class 1 is redder."""
+    rng = np.random.default_rng(3)
+    paths, y, environments = [], [], []
+    for e in range(3):
+        for i in range(n_per_environment):
+            pixels = rng.integers(0, 200, (32, 32, 3), dtype=np.uint8)
+            pixels[:, :, 0] += 50 * (i % 2)
+            paths.append(str(folder / f"{e}-{i}.png"))
+            Image.fromarray(pixels).save(paths[-1])
+            y.append(i % 2)
+            environments.append(e)
+    return paths, np.array(y), np.array(environments)
+
+
+def test_grid_search_embeds_each_image_once(tiny_model, tmp_path, count_rows):
+    """The README's pipeline in a GridSearchCV: without memory=, each distinct image is embedded once."""
+    from sklearn.model_selection import LeaveOneGroupOut
+
+    paths, y, environments = _environment_images(tmp_path)
+
+    def search(memo_size):
+        pipe = make_pipeline(cpu_embedder(tiny_model, memo_size=memo_size), InvariantProjector(),
+                             LogisticRegression(max_iter=1000))
+        grid = {"invariantprojector__n_components": [2, 4], "logisticregression__C": [0.1, 1.0]}
+        return GridSearchCV(pipe, grid, cv=LeaveOneGroupOut()).fit(
+            paths, y, groups=environments, invariantprojector__environments=environments)
+
+    reused = search(512)
+    assert sum(count_rows) == len(paths)
+    count_rows.clear()
+    again = search(0)
+    # 4 candidates x 3 folds (fit on two environments, score on the third) + the refit
+    assert sum(count_rows) == 4 * 3 * len(paths) + len(paths)
+    np.testing.assert_array_equal(reused.cv_results_["mean_test_score"], again.cv_results_["mean_test_score"])
+    assert reused.best_params_ == again.best_params_
+    np.testing.assert_array_equal(reused.predict(paths), again.predict(paths))
+    np.testing.assert_allclose(reused.best_estimator_[0].transform(paths),
+                               again.best_estimator_[0].transform(paths), rtol=1e-5, atol=1e-6)
+
+
+def test_memo_is_shared_by_clones_and_can_be_turned_off(tiny_model, rgb_images, count_rows):
+    from sklearn.base import clone
+
+    emb = cpu_embedder(tiny_model)
+    first = emb.transform(rgb_images)
+    assert sum(count_rows) == 6
+    np.testing.assert_array_equal(clone(emb).transform(rgb_images[::-1]), first[::-1])
+    assert sum(count_rows) == 6
+    off = cpu_embedder(tiny_model, memo_size=0)
+    np.testing.assert_allclose(off.transform(rgb_images), first, atol=1e-6)
+    assert sum(count_rows) == 12
+    emb.set_params(precision="bf16").transform(rgb_images)  # another model: other entries
+    assert sum(count_rows) == 18
+
+
+def test_memo_is_bounded_and_keeps_the_first_inputs_of_a_call_too_large(tiny_model, rgb_images, count_rows):
+    from clip_invariance.embedding._cache import _entry_size, item_key
+
+    row = np.zeros(32, np.float32)
+    sizes = {_entry_size(item_key(image, "image", strict=True), row) for image in rgb_images}
+    (entry,) = sizes  # a row of the tiny model and its key: the same for every image here
+    emb = cpu_embedder(tiny_model, memo_size=3.5 * entry / 2**20)  # room for 3 entries
+    first = emb.transform(rgb_images)
+    memo = _backbone.get_backbone(tiny_model, None, "cpu", "fp32")._embedding_memo
+    assert len(memo.rows) == 3 and memo.nbytes == 3 * entry
+    count_rows.clear()
+    # The first three are kept (least-recently-used eviction alone would keep the last
+    # three, and a call in input order would then miss every one): only the rest is embedded.
+    np.testing.assert_allclose(emb.transform(rgb_images), first, atol=1e-6)
+    assert sum(count_rows) == 3
+    count_rows.clear()
+    emb.transform(rgb_images[3:])  # a new call: the entries of older calls make room for it
+    assert sum(count_rows) == 3
+    emb.transform(rgb_images[3:])
+    assert sum(count_rows) == 3
+    emb.set_params(memo_size=1.5 * entry / 2**20).transform(rgb_images[:1])  # a smaller size trims the memo
+    assert len(memo.rows) == 1 and memo.nbytes <= 1.5 * entry
+
+
+def test_an_input_given_twice_is_embedded_once(tiny_model, rgb_images, image_files, count_rows):
+    X = cpu_embedder(tiny_model).transform(image_files[:3] + image_files[:3] + rgb_images[:1] * 2)
+    assert sum(count_rows) == 4
+    np.testing.assert_array_equal(X[:3], X[3:6])
+    np.testing.assert_array_equal(X[6], X[7])
+
+
+def test_memo_sees_a_file_rewritten_with_its_old_size_and_mtime(tiny_model, tmp_path, count_rows):
+    """``cp -p`` keeps size and mtime; the memo's key also holds the status-change time."""
+    path = tmp_path / "image.bmp"  # BMP: same size whatever the pixels
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(path)
+    stat = os.stat(path)
+    emb = cpu_embedder(tiny_model)
+    before = emb.transform([str(path)])
+    Image.fromarray(np.full((32, 32, 3), 255, dtype=np.uint8)).save(path)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert os.stat(path).st_size == stat.st_size
+    after = emb.transform([str(path)])
+    assert sum(count_rows) == 2 and not np.allclose(after, before)
+
+
+def test_memo_hits_are_written_to_the_disk_cache(tiny_model, image_files, tmp_path, count_rows):
+    first = cpu_embedder(tiny_model).transform(image_files)  # in memory only
+    cached = cpu_embedder(tiny_model, memory=tmp_path / "cache").transform(image_files)
+    np.testing.assert_array_equal(cached, first)
+    assert sum(count_rows) == 6 and len(_entries(tmp_path / "cache")) == 6
+    from_disk = cpu_embedder(tiny_model, memory=tmp_path / "cache", memo_size=0).transform(image_files)
+    np.testing.assert_array_equal(from_disk, first)
+    assert sum(count_rows) == 6

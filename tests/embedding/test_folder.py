@@ -502,3 +502,54 @@ def test_a_shard_of_another_model_than_its_finished_siblings_is_refused(folder, 
         embed(folder, store, tiny_model, pretrained=checkpoint, shard=(1, 2))
     assert taken(counts) == {"image": 0, "text": 0}
     assert not (store / "shards" / "00001-of-00002").exists()
+
+
+# ------------------------------------------- Ctrl-C and the bar, batch by batch
+def _interrupt_image_batch(monkeypatch, k):
+    """Backbone.encode raises KeyboardInterrupt at the (k + 1)-th batch of images; returns the rows it saw."""
+    from clip_invariance.embedding._backbone import Backbone
+
+    real = Backbone.encode
+    rows = {"image": 0, "text": 0, "image batches": 0}
+
+    def encode(self, inputs):
+        if inputs.is_floating_point():
+            if rows["image batches"] == k:
+                raise KeyboardInterrupt
+            rows["image batches"] += 1
+        rows["image" if inputs.is_floating_point() else "text"] += len(inputs)
+        return real(self, inputs)
+
+    monkeypatch.setattr(Backbone, "encode", encode)
+    return rows
+
+
+def test_ctrl_c_keeps_every_finished_batch(folder, tmp_path, tiny_model, monkeypatch):
+    """Interrupted after 3 batches of 8 images, inside one part of 1000: a rerun embeds only the rest."""
+    store = tmp_path / "store"
+    rows = _interrupt_image_batch(monkeypatch, k=3)
+    with pytest.raises(KeyboardInterrupt):
+        embed(folder, store, tiny_model, batch_size=8, save_every=1000)
+    assert rows == {"image": 24, "text": N_TEXT_ITEMS, "image batches": 3}
+    assert len(list((store / "pending").iterdir())) == 2  # the texts' part, the finished image batches
+
+    monkeypatch.undo()
+    rows = _interrupt_image_batch(monkeypatch, k=10**6)  # counts only
+    resumed = embed(folder, store, tiny_model, batch_size=8, save_every=1000)
+    assert rows["image"] == N_IMAGE_ITEMS - 24 and rows["text"] == 0
+    reference = embed(folder, tmp_path / "reference", tiny_model)
+    for name in ("X", "views", "prompt_embeddings", "text_interventions"):
+        assert_allclose(resumed[name], reference[name], rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_progress_bar_moves_per_batch_in_images_per_second(folder, tmp_path, tiny_model, monkeypatch, capsys):
+    from tqdm import auto
+
+    updates = []
+    real = auto.tqdm.update
+    monkeypatch.setattr(auto.tqdm, "update", lambda bar, n=1: updates.append((bar.unit, n)) or real(bar, n))
+    embed(folder, tmp_path / "store", tiny_model, batch_size=8, save_every=16, progress=True)
+    # texts: 12 in one part (8 + 4); images: 36 in parts of 16 (8 + 8, 8 + 8, 4)
+    assert updates == [("text", 8), ("text", 4)] + [("image", 8)] * 4 + [("image", 4)]
+    err = capsys.readouterr().err
+    assert "Embedding images" in err and "image/s" in err and f"{N_IMAGE_ITEMS + N_TEXT_ITEMS}/" in err
