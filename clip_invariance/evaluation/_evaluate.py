@@ -15,9 +15,9 @@ images are both classified among *all* ``C`` classes (the prompt methods reach
 the new ones through ``with_prompts``), with the harmonic mean of the two;
 ``"base-to-new"``, a labelled variant (CoOp's scoring, this package's first
 open-class protocol): ``ceil(C / 2)`` base classes, base images among the base classes,
-new images among the new classes only, and ``"total"`` among all. Scoring new
-images among the new classes alone is easier: the numbers of the two are not
-comparable. Selection rules: ``_protocols.py``
+new images among the new classes only, their ``"harmonic"`` mean (CoCoOp's H),
+and ``"total"`` among all. Scoring new images among the new classes alone is
+easier: the numbers of the two are not comparable. Selection rules: ``_protocols.py``
 (:func:`~clip_invariance.evaluation.selection_splits`).
 
 Rows layout of a store: the originals ``X`` first, then each round of views
@@ -180,9 +180,9 @@ def evaluate_store(store, *, protocol="dg", methods=None, interventions=None, se
         method has none), ``validation_accuracy`` (of the chosen parameters),
         ``n_train`` (source images trained on), ``n_test``. ``split`` is
         ``"all"`` in ``dg``; ``"base"``, ``"new"`` and their ``"harmonic"``
-        mean in ``open-class``; ``"base"``, ``"new"``, ``"total"`` in
-        ``base-to-new`` (the probes only have ``"base"``, among the base
-        classes).
+        mean in ``open-class``; ``"base"``, ``"new"``, ``"total"`` and the
+        ``"harmonic"`` mean of base and new in ``base-to-new`` (the probes
+        only have ``"base"``, among the base classes).
         ``results.attrs["config"]`` holds everything needed to rerun.
 
     Raises
@@ -545,7 +545,7 @@ def _evaluate_round(plan, rule, protocol, target, seed, method, source):
         mask = (test & np.isin(layout.y, split_classes))[: len(X)]  # originals come first
         accuracy = float(scorer.score(X[mask], y[mask])) if mask.any() else np.nan
         out.append({**common, "split": split, "accuracy": accuracy, "n_test": int(mask.sum())})
-    if protocol == "open-class" and not image_only:
+    if protocol in ("open-class", "base-to-new") and not image_only:  # H, the number CoOp's papers report
         base_accuracy, new_accuracy = out[0]["accuracy"], out[1]["accuracy"]
         harmonic = (2 * base_accuracy * new_accuracy / (base_accuracy + new_accuracy)
                     if base_accuracy + new_accuracy > 0 else 0.0)

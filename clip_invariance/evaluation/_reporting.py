@@ -445,7 +445,7 @@ def chance_level(protocol, split, n_classes):
     ``dg`` and ``open-class`` score among all ``C`` classes (the image-only
     heads of ``open-class`` among the base ones); ``base-to-new`` scores its
     base images among the first ``ceil(C / 2)`` classes and its new images among
-    the other ``floor(C / 2)``.
+    the other ``floor(C / 2)``; the harmonic mean of those two chances is ``2 / C``.
 
     Parameters
     ----------
@@ -467,6 +467,8 @@ def chance_level(protocol, split, n_classes):
     """
     if protocol == "base-to-new" and split in ("base", "new"):
         n_classes = (n_classes + 1) // 2 if split == "base" else n_classes // 2
+    if protocol == "base-to-new" and split == "harmonic":  # H(1 / b, 1 / n) = 2 / (b + n), b + n = C
+        return 2 / n_classes
     return 1 / n_classes
 
 

@@ -267,7 +267,7 @@ def test_front_door_rows_on_both_protocols(store):
     icm = results.query("method == 'front-door-icm' and protocol == 'dg'")
     assert icm["n_components"].isin([4, 8]).all()
     # seeds x targets x variants x (dg + open-class + base-to-new splits)
-    assert len(results) == 2 * 4 * 3 * (1 + 3 + 3)
+    assert len(results) == 2 * 4 * 3 * (1 + 3 + 4)
 
 
 def test_a_store_without_prompts_skips_the_prompt_methods(tmp_path):
@@ -405,7 +405,7 @@ def test_pacs_mini_end_to_end(tiny_model, pacs_mini, tmp_path):
     assert set(results["method"]) == set(methods.DEFAULT_METHODS)  # cdc-prompts, coop: when named
     assert results["accuracy"].between(0, 1).all()
     assert set(results.query("protocol == 'open-class'")["split"]) == {"base", "new", "harmonic"}
-    assert set(results.query("protocol == 'base-to-new'")["split"]) == {"base", "new", "total"}
+    assert set(results.query("protocol == 'base-to-new'")["split"]) == {"base", "new", "total", "harmonic"}
     assert set(results["templates"].dropna()) == {"single", "ensemble"}  # zero-shot / front door
 
 
@@ -514,7 +514,7 @@ def test_baselines_run_in_every_protocol_with_their_chosen_parameters():
     for method in BASELINES:  # prompt heads: the new classes are reached through with_prompts
         assert splits[(method, "dg")] == ["all"]
         assert splits[(method, "open-class")] == ["base", "harmonic", "new"]
-        assert splits[(method, "base-to-new")] == ["base", "new", "total"]
+        assert splits[(method, "base-to-new")] == ["base", "harmonic", "new", "total"]
     assert results["accuracy"].between(0, 1).all() and results["validation_accuracy"].between(0, 1).all()
     tuned = {"wise": {"wise_alpha", "C"}, "tip-adapter": {"tip_alpha", "tip_beta"}}
     for method, rows in results.groupby("method"):

@@ -71,7 +71,8 @@ def test_markdown_is_shaped_like_the_papers_tables(results, tmp_path):
     text = write_results(results, tmp_path)["markdown"].read_text()
     headings = [line for line in text.splitlines() if line.startswith("## ")]
     tables = [("dg", "all"), ("open-class", "base"), ("open-class", "new"), ("open-class", "harmonic"),
-              ("base-to-new", "base"), ("base-to-new", "new"), ("base-to-new", "total")]
+              ("base-to-new", "base"), ("base-to-new", "new"), ("base-to-new", "total"),
+              ("base-to-new", "harmonic")]
     assert headings == [f"## {p}, split {s}, selection views-val" for p, s in tables]
     rows = table(text, headings[0])
     assert rows[0] == ["method", *ENVIRONMENTS, "avg"]
@@ -136,7 +137,7 @@ def test_plots_are_written(results, store, tmp_path):
         "accuracy_dg_all_views-val.png", "accuracy_open-class_base_views-val.png",
         "accuracy_open-class_new_views-val.png", "accuracy_open-class_harmonic_views-val.png",
         "accuracy_base-to-new_base_views-val.png", "accuracy_base-to-new_new_views-val.png",
-        "accuracy_base-to-new_total_views-val.png"]
+        "accuracy_base-to-new_total_views-val.png", "accuracy_base-to-new_harmonic_views-val.png"]
     assert all(png_ok(p) for p in paths)
     ablation = evaluate_ablation(store, method="probe-icm", n_components=[4, 8], lam=[1.0, 10.0],
                                  interventions="image", grids={"C": [0.316]}, seeds=[0, 1],
@@ -309,6 +310,9 @@ def test_chance_levels():
                                                 ("base-to-new", "base"), ("base-to-new", "new"),
                                                 ("base-to-new", "total")]] == [1 / 7, 1 / 7, 1 / 7, 1 / 4,
                                                                                1 / 3, 1 / 7]
+    # The harmonic means of the base and new chances: 1/7 and 1/7; 1/4 and 1/3.
+    assert chance_level("open-class", "harmonic", 7) == 1 / 7
+    assert chance_level("base-to-new", "harmonic", 7) == pytest.approx(2 / (4 + 3))
 
 
 def test_ablation_error_bars_only_with_seeds_and_a_chance_line(tmp_path, figures):
