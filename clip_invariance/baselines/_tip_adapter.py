@@ -116,6 +116,9 @@ class TipAdapterClassifier(_PromptHeadClassifier):
     (array([0]), array([1]))
     """
 
+    # Read at prediction only: a search scores every (alpha, beta) from one cache (evaluation._search).
+    _prediction_parameters = ("alpha", "beta")
+
     _parameter_constraints: dict = {
         **_PromptHeadClassifier._parameter_constraints,
         "alpha": [Interval(Real, 0, None, closed="left")],

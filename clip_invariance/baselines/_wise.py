@@ -122,6 +122,9 @@ class WiSEClassifier(_PromptHeadClassifier):
     True
     """
 
+    # Read at prediction only: a search scores every alpha from one fit (evaluation._search).
+    _prediction_parameters = ("alpha",)
+
     _parameter_constraints: dict = {
         **_PromptHeadClassifier._parameter_constraints,
         "alpha": [Interval(Real, 0, 1, closed="both")],

@@ -15,10 +15,13 @@ candidates:
   LogisticRegression)])``, grid over ``n_components``, ``lam`` and ``C``):
   one pass of sufficient statistics per split serves every ``(K, lam)``
   (:func:`~clip_invariance.invariance.projector_path`), each subspace is
-  computed once for all ``C``, and the probe trains on the rows it weighs.
+  computed once for all ``C``, and the probe trains on the rows it weighs;
+- an estimator whose ``_prediction_parameters`` are read at prediction only
+  (WiSE's mixing weight, Tip-Adapter's two weights): one fit per setting of
+  the others, then every value of those is scored from it.
 
 The scores are those of ``GridSearchCV`` bit for bit: the projectors are the
-same (``projector_path`` is exact) and so are the probes' fits. Every other
+same (``projector_path`` is exact) and so are the fits. Every other
 estimator goes through ``GridSearchCV`` unchanged.
 """
 
@@ -84,6 +87,8 @@ def grid_scores(estimator, param_grid, X, y, splits, *, fit_params=None, warm_st
         return candidates, _probe_grid(estimator, candidates, X, y, splits, fit_params, warm_start)
     elif _is_projected_probe(estimator, param_grid, fit_params):
         return candidates, _projected_probe_grid(estimator, candidates, X, y, splits, fit_params, warm_start)
+    elif _prediction_only(estimator, param_grid, fit_params):
+        return candidates, _refit_free_grid(estimator, candidates, X, y, splits, fit_params)
     search = GridSearchCV(clone(estimator), param_grid, cv=splits, refit=False, error_score="raise")
     search.fit(X, y, **fit_params)
     return list(search.cv_results_["params"]), np.asarray(search.cv_results_["mean_test_score"])
@@ -108,6 +113,33 @@ def _is_projected_probe(estimator, param_grid, fit_params):
     other_params = set(fit_params) - set(clf_params) - {"proj__view_groups", "proj__environments"}
     return (not other_grid and not other_params
             and _is_probe(estimator.named_steps["clf"], clf_grid, clf_params, prefix="clf__"))
+
+
+def _prediction_only(estimator, param_grid, fit_params):
+    """Some parameters of the grid are read at prediction only (``_prediction_parameters``)."""
+    # A scorer weighted by sample_weight (GridSearchCV routes it there) is left to GridSearchCV.
+    late = set(getattr(estimator, "_prediction_parameters", ()))
+    return bool(late & set(param_grid)) and "sample_weight" not in fit_params
+
+
+def _refit_free_grid(estimator, candidates, X, y, splits, fit_params):
+    """One fit per setting of the fitted parameters and split; each prediction parameter only scores."""
+    late = set(estimator._prediction_parameters)
+    groups = {}
+    for i, candidate in enumerate(candidates):
+        fitted = tuple(sorted((k, v) for k, v in candidate.items() if k not in late))
+        groups.setdefault(fitted, []).append(i)
+    scores = np.empty((len(splits), len(candidates)))
+    n = len(y)
+    for s, (train, validation) in enumerate(splits):
+        params = {k: (np.asarray(v)[train] if hasattr(v, "__len__") and len(v) == n else v)
+                  for k, v in fit_params.items()}
+        for fitted, members in groups.items():
+            model = clone(estimator).set_params(**dict(fitted)).fit(X[train], y[train], **params)
+            for i in members:
+                model.set_params(**{k: v for k, v in candidates[i].items() if k in late})
+                scores[s, i] = model.score(X[validation], y[validation])
+    return np.mean(scores, axis=0)
 
 
 def _binary_weights(weights):

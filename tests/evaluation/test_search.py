@@ -110,3 +110,37 @@ def test_evaluation_selects_the_same_with_shared_work(tmp_path, monkeypatch):
     monkeypatch.setattr(search, "_SHARE_WORK", False)
     alone = evaluate_store(store, **kwargs)
     pd.testing.assert_frame_equal(shared, alone)
+
+
+@pytest.mark.parametrize("projected", [False, True])
+@pytest.mark.parametrize("name", ["wise", "tip-adapter"])
+def test_prediction_parameters_are_scored_from_one_fit(projected, name, monkeypatch):
+    from clip_invariance.baselines import TipAdapterClassifier, WiSEClassifier
+
+    data = make_invariant_embeddings(n_samples=300, n_features=16, n_invariant=4, n_variant=4,
+                                     random_state=0)
+    X, groups = stack_views(data.X, *data.X_views)
+    y, environments = np.tile(data.y, 2), np.tile(data.environments, 2)
+    splits, _ = selection_splits("lodo-cv", environments, data.test_environment, view_groups=groups,
+                                 is_original=np.arange(len(X)) < len(data.X))
+    projector = InvariantProjector() if projected else None
+    if name == "wise":
+        estimator = WiSEClassifier(data.prompt_embeddings, projector=projector)
+        grid = {"alpha": [0.0, 0.5, 1.0], "C": [0.1, 1.0]}
+    else:
+        estimator = TipAdapterClassifier(data.prompt_embeddings, projector=projector)
+        grid = {"alpha": [0.1, 10.0], "beta": [1.0, 7.0]}
+    if projected:
+        grid["projector__n_components"] = [4, 8]
+    fits = []
+    real_fit = type(estimator).fit
+    monkeypatch.setattr(type(estimator), "fit", lambda est, *a, **k: fits.append(1) or real_fit(est, *a, **k))
+    candidates, scores = grid_scores(estimator, grid, X, y, splits, fit_params={"view_groups": groups})
+    n_fits = len(fits)
+    monkeypatch.undo()
+    expected_candidates, expected = reference(estimator, grid, X, y, splits, {"view_groups": groups})
+    assert candidates == expected_candidates
+    np.testing.assert_array_equal(scores, expected)
+    late = [k for k in grid if k in type(estimator)._prediction_parameters]
+    n_settings = len(candidates) // int(np.prod([len(grid[k]) for k in late]))
+    assert n_fits == n_settings * len(splits)
