@@ -157,7 +157,7 @@ def _normalized(store):
     return unit
 
 
-def evaluate(n_augmented, random_state, seeds, rules, features, output):
+def evaluate(n_augmented, random_state, seeds, rules, features, output, n_jobs=None):
     """Every image-only method under every rule; one CSV row per method, rule, features, target, seed."""
     from clip_invariance.datasets import load_embeddings
     from clip_invariance.evaluation import evaluate_store
@@ -170,7 +170,7 @@ def evaluate(n_augmented, random_state, seeds, rules, features, output):
             for seed in seeds:
                 start = time.perf_counter()
                 rows = evaluate_store(store, methods=METHODS, interventions="image", seeds=[seed],
-                                      selection=rule, grids=GRIDS)
+                                      selection=rule, grids=GRIDS, n_jobs=n_jobs)
                 # Every round saved as it ends: an interrupted run keeps what it measured.
                 rows.assign(features=kind).to_csv(output, mode="a", header=not output.exists(), index=False)
                 print(f"{kind}, {rule}, seed {seed}: {time.perf_counter() - start:.0f} s", flush=True)
@@ -224,6 +224,7 @@ def main(argv=None):
     parser.add_argument("--seeds", default="0,1,2", help="evaluation seeds (the sources' 80/20 splits)")
     parser.add_argument("--rules", default=",".join(RULES), help="selection rules, comma list")
     parser.add_argument("--features", default="raw,normalized", help="raw, normalized or both")
+    parser.add_argument("--n-jobs", type=int, default=1, help="evaluation rounds in parallel (same rows)")
     parser.add_argument("--rows", default=str(CACHE / "real_features_rows.csv"),
                         help="where the per-round rows go (table: comma list of such files)")
     args = parser.parse_args(argv)
@@ -237,7 +238,7 @@ def main(argv=None):
         write_table(args.rows.split(","))
     else:
         evaluate(args.n_augmented, args.random_state, [int(s) for s in args.seeds.split(",")],
-                 args.rules.split(","), args.features.split(","), args.rows)
+                 args.rules.split(","), args.features.split(","), args.rows, n_jobs=args.n_jobs)
     return 0
 
 
