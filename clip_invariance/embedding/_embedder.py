@@ -239,25 +239,7 @@ class CLIPEmbedder(DocLinkMixin, ClassNamePrefixFeaturesOutMixin, TransformerMix
 
         cache = open_cache(self.memory, backbone, self.modality)
         memo = open_memo(backbone, self.modality, self.memo_size)
-        todo = np.arange(len(items))
-        disk_keys = memo_keys = [None] * len(items)
-        if cache is not None:
-            disk_keys = [item_key(item, self.modality) for item in items]
-            todo = np.flatnonzero(~cache.read(disk_keys, out))
-        if memo is not None and len(todo):
-            memo_keys = [None] * len(items)
-            for i, key in zip(todo, memo.keys([items[i] for i in todo])):
-                memo_keys[i] = key
-            rows = memo.read([memo_keys[i] for i in todo])
-            hits = [i for i, row in zip(todo, rows) if row is not None]
-            for i, row in zip(todo, rows):
-                if row is not None:
-                    out[i] = row
-            if cache is not None and hits:  # on disk too: memory= keeps what this process knew
-                cache.write([disk_keys[i] for i in hits], out[hits])
-            todo = np.asarray([i for i, row in zip(todo, rows) if row is None], dtype=np.intp)
-        # An input given twice is embedded once (when it has a key).
-        todo, copies = _distinct(todo, memo_keys if memo is not None else disk_keys)
+        (todo, copies), disk_keys, memo_keys = self._look_up(items, cache, memo, out)
         batches = [todo[start : start + self.batch_size] for start in range(0, len(todo), self.batch_size)]
 
         skipped = []
@@ -283,6 +265,31 @@ class CLIPEmbedder(DocLinkMixin, ClassNamePrefixFeaturesOutMixin, TransformerMix
         return l2_normalize(out) if self.normalize else out
 
     # ---------------------------------------------------------------- helpers
+    def _look_up(self, items, cache, memo, out):
+        """Fill ``out`` from the disk cache, then the memo; returns the distinct misses and both keys.
+
+        The misses come as ``(indices, [(index, index of its first copy), ...])``:
+        an input given twice is embedded once (when it has a key).
+        """
+        todo = np.arange(len(items))
+        disk_keys = memo_keys = [None] * len(items)
+        if cache is not None:
+            disk_keys = [item_key(item, self.modality) for item in items]
+            todo = np.flatnonzero(~cache.read(disk_keys, out))
+        if memo is not None and len(todo):
+            memo_keys = [None] * len(items)
+            for i, key in zip(todo, memo.keys([items[i] for i in todo])):
+                memo_keys[i] = key
+            rows = memo.read([memo_keys[i] for i in todo])
+            hits = [i for i, row in zip(todo, rows) if row is not None]
+            for i, row in zip(todo, rows):
+                if row is not None:
+                    out[i] = row
+            if cache is not None and hits:  # on disk too: memory= keeps all this process embedded
+                cache.write([disk_keys[i] for i in hits], out[hits])
+            todo = np.asarray([i for i, row in zip(todo, rows) if row is None], dtype=np.intp)
+        return _distinct(todo, memo_keys if memo is not None else disk_keys), disk_keys, memo_keys
+
     def _prepared_batches(self, items, batches, backbone):
         """Yield ``(kept indices, model inputs, [(index, reason), ...])`` per batch."""
         if not batches:
