@@ -32,10 +32,15 @@ end-to-end rate over the slower stage's rate (1 is a perfect overlap, 0.5
 the two stages one after the other when they cost the same). It writes
 ``docs/tables/embed_limits.csv``.
 
+The memo-cost benchmark times one call that reuses nothing (the tiny model,
+where the memo's keys weigh most) with a cold memo against none, for files
+(a stat each) and in-memory arrays (a BLAKE2b of the pixels each), and
+writes ``docs/tables/embed_memo_cost.csv``.
+
     python benchmarks/bench_embedder.py                      # every part: tiny model + ViT-B-32, CPU
     python benchmarks/bench_embedder.py --parts speed --models ViT-B-32 --n-images 420
     python benchmarks/bench_embedder.py --parts cache --n-cached 300
-    python benchmarks/bench_embedder.py --parts grid limits  # the two tables of docs/embedding.rst
+    python benchmarks/bench_embedder.py --parts grid limits memo-cost  # the tables of docs/embedding.rst
 """
 
 import argparse
@@ -285,6 +290,35 @@ def bench_grid_search(model_name, paths, y, environments, batch_size, num_worker
     return table
 
 
+def bench_memo_cost(model_name, paths, repeats, batch_size, num_workers):
+    """What the default memo costs a call that reuses nothing: a cold memo against none, files and arrays."""
+    from PIL import Image
+
+    from clip_invariance.embedding._backbone import get_backbone
+
+    backbone = get_backbone(model_name, None, "cpu", "fp32")
+    arrays = [np.asarray(Image.open(path).convert("RGB")) for path in paths]
+    table = []
+    for kind, items in [("files", list(paths)), ("arrays", arrays)]:
+        on, off = (CLIPEmbedder(model_name, pretrained=None, device="cpu", batch_size=batch_size,
+                                num_workers=num_workers, memo_size=size, progress=False) for size in (512, 0))
+
+        def cold(items=items, on=on):
+            _forget_memo(backbone)
+            return on.transform(items)
+
+        def none(items=items, off=off):
+            return off.transform(items)
+
+        (t_on, t_off), (X_on, X_off) = best_of(repeats, cold, none)
+        table.append({"model": model_name, "inputs": kind, "n": len(items), "memo_off_s": round(t_off, 3),
+                      "cold_memo_s": round(t_on, 3), "cold_over_off": round(t_on / t_off, 3),
+                      "same_embeddings": bool(np.array_equal(X_on, X_off))})
+        print(f"memo cost {model_name} {kind:6s} | off {t_off:6.3f} s | cold memo {t_on:6.3f} s | "
+              f"ratio {t_on / t_off:5.3f}")
+    return table
+
+
 # ----------------------------------------------------- the pipeline's limits
 def bench_limits(model_name, paths, repeats, batch_size, num_workers):
     """(a) decode + preprocess alone, (b) the model alone, (c) end to end: interleaved, best of repeats."""
@@ -359,8 +393,9 @@ def main():
     parser.add_argument("--num-workers", default="auto")
     parser.add_argument("--n-cached", type=int, default=300, help="tiny images of the warm-cache benchmark")
     parser.add_argument("--cache-only", action="store_true", help="run only the warm-cache benchmark")
-    parser.add_argument("--parts", nargs="+", default=["cache", "speed", "grid", "limits"],
-                        choices=["cache", "speed", "grid", "limits"], help="what to run (default: all)")
+    parser.add_argument("--parts", nargs="+", default=["cache", "speed", "grid", "limits", "memo-cost"],
+                        choices=["cache", "speed", "grid", "limits", "memo-cost"],
+                        help="what to run (default: all)")
     parser.add_argument("--grid-models", nargs="+", default=[TINY, "ViT-B-32"],
                         help="models of the grid-search part (random weights)")
     parser.add_argument("--grid-n-images", type=int, nargs="+", default=[420, 84],
@@ -391,6 +426,9 @@ def main():
                  for model_name, n in zip(args.limits_models, args.limits_n_images)
                  for w in args.limits_workers]
         _write_table("embed_limits.csv", table)
+    if "memo-cost" in parts:
+        table = bench_memo_cost(TINY, list(paths), args.repeats, args.batch_size, workers)
+        _write_table("embed_memo_cost.csv", table)
     if "grid" in parts:
         table = [row for model_name, n in zip(args.grid_models, args.grid_n_images)
                  for row in bench_grid_search(model_name, list(paths[:n]), y[:n], environments[:n],
