@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from _cases import cpu_embedder
 from PIL import Image
+from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
@@ -663,8 +664,6 @@ def test_grid_search_embeds_each_image_once(tiny_model, tmp_path, count_rows):
 
 
 def test_memo_is_shared_by_clones_and_can_be_turned_off(tiny_model, rgb_images, count_rows):
-    from sklearn.base import clone
-
     emb = cpu_embedder(tiny_model)
     first = emb.transform(rgb_images)
     assert sum(count_rows) == 6
@@ -730,3 +729,20 @@ def test_memo_hits_are_written_to_the_disk_cache(tiny_model, image_files, tmp_pa
     from_disk = cpu_embedder(tiny_model, memory=tmp_path / "cache", memo_size=0).transform(image_files)
     np.testing.assert_array_equal(from_disk, first)
     assert sum(count_rows) == 6
+
+
+def test_memo_shared_by_threads_gives_the_same_search(tiny_model, tmp_path):
+    """GridSearchCV with threads: the clones read and write one memo at once (it holds a lock)."""
+    from joblib import parallel_backend
+    from sklearn.model_selection import LeaveOneGroupOut
+
+    paths, y, environments = _environment_images(tmp_path)
+    pipe = make_pipeline(cpu_embedder(tiny_model), InvariantProjector(), LogisticRegression(max_iter=1000))
+    grid = {"invariantprojector__n_components": [2, 4], "logisticregression__C": [0.1, 1.0]}
+    fit = {"groups": environments, "invariantprojector__environments": environments}
+    serial = GridSearchCV(clone(pipe).set_params(clipembedder__memo_size=0), grid,
+                          cv=LeaveOneGroupOut()).fit(paths, y, **fit)
+    with parallel_backend("threading", n_jobs=4):
+        threaded = GridSearchCV(pipe, grid, cv=LeaveOneGroupOut(), n_jobs=4).fit(paths, y, **fit)
+    scores = [search.cv_results_["mean_test_score"] for search in (threaded, serial)]
+    np.testing.assert_array_equal(*scores)
