@@ -746,3 +746,28 @@ def test_memo_shared_by_threads_gives_the_same_search(tiny_model, tmp_path):
         threaded = GridSearchCV(pipe, grid, cv=LeaveOneGroupOut(), n_jobs=4).fit(paths, y, **fit)
     scores = [search.cv_results_["mean_test_score"] for search in (threaded, serial)]
     np.testing.assert_array_equal(*scores)
+
+
+@pytest.mark.parametrize("params", [{}, {"memo_size": 0, "memory": "cache"}], ids=["memo", "memory"])
+def test_ctrl_c_keeps_every_finished_batch(tiny_model, image_files, tmp_path, monkeypatch, params):
+    """Interrupted in its third batch of two, a transform run again embeds only the last two images."""
+    if "memory" in params:
+        params = {**params, "memory": tmp_path / "cache"}
+    rows = []
+    real = _backbone.Backbone.encode
+
+    def encode(self, inputs):
+        if len(rows) == 2:
+            raise KeyboardInterrupt
+        rows.append(len(inputs))
+        return real(self, inputs)
+
+    monkeypatch.setattr(_backbone.Backbone, "encode", encode)
+    emb = cpu_embedder(tiny_model, batch_size=2, **params)
+    with pytest.raises(KeyboardInterrupt):
+        emb.transform(image_files)
+    monkeypatch.setattr(_backbone.Backbone, "encode", lambda self, x: rows.append(len(x)) or real(self, x))
+    resumed = emb.transform(image_files)
+    assert rows == [2, 2, 2]
+    reference = cpu_embedder(tiny_model, memo_size=0).transform(image_files)
+    np.testing.assert_allclose(resumed, reference, atol=1e-5)
