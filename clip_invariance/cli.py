@@ -451,7 +451,7 @@ def _parser():
     )
     evaluate.add_argument("--seeds", type=_int_list, default=[0], help="comma list, e.g. 0,1,2 (default: 0)")
     evaluate.add_argument("--selection", choices=[*SELECTION_RULES, "all"], default=None,
-                          help="how hyper-parameters are chosen (default: views-val; oracle peeks at the "
+                          help="how hyper-parameters are chosen (default: lodo-cv; oracle peeks at the "
                           "target and is labelled so; all: every honest rule side by side)")
     evaluate.add_argument("--templates", choices=["single", "ensemble"], default="single",
                           help="the zero-shot prompts: one template or the ensemble")

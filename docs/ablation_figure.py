@@ -18,13 +18,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 DOCS = Path(__file__).resolve().parent
 MEAN = "mean target accuracy (%)"
 SHIFTED = "environment 3, shifted (%)"
-CHOSEN = "chosen by views-val"
 
 
 def main():
     with open(DOCS / "tables" / "ablation.csv", newline="") as file:
         rows = list(csv.DictReader(file))
     baseline = next(row for row in rows if not row["value"])
+    chosen_by = next(column for column in rows[0] if column.startswith("chosen by "))  # the rule's name
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=150, sharey=True)
     for ax, swept in zip(axes, ("K", "lam")):
         part = [row for row in rows if row["swept"] == swept]
@@ -32,9 +32,9 @@ def main():
         for column, style, label in ((MEAN, "o-", "mean over held-out environments"),
                                      (SHIFTED, "s--", "the shifted environment")):
             ax.plot(positions, [float(row[column]) for row in part], style, label=label, markersize=4)
-        chosen = [(i, row) for i, row in enumerate(part) if int(row[CHOSEN].split()[0])]  # "3 of 4"
+        chosen = [(i, row) for i, row in enumerate(part) if int(row[chosen_by].split()[0])]  # "3 of 4"
         for i, row in chosen:
-            ax.annotate(f"chosen\n{row[CHOSEN]}", (i, float(row[MEAN])), xytext=(0, -34),
+            ax.annotate(f"chosen\n{row[chosen_by]}", (i, float(row[MEAN])), xytext=(0, -34),
                         textcoords="offset points", ha="center", fontsize=7,
                         arrowprops={"arrowstyle": "-", "lw": 0.6})
         ax.axhline(float(baseline[MEAN]), color="grey", lw=1, ls=":", label="zero-shot CLIP (mean)")

@@ -174,7 +174,7 @@ def test_embed_then_evaluate_the_store(tiny_model, pacs_mini, tmp_path, capsys):
     assert status == 0
     header = next(line for line in out.splitlines() if line.startswith("| method"))
     assert header.split("|")[2:-1] == [" art_painting ", " cartoon ", " photo ", " sketch ", " avg "]
-    assert "selection views-val" in out
+    assert "selection lodo-cv" in out
     written = sorted(p.name for p in output.iterdir())
     assert {"results.csv", "results.md", "config.json"} <= set(written)
     assert any(name.startswith("accuracy_") and name.endswith(".png") for name in written)

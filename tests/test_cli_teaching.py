@@ -219,7 +219,7 @@ def test_latex_config_and_ablations_on_the_grids_given(store, tmp_path, capsys, 
                           "--interventions", "image", "--n-components", "2,4", "--lam", "1,10",
                           "--C", "0.316", "--output", str(output), "--latex", "--plot", "--quiet"], capsys)
     assert status == 0
-    names = ["results.csv", "results.md", "config.json", "results.tex", "accuracy_dg_all_views-val.png",
+    names = ["results.csv", "results.md", "config.json", "results.tex", "accuracy_dg_all_lodo-cv.png",
              "ablation_zero-shot-icm.png", "ablation_probe-icm.png"]
     assert out.splitlines()[-1] == "wrote " + ", ".join(str(output / name) for name in names)
     # Every invariant method asked for, on the grids given, the other parameter at its grid's middle.

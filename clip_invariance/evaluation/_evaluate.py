@@ -139,9 +139,12 @@ def evaluate_store(store, *, protocol="dg", methods=None, interventions=None, se
         (not the oracle), each in its own rows, with a warning when their
         mean accuracies for a method differ by more than 5 points -- then the
         rules' assumptions, not the method, decide the result. ``None``:
-        :data:`DEFAULT_SELECTION`, ``"views-val"``, which picked closest to the
-        oracle on synthetic stores with a known answer (docs/evaluation.rst);
-        ``"lodo-cv"``, with a warning, for a store without augmented views.
+        :data:`DEFAULT_SELECTION`, ``"lodo-cv"``, the honest rule with the
+        smallest worst-case regret against the oracle on stores with exact
+        and imperfect augmentations and on real features
+        (docs/evaluation.rst); with two environments, where each target
+        leaves one source, ``"views-val"`` (or ``"source-val"`` without
+        views), with a warning.
     templates : {"single", "ensemble"}, default="single"
         The zero-shot prompts: the paper's single template ("a photo of a
         {}.", ``prompt_embeddings``) or the ensemble

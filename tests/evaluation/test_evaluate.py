@@ -346,12 +346,23 @@ def test_default_interventions_fall_back_with_a_warning(tmp_path):
     with pytest.warns(UserWarning) as caught:
         results = evaluate_store(text_only, methods=["probe-icm"], grids=GRIDS)
     assert [str(w.message) for w in caught] == [
-        "The store has no augmented views to validate on: hyper-parameters chosen by selection='lodo-cv' "
-        "instead of the default 'views-val'.",
         "The store has no augmented views: the invariant methods use text interventions only.",
     ]
     assert results["interventions"].eq("text").all() and results["selection"].eq("lodo-cv").all()
     assert results.attrs["config"]["arguments"]["selection"] == "lodo-cv"  # a rerun does the same
+
+
+@pytest.mark.parametrize("views, fallback", [(True, "views-val"), (False, "source-val")])
+def test_default_selection_falls_back_with_two_environments(tmp_path, views, fallback):
+    data = load_embeddings(write_store(tmp_path / "four", n_samples=400, views=views))
+    keep = np.isin(data.environments, ["photo", "sketch"])
+    two = tmp_path / "two"
+    save_embeddings(two, X=data.X[keep], y=data.y[keep], environments=data.environments[keep],
+                    views=None if data.views is None else data.views[keep])
+    with pytest.warns(UserWarning, match="The store has two environments, one source per target, and "
+                      f"lodo-cv needs two: hyper-parameters chosen by selection='{fallback}' instead"):
+        results = evaluate_store(two, methods=["probe"], grids=GRIDS)
+    assert results["selection"].eq(fallback).all()
 
 
 def test_progress_bar_reaches_its_end_and_is_silent_when_off(store, capsys):
