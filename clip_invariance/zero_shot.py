@@ -30,6 +30,7 @@ from ._utils import (
     map_classifier_rows,
     normalize_embeddings,
     project_embeddings,
+    refit_prompts,
     unchanged_on_error,
 )
 
@@ -246,14 +247,7 @@ class ZeroShotInvariantClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
         >>> clf.with_prompts(np.eye(3), ["a", "b", "c"]).predict([[0.1, 0.0, 1.0]])
         array(['c'], dtype='<U1')
         """
-        check_is_fitted(self)
-        prompts = check_prompt_embeddings(prompt_embeddings, self.n_features_in_, dtype=_FLOATS)
-        labels = check_classes(classes, prompts.shape[1])
-        new = clone(self).set_params(prompt_embeddings=prompt_embeddings, classes=classes)
-        vars(new).update({k: v for k, v in vars(self).items() if k.endswith("_")})
-        new.classes_ = labels
-        new.class_embeddings_ = self._embed_prompts(prompts)
-        return new
+        return refit_prompts(self, prompt_embeddings, classes)
 
     def _embed_prompts(self, prompts):
         """(M, C, D) prompts -> unit class embeddings (C, K): average, project, normalise."""

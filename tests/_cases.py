@@ -38,3 +38,15 @@ def cpu_embedder(model, **params):
     """A CLIPEmbedder on the CPU, random weights unless given, small batches, no worker processes."""
     params = {"pretrained": None, "device": "cpu", "batch_size": 4, "num_workers": 0, **params}
     return CLIPEmbedder(model, **params)
+
+
+def run_cli(argv, capsys):
+    """(exit status, stdout, stderr) of ``clip-invariance argv``, in process."""
+    from clip_invariance.cli import main
+
+    try:
+        status = main(argv)
+    except SystemExit as exc:  # argparse's own exits: usage errors, --help, --version
+        status = exc.code
+    out, err = capsys.readouterr()
+    return status, out, err

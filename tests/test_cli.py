@@ -7,22 +7,12 @@ import subprocess
 import sys
 
 import pytest
+from _cases import run_cli as run
 
 from clip_invariance import __version__
-from clip_invariance.cli import main
 from clip_invariance.datasets import load_embeddings
 from clip_invariance.embedding import CLIPEmbedder
 from clip_invariance.evaluation import evaluate_synthetic
-
-
-def run(argv, capsys):
-    """(exit status, stdout, stderr) of ``clip-invariance argv``, in process."""
-    try:
-        status = main(argv)
-    except SystemExit as exc:  # argparse's own exits: usage errors, --help, --version
-        status = exc.code
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 def test_demo_rows_show_the_invariant_gain():

@@ -14,25 +14,16 @@ import tempfile
 
 import numpy as np
 import pytest
+from _cases import run_cli as run
 
 import clip_invariance.embedding as embedding
 import clip_invariance.evaluation as evaluation
 from clip_invariance import __version__
-from clip_invariance.cli import _parser, main
+from clip_invariance.cli import _parser
 from clip_invariance.datasets import make_invariant_embeddings, save_embeddings
 from clip_invariance.embedding import CLIPEmbedder, _backbone
 
 pd = pytest.importorskip("pandas")
-
-
-def run(argv, capsys):
-    """(exit status, stdout, stderr) of ``clip-invariance argv``, in process."""
-    try:
-        status = main(argv)
-    except SystemExit as exc:  # argparse's own exits: usage errors, --help, --version
-        status = exc.code
-    out, err = capsys.readouterr()
-    return status, out, err
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,7 @@ from ._embeddings import (
     l2_normalize,
     normalize_embeddings,
     project_embeddings,
+    refit_prompts,
 )
 from ._validation import check_labels, unchanged_on_error
 
@@ -35,5 +36,6 @@ __all__ = [
     "map_rows",
     "normalize_embeddings",
     "project_embeddings",
+    "refit_prompts",
     "unchanged_on_error",
 ]

@@ -13,7 +13,8 @@ import warnings
 from numbers import Real
 
 import numpy as np
-from sklearn.utils.validation import check_array
+from sklearn.base import clone
+from sklearn.utils.validation import check_array, check_is_fitted
 
 __all__ = [
     "l2_normalize",
@@ -427,3 +428,22 @@ def encode_labels(y, classes):
             f"that are not in classes {classes.tolist()[:10]}."
         )
     return order[pos]
+
+
+def refit_prompts(estimator, prompt_embeddings, classes):
+    """A fitted copy of a prompt classifier with other class prompts: the ``with_prompts`` of every one.
+
+    Checks the prompts against the fitted input size, clones ``estimator`` with
+    the new ``prompt_embeddings`` and ``classes``, copies its fitted state and
+    embeds the new prompts with the estimator's own ``_embed_prompts`` (the
+    projection and normalisation it fitted); ``estimator`` is not changed.
+    """
+    check_is_fitted(estimator)
+    prompts = check_prompt_embeddings(prompt_embeddings, estimator.n_features_in_,
+                                      dtype=[np.float64, np.float32])
+    labels = check_classes(classes, prompts.shape[1])
+    new = clone(estimator).set_params(prompt_embeddings=prompt_embeddings, classes=classes)
+    vars(new).update({k: v for k, v in vars(estimator).items() if k.endswith("_")})
+    new.classes_ = labels
+    new.class_embeddings_ = estimator._embed_prompts(prompts)
+    return new

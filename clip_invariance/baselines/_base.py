@@ -28,6 +28,7 @@ from .._utils import (
     l2_normalize,
     normalize_embeddings,
     project_embeddings,
+    refit_prompts,
     unchanged_on_error,
 )
 from ..views import first_views
@@ -144,14 +145,7 @@ class _PromptHeadClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
             A fitted classifier of the same type whose parameters are this
             one's with ``prompt_embeddings`` and ``classes`` replaced.
         """
-        check_is_fitted(self)
-        prompts = check_prompt_embeddings(prompt_embeddings, self.n_features_in_, dtype=_FLOATS)
-        labels = check_classes(classes, prompts.shape[1])
-        new = clone(self).set_params(prompt_embeddings=prompt_embeddings, classes=classes)
-        vars(new).update({k: v for k, v in vars(self).items() if k.endswith("_")})
-        new.classes_ = labels
-        new.class_embeddings_ = self._embed_prompts(prompts)
-        return new
+        return refit_prompts(self, prompt_embeddings, classes)
 
     def _embed_prompts(self, prompts):
         """(M, C, D) prompts -> unit class embeddings (C, K): average, project, normalise."""
