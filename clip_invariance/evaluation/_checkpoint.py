@@ -1,8 +1,8 @@
 """A resumable evaluation: every finished round kept in one append-only file.
 
 The file is JSON lines: a header with the fingerprint of the store and the
-arguments it was written for, then one line per finished round (its key and
-its result rows). A round is appended, flushed and synced as it ends, so an
+arguments it was written for, then one line per finished round (its key, its
+result rows and its wall-clock seconds). A round is appended, flushed and synced as it ends, so an
 interrupted evaluation loses at most the rounds in flight; a line cut short by
 the interruption is dropped when the file is opened again.
 """
@@ -83,9 +83,14 @@ def open_checkpoint(path, fingerprint):
     return done
 
 
-def append_round(path, key, rows):
-    """Append one finished round to the checkpoint, flushed and synced to disk."""
-    _write(path, json.dumps({"round": key, "rows": rows}, default=_plain) + "\n", mode="a")
+def append_round(path, key, rows, seconds=None):
+    """Append one finished round to the checkpoint, flushed and synced to disk.
+
+    ``seconds``, the round's wall-clock time, is kept beside its rows (not in
+    them): where an evaluation spends its time, read from the file.
+    """
+    entry = {"round": key, "rows": rows, **({} if seconds is None else {"seconds": seconds})}
+    _write(path, json.dumps(entry, default=_plain) + "\n", mode="a")
 
 
 def _write(path, text, mode):

@@ -28,6 +28,7 @@ reads the columns layout, every image's views side by side.
 import hashlib
 import json
 import os
+import time
 import warnings
 from numbers import Integral
 
@@ -233,10 +234,10 @@ def evaluate_store(store, *, protocol="dg", methods=None, interventions=None, se
     jobs = (delayed(_indexed_round)(plan, i, *rounds[i][:4], *rounds[i][4]) for i in pending)
     with tqdm(total=len(rounds), initial=len(done), desc="Evaluating", unit="round",
               disable=not progress) as bar:
-        for i, records in Parallel(n_jobs=n_jobs, return_as="generator_unordered")(jobs):
+        for i, records, seconds in Parallel(n_jobs=n_jobs, return_as="generator_unordered")(jobs):
             done[i] = records
             if checkpoint is not None:
-                append_round(checkpoint, _round_key(rounds[i]), records)
+                append_round(checkpoint, _round_key(rounds[i]), records, seconds=seconds)
             rule, protocol_, target, seed, (method, _) = rounds[i]
             bar.set_postfix_str(f"{protocol_} {target} seed {seed} {method}", refresh=False)
             bar.update()
@@ -427,7 +428,9 @@ def _check_n_jobs(n_jobs):
 
 
 def _indexed_round(plan, index, *args):
-    return index, _evaluate_round(plan, *args)
+    start = time.perf_counter()
+    records = _evaluate_round(plan, *args)
+    return index, records, round(time.perf_counter() - start, 3)
 
 
 def _round_key(round_):

@@ -49,6 +49,9 @@ def test_a_rerun_reads_every_round_back(store, reference, tmp_path, monkeypatch)
     pd.testing.assert_frame_equal(first, reference)
     lines = checkpoint.read_text().splitlines()
     assert len(lines) == 1 + 4 * 2 * 2  # the header, then targets x seeds x methods
+    entries = [json.loads(line) for line in lines[1:]]
+    assert all(entry["seconds"] > 0 for entry in entries)  # where the time goes, per round
+    assert sorted(json.loads(e["round"])[4] for e in entries) == ["probe"] * 8 + ["probe-icm"] * 8
     calls = count_rounds(monkeypatch)
     again = evaluate_store(store, checkpoint=checkpoint, **KWARGS)
     assert calls == []
