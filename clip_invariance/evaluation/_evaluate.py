@@ -168,7 +168,8 @@ def evaluate_store(store, *, protocol="dg", methods=None, interventions=None, se
     n_jobs : int or None, default=None
         Rounds (rule x protocol x target x seed x method) run in parallel
         with joblib; ``None`` is one, ``-1`` every core. The rows are the
-        same whatever the number.
+        same whatever the number. Each round runs its BLAS on one thread
+        (its fits are small), so more cores help through ``n_jobs`` only.
     checkpoint : str or path, default=None
         A file that keeps every finished round: it is written as each round
         ends, and a later call with the same store and arguments reads the
@@ -422,14 +423,24 @@ def _warn_if_rules_disagree(results):
             "lam).", UserWarning, stacklevel=3)
 
 
+# BLAS threads of a round; None leaves them as they are (benchmarks/bench_evaluate.py's reference).
+_ROUND_BLAS_THREADS = 1
+
+
 def _check_n_jobs(n_jobs):
     if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, Integral) or n_jobs == 0):
         raise ValueError(f"n_jobs must be a non-zero integer (-1: every core) or None, got {n_jobs!r}.")
 
 
 def _indexed_round(plan, index, *args):
+    from threadpoolctl import threadpool_limits
+
     start = time.perf_counter()
-    records = _evaluate_round(plan, *args)
+    # One BLAS thread per round: the fits of a round are small (lbfgs steps, D x D solves), and numpy's and
+    # scipy's two BLAS pools spinning on the same cores made the probes' search 8.6x slower on 2 cores
+    # (benchmarks/bench_evaluate.py); more cores go to rounds in parallel (n_jobs).
+    with threadpool_limits(limits=_ROUND_BLAS_THREADS, user_api="blas"):
+        records = _evaluate_round(plan, *args)
     return index, records, round(time.perf_counter() - start, 3)
 
 
