@@ -109,7 +109,8 @@ class _PromptHeadClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
             np.add.at(sums, codes, sample_weight[:, None] * Z)
             weighted = np.bincount(codes, weights=sample_weight, minlength=len(labels)) > 0
             # A class whose rows all weigh zero is as absent as without those rows.
-            self.classes_, self.class_embeddings_ = labels[weighted], l2_normalize(sums[weighted])
+            self.classes_ = labels[weighted]
+            self.class_embeddings_ = l2_normalize(sums[weighted])
         else:
             self.classes_ = classes
             self.class_embeddings_ = self._embed_prompts(prompts)

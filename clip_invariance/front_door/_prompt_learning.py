@@ -635,7 +635,8 @@ class _PromptEncoder:
         self.tower = _text_tower(backbone.model)
         self.templates = list(templates)
         counts = n_ctx if isinstance(n_ctx, (list, tuple)) else [n_ctx] * len(self.templates)
-        self.prefixes, self.n_ctx = [], []
+        self.prefixes = []
+        self.n_ctx = []
         for template, count in zip(self.templates, counts):
             prefix = template.replace("{classname}", "{}").split("{}")[0].strip()
             k = self._n_tokens(prefix) if prefix else 0
