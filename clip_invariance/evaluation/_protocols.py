@@ -31,6 +31,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_consistent_length
 
 from ._search import grid_scores
+from ._search import is_row_aligned as _is_row_aligned
 
 __all__ = [
     "SELECTION_RULES",
@@ -218,10 +219,6 @@ def _name_code(name):
     """A stable non-negative integer of an environment's name (the same in every process)."""
     value = name.item() if isinstance(name, np.generic) else name
     return int.from_bytes(hashlib.blake2b(repr(value).encode(), digest_size=8).digest(), "little")
-
-
-def _is_row_aligned(value, n):
-    return hasattr(value, "__len__") and not isinstance(value, (str, dict)) and len(value) == n
 
 
 

@@ -132,14 +132,18 @@ def _refit_free_grid(estimator, candidates, X, y, splits, fit_params):
     scores = np.empty((len(splits), len(candidates)))
     n = len(y)
     for s, (train, validation) in enumerate(splits):
-        params = {k: (np.asarray(v)[train] if hasattr(v, "__len__") and len(v) == n else v)
-                  for k, v in fit_params.items()}
+        params = {k: (np.asarray(v)[train] if is_row_aligned(v, n) else v) for k, v in fit_params.items()}
         for fitted, members in groups.items():
             model = clone(estimator).set_params(**dict(fitted)).fit(X[train], y[train], **params)
             for i in members:
                 model.set_params(**{k: v for k, v in candidates[i].items() if k in late})
                 scores[s, i] = model.score(X[validation], y[validation])
     return np.mean(scores, axis=0)
+
+
+def is_row_aligned(value, n):
+    """A fit parameter with one entry per row (subset with the rows of every fit)."""
+    return hasattr(value, "__len__") and not isinstance(value, (str, dict)) and len(value) == n
 
 
 def _binary_weights(weights):
