@@ -1,8 +1,9 @@
 """Draw the ablation of the user guide (``docs/guide/choosing.rst``) from ``docs/tables/ablation.csv``.
 
-``examples/plot_ablation.py`` writes the table; this script, run by ``docs/conf.py`` at every build, plots
-it as two line plots, target accuracy against ``K`` and against ``lam``, into
-``docs/_generated/ablation.png`` (not in git)::
+``examples/plot_ablation.py`` writes the table; this script plots it as two line plots, target accuracy
+against ``K`` and against ``lam``, into ``docs/_static/figures/ablation.png``, committed and read by the
+docs build as it is. The figure records the SHA-256 of the table and of this script, and
+``tests/test_readme.py`` fails while either changed since it was drawn (``docs/committed_figure.py``)::
 
     python docs/ablation_figure.py
 """
@@ -14,6 +15,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from committed_figure import save  # noqa: E402
 
 DOCS = Path(__file__).resolve().parent
 MEAN = "mean target accuracy (%)"
@@ -21,7 +23,8 @@ SHIFTED = "environment 3, shifted (%)"
 
 
 def main():
-    with open(DOCS / "tables" / "ablation.csv", newline="") as file:
+    table = DOCS / "tables" / "ablation.csv"
+    with open(table, newline="") as file:
         rows = list(csv.DictReader(file))
     baseline = next(row for row in rows if not row["value"])
     chosen_by = next(column for column in rows[0] if column.startswith("chosen by "))  # the rule's name
@@ -48,8 +51,7 @@ def main():
     fig.suptitle("Zero-shot in the invariant subspace, synthetic benchmark: target accuracy, never used to "
                  "choose (examples/plot_ablation.py)", fontsize=8)
     fig.tight_layout()
-    (DOCS / "_generated").mkdir(exist_ok=True)
-    fig.savefig(DOCS / "_generated" / "ablation.png")
+    print(f"wrote {save(fig, 'ablation.png', [table, Path(__file__)])}")
     plt.close(fig)
 
 

@@ -1,7 +1,9 @@
 """Draw the causal graphs of the two methods, offline, with matplotlib alone.
 
-Run by ``docs/conf.py`` at every build; writes ``docs/_generated/causal_graph_icm.png`` and
-``docs/_generated/causal_graph_front_door.png`` (the folder is not in git)::
+Writes ``docs/_static/figures/causal_graph_icm.png`` and ``causal_graph_front_door.png``, which are
+committed (so that the guide's pages render on a code host too) and which the docs build reads as they
+are. Rerun after changing this script; each figure records this script's SHA-256 and
+``tests/test_readme.py`` fails while a figure is older than its script (``docs/committed_figure.py``)::
 
     python docs/causal_graphs.py
 """
@@ -12,9 +14,9 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from committed_figure import save  # noqa: E402
 from matplotlib.patches import FancyArrowPatch  # noqa: E402
 
-OUT = Path(__file__).resolve().parent / "_generated"
 RADIUS = 0.42
 COLOURS = {"observed": "#dbe9f6", "latent": "#ffffff", "intervention": "#fde2c8", "confounder": "#eeeeee"}
 
@@ -95,10 +97,9 @@ def draw_front_door():
 
 
 def main():
-    OUT.mkdir(exist_ok=True)
     for name, draw in [("causal_graph_icm", draw_icm), ("causal_graph_front_door", draw_front_door)]:
         fig = draw()
-        fig.savefig(OUT / f"{name}.png", dpi=110, bbox_inches="tight")
+        print(f"wrote {save(fig, f'{name}.png', [Path(__file__)], dpi=110, bbox_inches='tight')}")
         plt.close(fig)
 
 

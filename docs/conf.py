@@ -5,6 +5,11 @@
 
 ``-D plot_gallery=0`` skips running the examples (the gallery pages are still built).
 
+The figures and the computed tables the pages show are committed (``docs/_static/figures/``,
+``docs/tables/``; the scripts next to this file redraw them on demand), so that the sources render on a
+code host as well; the build writes only what git ignores (``docs/_build``, ``docs/api``,
+``docs/auto_examples``, ``docs/_generated``, the examples' figures).
+
 The API reference has one page per public object, written at every build into ``docs/api/`` (not in
 git) from each subpackage's ``__all__``: ``docs/api.rst`` lists a subpackage with the ``api-summary``
 directive defined here, so a name added to an ``__all__`` gets its page, its row in the summary table
@@ -16,7 +21,7 @@ import importlib
 import inspect
 import os
 import re
-import runpy
+import shutil
 import sys
 from pathlib import Path
 
@@ -52,7 +57,7 @@ templates_path = ["_templates"]
 html_static_path = ["_static"]
 html_css_files = ["custom.css"]
 html_title = f"clip-invariance {version}"
-html_baseurl = DOCS_URL
+html_baseurl = DOCS_URL  # where the site would be published: a placeholder, no site is published there
 html_show_sourcelink = False
 toc_object_entries_show_parents = "hide"  # "fit()" in a class page's table of contents, not "Class.fit()"
 
@@ -251,29 +256,19 @@ def drop_inherited_type_docstrings(app, what, name, obj, options, lines):
         lines.clear()
 
 
-PACKAGE_BIBTEX = """\
-@software{{clipinvariance,
-  title   = {{clip-invariance: causal robustness for CLIP as scikit-learn estimators}},
-  author  = {{{{The clip-invariance contributors}}}},
-  version = {{{version}}},
-  license = {{BSD-3-Clause}},
-  url     = {{{url}}}
-}}
-"""
+def copy_tables(app, exception):
+    """Copy ``docs/tables/*.csv`` into the built site's ``tables/``.
 
-
-def write_package_bibtex(app):
-    """The citing page's BibTeX entry of the package, with this build's version (docs/_generated)."""
-    (DOCS / "_generated").mkdir(exist_ok=True)
-    url = "https://github.com/clip-invariance/clip-invariance"  # a placeholder, as in CITATION.cff
-    (DOCS / "_generated" / "package.bib").write_text(PACKAGE_BIBTEX.format(version=version, url=url))
-
-
-def build_figures(app):
-    """Draw the causal graphs, the guide's figures and tables, into docs/_generated (not in git)."""
-    for script in ("causal_graphs.py", "demo_table.py", "projection_table.py", "landing_figure.py",
-                   "ablation_figure.py"):
-        runpy.run_path(str(DOCS / script), run_name="__main__")
+    The figures and tables of the pages are committed (``docs/_static/figures/``, ``docs/tables/``) and
+    read as they are, so that the pages render on a code host too; nothing here draws them. Next to each
+    table a page links its CSV, relatively (``tables/x.csv``), which a code host resolves in the
+    repository and the built site here.
+    """
+    if exception is None and app.builder.format == "html":
+        out = Path(app.outdir) / "tables"
+        out.mkdir(exist_ok=True)
+        for table in sorted((DOCS / "tables").glob("*.csv")):
+            shutil.copyfile(table, out / table.name)
 
 
 def setup(app):
@@ -282,5 +277,4 @@ def setup(app):
     app.connect("autodoc-skip-member", skip_metadata_request_setters)
     app.connect("autodoc-process-docstring", drop_inherited_type_docstrings, priority=400)  # before numpydoc
     app.connect("builder-inited", write_api_pages)
-    app.connect("builder-inited", build_figures)
-    app.connect("builder-inited", write_package_bibtex)
+    app.connect("build-finished", copy_tables)

@@ -1,7 +1,8 @@
 """Draw the landing page's figure from the table of ``clip-invariance demo`` (``docs/demo_table.py``).
 
-Run by ``docs/conf.py`` after ``demo_table.py``, at every build; writes
-``docs/_generated/landing_demo.png`` (not in git)::
+Writes ``docs/_static/figures/landing_demo.png``, committed and read by the docs build as it is. The
+figure records the SHA-256 of ``docs/tables/demo.csv`` and of this script, and ``tests/test_readme.py``
+fails while either changed since it was drawn (``docs/committed_figure.py``)::
 
     python docs/demo_table.py && python docs/landing_figure.py
 """
@@ -13,6 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from committed_figure import save  # noqa: E402
 
 DOCS = Path(__file__).resolve().parent
 SHOWN = {  # demo.csv column -> label and colour in the figure
@@ -24,7 +26,8 @@ SHOWN = {  # demo.csv column -> label and colour in the figure
 
 
 def main():
-    with open(DOCS / "_generated" / "demo.csv", newline="") as file:
+    table = DOCS / "tables" / "demo.csv"
+    with open(table, newline="") as file:
         rows = list(csv.DictReader(file))
     environments = [row["held-out environment"] for row in rows]
     fig, ax = plt.subplots(figsize=(6.4, 3.9), dpi=150)
@@ -41,7 +44,7 @@ def main():
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
-    fig.savefig(DOCS / "_generated" / "landing_demo.png")
+    print(f"wrote {save(fig, 'landing_demo.png', [table, Path(__file__)])}")
     plt.close(fig)
 
 

@@ -1,7 +1,9 @@
 """Write the table of ``docs/projection.rst``: how well each source of interventions recovers the subspace.
 
-Run by ``docs/conf.py`` at every build; writes ``docs/_generated/projection_sources.csv`` (not in
-git)::
+Writes ``docs/tables/projection_sources.csv``, which is committed (so that the page renders on a code
+host too) and which the docs build reads as it is. Rerun after a change to the generator or the
+projector; ``tests/test_docs.py`` reruns this script and fails while the committed table differs from
+what it writes::
 
     python docs/projection_table.py
 
@@ -46,15 +48,14 @@ def overlaps(normalize):
             for source, (projector, bunch, args, kwargs) in fits.items()}
 
 
-def main():
+def main(out=DOCS / "tables" / "projection_sources.csv"):
     raw, normalised = overlaps(False), overlaps(True)
-    (DOCS / "_generated").mkdir(exist_ok=True)
-    with open(DOCS / "_generated" / "projection_sources.csv", "w", newline="") as file:
-        writer = csv.writer(file)
+    with open(out, "w", newline="") as file:
+        writer = csv.writer(file, lineterminator="\n")
         writer.writerow(["source of interventions", "raw embeddings", "L2-normalised embeddings"])
         for source in raw:
             writer.writerow([source, f"{raw[source]:.3f}", f"{normalised[source]:.3f}"])
 
 
 if __name__ == "__main__":
-    main()
+    main(*sys.argv[1:])

@@ -60,7 +60,7 @@ def test_the_docs_build_with_warnings_as_errors(html):
     pages = {path.relative_to(html).as_posix() for path in html.rglob("*.html")}
     for page in ["index.html", "api.html", "glossary.html", "guide/ood.html", "guide/causal_fixes.html",
                  "guide/choosing.html", "guide/uncertainty_trust.html", "auto_examples/index.html",
-                 "user_guide.html", "citing.html"]:
+                 "user_guide.html", "citing.html", "performance.html"]:
         assert page in pages
     examples = sorted(path.stem for path in (ROOT / "examples").glob("*.py"))
     assert examples, "no examples found"
@@ -81,12 +81,42 @@ def test_maths_is_served_by_the_pages_themselves(html):
     assert "\\max_{A^\\top A = I}" in page  # the maths itself, for MathJax to render
 
 
-def test_the_guide_shows_figures_and_tables_computed_at_build_time(html):
+def test_the_guide_shows_the_committed_figures_and_tables(html):
     graphs = [html / "_images" / f"causal_graph_{name}.png" for name in ("icm", "front_door")]
     assert all(path.stat().st_size > 10_000 for path in graphs)
     ood = (html / "guide" / "ood.html").read_text()
     assert "(shifted)" in ood and "oracle (true invariant latents)" in ood
     assert "image pairs (view groups)" in (html / "projection.html").read_text()
+    # each table's CSV link, relative so that a code host resolves it too, works in the built site as well
+    assert 'href="../tables/demo.csv"' in ood
+    assert (html / "tables" / "demo.csv").read_text() == (ROOT / "docs" / "tables" / "demo.csv").read_text()
+
+
+def test_the_build_writes_nothing_git_would_commit(html):
+    """The build (its copy of docs/) changed no committed file and added none git does not ignore, so a
+    build in a clean clone leaves ``git status`` clean (examples, which this build does not run, aside)."""
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    source = html.parent / "docs"
+    listed = subprocess.run(["git", "ls-files", "docs"], cwd=ROOT, capture_output=True, text=True, check=True)
+    committed = [name for name in listed.stdout.splitlines() if (ROOT / name).is_file()]
+    copied = [name for name in committed if (source.parent / name).is_file()]  # the fixture skips outputs
+    changed = [name for name in copied if (source.parent / name).read_bytes() != (ROOT / name).read_bytes()]
+    built = {f"docs/{path.relative_to(source).as_posix()}" for path in source.rglob("*") if path.is_file()}
+    new = sorted(built - set(committed))
+    ignored = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], cwd=ROOT, input="\n".join(new),
+                             capture_output=True, text=True).stdout.splitlines()
+    assert (changed, sorted(set(new) - set(ignored))) == ([], [])
+
+
+@pytest.mark.parametrize(("script", "table"), [("demo_table.py", "demo.csv"),
+                                               ("projection_table.py", "projection_sources.csv")])
+def test_the_committed_tables_are_what_their_scripts_write_now(script, table, tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "docs" / script), str(tmp_path / table)],
+                          capture_output=True, text=True, env=env_with_checkout())
+    assert done.returncode == 0, done.stderr
+    committed = (ROOT / "docs" / "tables" / table).read_text()
+    assert (tmp_path / table).read_text() == committed, f"rerun python docs/{script} (and commit the table)"
 
 
 def conf_module():
@@ -188,6 +218,30 @@ def test_the_citation_file_matches_the_package():
     assert "BSD 3-Clause License" in (ROOT / "LICENSE").read_text()
     assert 'license = "BSD-3-Clause"' in (ROOT / "pyproject.toml").read_text()
     assert len(citation["references"]) == 2
+
+
+def test_the_citing_page_gives_the_references_of_the_citation_file():
+    yaml = pytest.importorskip("yaml")
+    from clip_invariance import __version__
+
+    citation = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    page = (ROOT / "docs" / "citing.rst").read_text()
+    entries = re.findall(r"^   @\w+\{.*?^   \}", page, flags=re.M | re.S)
+    assert len(entries) == 3
+    package = next(entry for entry in entries if entry.startswith("   @software"))
+    assert f"version = {{{__version__}}}" in package
+    assert citation["repository-code"] in package
+    for reference in citation["references"]:
+        (entry,) = [entry for entry in entries if reference["title"] in entry]
+        authors = re.search(r"author\s*=\s*\{(.*?)\},", entry, flags=re.S).group(1)
+        expected = " and ".join(f"{a['family-names']}, {a['given-names']}" for a in reference["authors"])
+        assert " ".join(authors.split()) == expected
+        assert str(reference["year"]) in entry
+        if "url" in reference:  # CDC's arXiv page
+            assert reference["url"] in entry
+    cdc = next(r for r in citation["references"] if r["title"].startswith("Rethinking Misalignment"))
+    assert cdc["url"] == "https://arxiv.org/abs/2410.12816"
+    assert {"type": "other", "value": "arXiv:2410.12816"}.items() <= cdc["identifiers"][0].items()
 
 
 def test_the_landing_page_example_runs():
