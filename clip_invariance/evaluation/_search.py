@@ -18,7 +18,13 @@ candidates:
   computed once for all ``C``, and the probe trains on the rows it weighs;
 - an estimator whose ``_prediction_parameters`` are read at prediction only
   (WiSE's mixing weight, Tip-Adapter's two weights): one fit per setting of
-  the others, then every value of those is scored from it.
+  the others, then every value of those is scored from it. Tip-Adapter's
+  cache logits, ``alpha * exp(-beta (1 - affinity)) @ values``, are computed
+  once per ``beta`` and scaled by each ``alpha`` (the same floats: its own
+  computation at ``alpha = 1`` times ``alpha``): 5 cache computations a fit
+  for the default grid's 25 pairs. Scoring was most of Tip-Adapter's search:
+  at 10,000 images x D=512, a lodo-cv split's 25 scores took 7 to 12 s, its
+  fit 0.2 to 0.3 s.
 
 The scores are those of ``GridSearchCV`` bit for bit: the projectors are the
 same (``projector_path`` is exact) and so are the fits. Every other
@@ -31,6 +37,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, ParameterGrid
 from sklearn.pipeline import Pipeline
 
+from ..baselines import TipAdapterClassifier
 from ..invariance import InvariantProjector, projector_path
 
 __all__ = ["grid_scores"]
@@ -135,10 +142,40 @@ def _refit_free_grid(estimator, candidates, X, y, splits, fit_params):
         params = {k: (np.asarray(v)[train] if is_row_aligned(v, n) else v) for k, v in fit_params.items()}
         for fitted, members in groups.items():
             model = clone(estimator).set_params(**dict(fitted)).fit(X[train], y[train], **params)
+            if type(model) is TipAdapterClassifier:  # its validation rows only, so one cache per beta
+                model._head_logits = _CacheLogitsPerBeta(model)
             for i in members:
                 model.set_params(**{k: v for k, v in candidates[i].items() if k in late})
                 scores[s, i] = model.score(X[validation], y[validation])
     return np.mean(scores, axis=0)
+
+
+class _CacheLogitsPerBeta:
+    """A fitted Tip-Adapter's cache logits on one set of rows, computed once per ``beta``.
+
+    Its cache logits are ``alpha * A(beta)`` (``A`` the cache's affinities, sharpened by ``beta``, times
+    its labels): ``A(beta)`` is its own ``_head_logits`` at ``alpha = 1`` (which multiplies by 1.0, an
+    exact no-op), and ``alpha * A(beta)`` the very product it computes at ``alpha``. Only for a model
+    scored on one set of rows (the memo does not look at them).
+    """
+
+    def __init__(self, model):
+        self.model = model
+        self.head_logits = type(model)._head_logits
+        self.by_beta = {}
+
+    def __call__(self, Z):
+        model = self.model
+        if model.alpha == 0:  # no cache at all, as it computes it
+            return self.head_logits(model, Z)
+        if model.beta not in self.by_beta:
+            alpha = model.alpha
+            model.alpha = 1.0
+            try:
+                self.by_beta[model.beta] = self.head_logits(model, Z)
+            finally:
+                model.alpha = alpha
+        return model.alpha * self.by_beta[model.beta]
 
 
 def is_row_aligned(value, n):

@@ -112,6 +112,38 @@ def test_evaluation_selects_the_same_with_shared_work(tmp_path, monkeypatch):
     pd.testing.assert_frame_equal(shared, alone)
 
 
+def test_default_methods_select_the_same_with_shared_work(tmp_path, monkeypatch):
+    """Every default method (the prompt heads, the front door, the baselines, the probes): the same rows.
+
+    The store has views, prompts and styled text interventions, so that every method of
+    DEFAULT_METHODS runs, the invariant ones on both kinds of intervention; every tuned parameter has
+    two values, so every search shares (or not) its work.
+    """
+    from clip_invariance.datasets import save_embeddings
+    from clip_invariance.evaluation import DEFAULT_METHODS
+
+    data = make_invariant_embeddings(n_samples=240, n_features=16, n_invariant=4, n_variant=4,
+                                     n_text_styles=3, normalize=True, random_state=2)
+    store = tmp_path / "store"
+    save_embeddings(store, X=data.X, y=data.y, environments=data.environments,
+                    views=data.X_views.transpose(1, 0, 2), prompt_embeddings=data.prompt_embeddings,
+                    text_interventions=data.text_interventions, text_view_groups=data.text_view_groups,
+                    text_intervention_styles=[f"style {i % 3}" for i in range(len(data.text_view_groups))])
+    grids = {"n_components": [2, 8], "lam": [10.0, 100.0], "C": [0.316, 3.16], "temperature": [10.0, 30.0],
+             "wise_alpha": [0.5, 1.0], "tip_alpha": [1.0, 100.0], "tip_beta": [3.5, 14.0]}
+    kwargs = {"selection": "lodo-cv", "grids": grids, "front_door_params": {"max_iter": 2}}
+    shared = evaluate_store(store, **kwargs)
+    assert set(shared["method"]) == set(DEFAULT_METHODS)
+    assert set(shared.loc[shared["method"] == "wise-icm", "interventions"]) == {"both"}
+    monkeypatch.setattr(search, "_SHARE_WORK", False)
+    alone = evaluate_store(store, **kwargs)
+    pd.testing.assert_frame_equal(shared, alone)
+    # Real selections: the searched parameters vary across methods and targets, not one corner of the grid.
+    chosen = shared[shared["method"].isin(["probe-icm", "wise-icm", "front-door-icm", "tip-adapter-icm"])]
+    assert chosen["n_components"].notna().all() and chosen["lam"].notna().all()
+    assert shared["accuracy"].between(0, 1).all() and shared["accuracy"].gt(0.2).any()
+
+
 @pytest.mark.parametrize("projected", [False, True])
 @pytest.mark.parametrize("name", ["wise", "tip-adapter"])
 def test_prediction_parameters_are_scored_from_one_fit(projected, name, monkeypatch):
@@ -132,11 +164,13 @@ def test_prediction_parameters_are_scored_from_one_fit(projected, name, monkeypa
         grid = {"alpha": [0.1, 10.0], "beta": [1.0, 7.0]}
     if projected:
         grid["projector__n_components"] = [4, 8]
-    fits = []
-    real_fit = type(estimator).fit
+    fits, caches = [], []
+    real_fit, real_head = type(estimator).fit, type(estimator)._head_logits
     monkeypatch.setattr(type(estimator), "fit", lambda est, *a, **k: fits.append(1) or real_fit(est, *a, **k))
+    monkeypatch.setattr(type(estimator), "_head_logits",
+                        lambda est, Z: caches.append(est.alpha) or real_head(est, Z))
     candidates, scores = grid_scores(estimator, grid, X, y, splits, fit_params={"view_groups": groups})
-    n_fits = len(fits)
+    n_fits, n_heads = len(fits), len(caches)
     monkeypatch.undo()
     expected_candidates, expected = reference(estimator, grid, X, y, splits, {"view_groups": groups})
     assert candidates == expected_candidates
@@ -144,3 +178,23 @@ def test_prediction_parameters_are_scored_from_one_fit(projected, name, monkeypa
     late = [k for k in grid if k in type(estimator)._prediction_parameters]
     n_settings = len(candidates) // int(np.prod([len(grid[k]) for k in late]))
     assert n_fits == n_settings * len(splits)
+    if name == "tip-adapter":  # the cache logits once per beta (at alpha 1), scaled by every alpha
+        assert n_heads == n_fits * len(grid["beta"]) and set(caches) == {1.0}
+    else:  # WiSE's probe logits are cheap: computed at every alpha, as its score does
+        assert n_heads == n_fits * len(grid["alpha"])
+
+
+def test_tip_adapter_scores_of_a_zero_alpha_and_repeated_betas_equal_grid_search():
+    """alpha = 0 skips the cache; an alpha of 1 and a beta met again reuse it: the same scores."""
+    from clip_invariance.baselines import TipAdapterClassifier
+
+    data = make_invariant_embeddings(n_samples=300, n_features=16, n_invariant=4, n_variant=4,
+                                     random_state=3)
+    splits, _ = selection_splits("lodo-cv", data.environments, data.test_environment)
+    estimator = TipAdapterClassifier(data.prompt_embeddings)
+    grid = {"beta": [7.0, 1.0, 7.0], "alpha": [0.0, 1.0, 3.0, 1000.0]}
+    candidates, scores = grid_scores(estimator, grid, data.X, data.y, splits)
+    expected_candidates, expected = reference(estimator, grid, data.X, data.y, splits, {})
+    assert candidates == expected_candidates
+    np.testing.assert_array_equal(scores, expected)
+    assert len(set(np.round(scores, 6))) > 1  # the weights matter here
