@@ -390,9 +390,13 @@ def test_method_catalogue():
     estimator, grid, paths = make_method("front-door-icm", grids=default_grids(32), prompts=np.eye(2, 32),
                                          n_views=2, text_only=True)
     assert isinstance(estimator.projector, FirstViewsProjector)
-    assert paths["lam"] == "projector__projector__lam" and grid["temperature"] == [10.0, 30.0]
+    assert paths["lam"] == "projector__projector__lam" and grid["temperature"] == [10.0]
+    assert grid["projector__projector__n_components"] == [4, 8, 16] and grid["projector__projector__lam"] == [
+        10.0, 100.0]
     assert estimator.get_params()["projector__projector__lam"] == 10.0
-    assert default_grids(32)["n_components"] == [2, 4, 8, 16]
+    # The CPU-sized grids cut by the selection table's evidence (default_grids' docstring).
+    assert default_grids(32)["n_components"] == [4, 8, 16] and default_grids(4)["n_components"] == [1, 2]
+    assert default_grids(32)["C"] == [0.1, 1.0, 3.16] and default_grids(32)["lam"] == [10.0, 100.0]
     with pytest.raises(ValueError, match="Unknown method 'clip'"):
         make_method("clip", grids={})
     assert mentions_environment(["Art", "a PAINTING of a dog.", "an artist"], "art_painting").tolist() == [
