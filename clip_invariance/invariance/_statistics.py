@@ -3,7 +3,7 @@
 Every statistic is a sum over rows, so the statistics of a concatenation of
 blocks are the sum of the blocks' statistics: ``partial_fit`` adds them batch
 by batch, and a distributed fit can compute them per dask chunk on workers and add
-them up. Plain numpy, float64 sums, no estimator state, picklable.
+them up. Plain numpy and BLAS, float64 sums, no estimator state, picklable.
 
 From one block of rows ``X`` (``n`` rows, ``D`` features) and its labels:
 
@@ -31,9 +31,14 @@ from .._utils import check_labels
 
 __all__ = ["InterventionStatistics"]
 
-# Rows gathered per block when forming within-group contrasts; small enough to
-# stay in cache, large enough for BLAS to run at full speed.
+# Rows per tile: the rotated rows (group sums, within-group contrasts) of a tile are
+# formed in a buffer and multiplied by BLAS, in X's precision, as PCA's X^T X is; the
+# tiles' products are summed in float64. Few enough products for their per-call cost
+# (a D x D copy and sum each) to vanish next to the O(rows D^2) product.
 _BLOCK_ROWS = 16384
+# Sizes of equal-sized groups whose sums are kept apart, unscaled (one D x D sum each);
+# the sums of other groups are scaled by 1 / sqrt(n_g) and share one.
+_MAX_SIZE_SUMS = 4
 
 
 @dataclass(eq=False)
@@ -101,8 +106,9 @@ class InterventionStatistics:
         ----------
         X : ndarray of shape (n_samples, n_features)
             Finite embeddings, float32 or float64 (others are converted to
-            float64); the products are formed in this precision and summed in
-            float64.
+            float64); the products are formed and accumulated in this
+            precision, as by one BLAS product, over at most 16384 rows at a
+            time, and those partial sums are added in float64.
         view_groups : array-like of shape (n_samples,), default=None
             Rows sharing an id are views of one content; gives ``group_scatter``.
         y : array-like of shape (n_samples,), default=None
@@ -340,48 +346,57 @@ def _within_group_moments(X, view_groups):
     sizes = np.diff(np.append(starts, n))
     dof = n - starts.size
 
-    # Float64 sums of float32 (or float64) products, one block of rows at a time:
-    # contrasts -> 2 W, group sums of size m -> sum s s^T (m = 1: already
-    # divided by the size). Singletons are groups whose sum is the row.
-    twice_within = np.zeros((d, d))
+    # Products of tiles of rows, accumulated in X's precision and summed in float64
+    # (_SymmetricSum): contrasts -> 2 W, group sums of size m -> sum s s^T (m = 1:
+    # already divided by the size). Singletons are groups whose sum is the row.
+    twice_within = _SymmetricSum(d, X.dtype)
     sums_by_size = {}
     singles = order[starts[sizes == 1]]
+    buffer = np.empty((min(_BLOCK_ROWS, singles.size), d), dtype=X.dtype)
     for lo in range(0, singles.size, _BLOCK_ROWS):
-        block = _rows(X, singles[lo : lo + _BLOCK_ROWS], None)
-        _accumulate(sums_by_size, 1, block)
+        index = singles[lo : lo + _BLOCK_ROWS]
+        _size_sum(sums_by_size, 1, d, X.dtype).add(_rows(X, index, buffer[: index.size]))
 
     multi_starts = starts[sizes > 1]
     multi_sizes = sizes[sizes > 1]
-    if multi_starts.size:
+    n_views = _stacked_views(X, order, sizes)
+    if n_views:
+        _stacked_helmert(X, n_views, twice_within, _size_sum(sums_by_size, n_views, d, X.dtype))
+    elif multi_starts.size:
         _helmert_blocks(X, order, multi_starts, multi_sizes, twice_within, sums_by_size)
-    within = np.multiply(twice_within, 0.5, out=twice_within)  # exact
+    within = twice_within.result()
+    within *= 0.5  # exact
     gram = within.copy()
     for size, total in sums_by_size.items():
-        gram += total / size
+        gram += total.result() / size
     return gram, within, dof
 
 
 def _helmert_blocks(X, order, starts, sizes, twice_within, sums_by_size):
-    """Add ``2 W`` and the group sums' products of the groups (all of size >= 2), block by block.
+    """Add ``2 W`` and the group sums' products of the groups (all of size >= 2), tile by tile.
 
-    The contrasts are scaled by ``sqrt(2)`` (those of pairs, ``x0 - x1``,
-    are then not scaled at all: one pass fewer over the rows), hence ``2 W``.
-    Equal-sized groups keep their sums unscaled and are divided once, in float64.
+    A tile holds the groups of about ``_BLOCK_ROWS`` rows; its contrasts and sums
+    are formed in buffers reused by every tile. The contrasts are scaled by
+    ``sqrt(2)`` (those of pairs, ``x0 - x1``, are then not scaled at all: one pass
+    fewer over the rows), hence ``2 W``. Equal-sized groups keep their sums
+    unscaled and are divided once, in float64 (up to ``_MAX_SIZE_SUMS`` sizes; the
+    sums of other groups are scaled by ``1 / sqrt(n_g)`` and share one sum).
     """
     d, dtype = X.shape[1], X.dtype
+    tile = _BLOCK_ROWS
     rows_before = np.concatenate([[0], np.cumsum(sizes)])
-    # Buffers reused by every block: fresh large arrays cost page faults.
-    max_groups = min(starts.size, _BLOCK_ROWS // 2)
+    # Buffers reused by every tile: fresh arrays cost page faults.
+    max_groups = min(starts.size, max(tile // 2, 1))
     running_sum, member = (np.empty((max_groups, d), dtype=dtype) for _ in range(2))
-    contrasts = np.empty((min(_BLOCK_ROWS, int(rows_before[-1])), d), dtype=dtype)
+    contrasts = np.empty((min(tile, int(rows_before[-1])), d), dtype=dtype)
     g0 = 0
     while g0 < starts.size:
-        g1 = int(np.searchsorted(rows_before, rows_before[g0] + _BLOCK_ROWS, side="right")) - 1
+        g1 = int(np.searchsorted(rows_before, rows_before[g0] + tile, side="right")) - 1
         g1 = min(max(g1, g0 + 1), starts.size, g0 + max_groups)
         st, sz = starts[g0:g1], sizes[g0:g1]
         g = g1 - g0
         n_contrasts = rows_before[g1] - rows_before[g0] - g
-        if n_contrasts > contrasts.shape[0]:
+        if n_contrasts > contrasts.shape[0]:  # one group larger than a tile
             contrasts = np.empty((n_contrasts, d), dtype=dtype)
         # Members 0 and 1 (every group here has both): first contrast and running sum.
         x0 = _rows(X, order[st], running_sum[:g])  # into running_sum when gathered: overwritten below
@@ -406,24 +421,93 @@ def _helmert_blocks(X, order, starts, sizes, twice_within, sums_by_size):
                 np.multiply((prefix - dtype.type(k) * xk), scale, out=out)
                 total[alive] = prefix + xk
             filled += alive.size
-        _accumulate_into(twice_within, contrasts[:filled])
-        if sz.min() == sz.max():  # equal sizes: divide the sum, not the rows
-            _accumulate(sums_by_size, int(sz[0]), total)
+        twice_within.add(contrasts[:filled])
+        size = int(sz[0])
+        if sz.min() == sz.max() and (size in sums_by_size or len(sums_by_size) < _MAX_SIZE_SUMS):
+            _size_sum(sums_by_size, size, d, dtype).add(total)  # equal sizes: divide the sum, not the rows
         else:
             total *= (1.0 / np.sqrt(sz)).astype(dtype)[:, None]  # s_g / sqrt(n_g)
-            _accumulate(sums_by_size, 1, total)
+            _size_sum(sums_by_size, 1, d, dtype).add(total)
         g0 = g1
 
 
-def _accumulate(sums, key, block):
-    if key not in sums:
-        sums[key] = np.zeros((block.shape[1],) * 2)
-    _accumulate_into(sums[key], block)
+def _stacked_views(X, order, sizes):
+    """``V`` when ``X`` is ``V`` blocks of rows holding the same groups in the same order, else 0.
+
+    That is the layout of :func:`~clip_invariance.views.stack_views` (row ``i``
+    of every block is a view of content ``i``): the ``k``-th members of a run
+    of groups are then consecutive rows, and one product rotates them all.
+    """
+    n = X.shape[0]
+    v = int(sizes[0]) if sizes.size else 0
+    if v < 2 or not X.flags.c_contiguous or not np.all(sizes == v):
+        return 0
+    members = order.reshape(n // v, v)  # row g: the rows of group g, in order
+    offsets = members - members[:, :1]
+    return v if np.array_equal(offsets, np.broadcast_to(np.arange(0, n, n // v), offsets.shape)) else 0
 
 
-def _accumulate_into(total, block):
-    """``total += block^T block``: the product in ``block``'s precision, the sum in float64, in place."""
-    np.add(total, block.T @ block, out=total)
+def _stacked_helmert(X, v, twice_within, sums):
+    """``2 W`` and the group sums' products of the stack_views layout (``v`` blocks), tile by tile.
+
+    The Helmert rotation of a tile of groups is one BLAS product: a ``(v, v)``
+    matrix times the tile's ``v`` blocks of rows, each block read where it lies
+    in ``X``. Row 0 of the matrix is ones (the unscaled group sums, divided by
+    ``v`` in float64), row ``k`` is ``sqrt(2)`` times the ``k``-th orthonormal
+    contrast (``x0 - x1`` for pairs), so the contrasts give ``2 W``, as in
+    :func:`_helmert_blocks`.
+    """
+    n, d = X.shape
+    m = n // v
+    helmert = np.zeros((v, v))
+    helmert[0] = 1.0
+    for k in range(1, v):
+        helmert[k, :k] = 1.0
+        helmert[k, k] = -k
+        helmert[k] *= np.sqrt(2.0 / (k * (k + 1.0)))
+    helmert = helmert.astype(X.dtype)
+    blocks = X.reshape(v, m, d)
+    groups = max(1, _BLOCK_ROWS // v)
+    buffer = np.empty(v * min(groups, m) * d, dtype=X.dtype)  # reused: fresh arrays cost page faults
+    for g0 in range(0, m, groups):
+        g = min(groups, m - g0)
+        rotated = buffer[: v * g * d].reshape(v, g * d)
+        np.matmul(helmert, blocks[:, g0 : g0 + g].reshape(v, g * d), out=rotated)
+        sums.add(rotated[0].reshape(g, d))
+        twice_within.add(rotated[1:].reshape((v - 1) * g, d))
+
+
+def _size_sum(sums, size, d, dtype):
+    """The :class:`_SymmetricSum` of the sums of groups of ``size`` rows, created on first use."""
+    if size not in sums:
+        sums[size] = _SymmetricSum(d, dtype)
+    return sums[size]
+
+
+class _SymmetricSum:
+    """``sum_b B^T B`` over blocks of rows ``B``: products in the blocks' precision, a float64 sum.
+
+    numpy forms ``B^T B`` with one BLAS ``syrk`` (half the flops of a general
+    product), accumulated over the block's rows in its precision, as PCA's
+    ``X^T X`` is (float32 rows need no float64 copy). The blocks'
+    products are added in float64, so the float32 round-off grows with the
+    rows of one block (``_BLOCK_ROWS``), not with ``N``. The product lands in
+    a buffer reused by every block.
+    """
+
+    def __init__(self, d, dtype):
+        self._total = np.zeros((d, d))
+        self._product = np.empty((d, d), dtype=dtype)
+
+    def add(self, block):
+        if block.shape[0]:
+            block = np.ascontiguousarray(block)  # numpy hands contiguous operands to BLAS
+            np.matmul(block.T, block, out=self._product)
+            self._total += self._product
+
+    def result(self):
+        """The float64 sum."""
+        return self._total
 
 
 def _rows(X, index, out):

@@ -14,6 +14,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, LeaveOneGroupOut
 from sklearn.pipeline import Pipeline
 
+import clip_invariance.invariance._statistics as statistics_module
 from clip_invariance import InvariantProjector
 from clip_invariance.datasets import make_invariant_embeddings
 from clip_invariance.invariance import subspace_overlap
@@ -164,6 +165,28 @@ def test_fitted_statistics_are_the_paper_moments_and_keep_dtype():
         assert_allclose(proj.nuisance_scatter_, expected, rtol=1e-12)
         assert proj.components_.dtype == dtype
         assert proj.transform(X).dtype == dtype
+
+
+@pytest.mark.parametrize("n_augmented", [1, 3, 7])
+def test_float32_products_find_the_float64_subspace(n_augmented, monkeypatch):
+    # float32 rows are multiplied in float32 (accumulated by BLAS over a tile of rows, the tiles
+    # summed in float64), as PCA's X^T X is: the subspace is the float64 one to round-off, and
+    # the true one. Small tiles: many products. Measured 1 - overlap: 3e-12 for 2, 4 and 8 views.
+    monkeypatch.setattr(statistics_module, "_BLOCK_ROWS", 256)
+    data = make_invariant_embeddings(n_samples=2000, n_augmented=n_augmented, random_state=0)
+    X, view_groups = stack_views(data.X, *data.X_views)  # n_augmented + 1 views, the stacked path
+    X = X.astype(np.float32)
+    single = InvariantProjector(8).fit(X, view_groups=view_groups)
+    double = InvariantProjector(8).fit(X.astype(np.float64), view_groups=view_groups)
+    assert single.components_.dtype == np.float32
+    assert subspace_overlap(single.components_.T, double.components_.T) > 1 - 1e-9
+    assert_allclose(single.eigenvalues_, double.eigenvalues_, rtol=1e-5)
+    assert subspace_overlap(double.components_.T, data.invariant_basis) > 0.99
+    # The same rows in another order take the general path (gathered groups): the same fit.
+    shuffle = np.random.RandomState(0).permutation(len(X))
+    shuffled = InvariantProjector(8).fit(X.astype(np.float64)[shuffle], view_groups=view_groups[shuffle])
+    assert subspace_overlap(shuffled.components_.T, double.components_.T) > 1 - 1e-12
+    assert_allclose(shuffled.eigenvalues_, double.eigenvalues_, rtol=1e-12)
 
 
 def test_partial_fit_matches_fit():

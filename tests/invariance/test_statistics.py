@@ -277,3 +277,100 @@ def test_the_saved_state_stacks_the_cells_and_restores_the_dicts():
     # Without y: no cells, an empty (0, D) stack.
     empty = InterventionStatistics.from_block(X).__getstate__()
     assert empty["cell_keys"] == [] and empty["cell_sums"].shape == (0, 2)
+
+
+def _stacked(n_contents, n_views, d=7, dtype=np.float64, seed=3):
+    rng = np.random.RandomState(seed)
+    X = (rng.standard_normal((n_contents * n_views, d)) + 2).astype(dtype)
+    return X, np.tile(rng.permutation(n_contents), n_views)  # stack_views: the same ids in every block
+
+
+@pytest.mark.parametrize("n_views", [2, 3, 8])
+@pytest.mark.parametrize("block_rows", [5, 64, 16384])
+def test_stacked_views_are_rotated_in_one_product_per_tile(n_views, block_rows, monkeypatch):
+    # stack_views' layout (V blocks of the same ids): the Helmert rotation of a tile is one product.
+    monkeypatch.setattr(statistics_module, "_BLOCK_ROWS", block_rows)
+    X, view_groups = _stacked(50, n_views)
+    order = np.argsort(view_groups, kind="stable")
+    sizes = np.bincount(view_groups)
+    assert statistics_module._stacked_views(X, order, sizes) == n_views
+    stats = InterventionStatistics.from_block(X, view_groups=view_groups)
+    gram, scatter = _brute_force_moments(X, view_groups)
+    assert_allclose(stats.gram, gram, rtol=1e-12)
+    assert_allclose(stats.group_scatter, scatter, rtol=1e-10, atol=1e-12)
+    assert stats.group_dof == len(X) - 50
+    # The general path (gathered members, Helmert by recursion) gives the same numbers.
+    monkeypatch.setattr(statistics_module, "_stacked_views", lambda *args: 0)
+    general = InterventionStatistics.from_block(X, view_groups=view_groups)
+    assert_allclose(stats.gram, general.gram, rtol=1e-12)
+    assert_allclose(stats.group_scatter, general.group_scatter, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "view_groups",
+    [np.repeat(np.arange(10), 3),  # groups of adjacent rows
+     np.r_[np.tile(np.arange(10), 2), np.arange(10)[::-1]],  # a block in another order
+     np.tile(np.arange(10), 3)[:-1],  # a group short of a view
+     np.r_[np.tile(np.arange(5), 2), np.tile(np.arange(5, 10), 2)]],  # pairs, not two blocks
+    ids=["repeated", "reordered block", "short group", "two stacks"],
+)
+def test_only_the_stacked_layout_takes_the_stacked_path(view_groups):
+    X = np.random.RandomState(0).standard_normal((len(view_groups), 4))
+    order = np.argsort(view_groups, kind="stable")
+    assert statistics_module._stacked_views(X, order, np.bincount(view_groups)) == 0
+    stats = InterventionStatistics.from_block(X, view_groups=view_groups)
+    gram, scatter = _brute_force_moments(X, view_groups)
+    assert_allclose(stats.gram, gram, rtol=1e-12)
+    assert_allclose(stats.group_scatter, scatter, rtol=1e-10, atol=1e-12)
+
+
+def test_stacked_rows_in_fortran_order_take_the_general_path():
+    X, view_groups = _stacked(30, 3)
+    order, sizes = np.argsort(view_groups, kind="stable"), np.bincount(view_groups)
+    assert statistics_module._stacked_views(X, order, sizes) == 3
+    assert statistics_module._stacked_views(np.asfortranarray(X), order, sizes) == 0
+    stats = InterventionStatistics.from_block(np.asfortranarray(X), view_groups=view_groups)
+    gram, scatter = _brute_force_moments(X, view_groups)
+    assert_allclose(stats.gram, gram, rtol=1e-12)
+    assert_allclose(stats.group_scatter, scatter, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("layout", ["stacked", "shuffled"])
+@pytest.mark.parametrize("block_rows", [6, 256, 16384])
+def test_float32_products_give_the_float64_moments(layout, block_rows, monkeypatch):
+    # float32 rows: every tile's products are accumulated in float32 by BLAS (as PCA's X^T X is),
+    # the tiles' sums in float64. Float32 precision relative to the matrices, whatever the tiling.
+    monkeypatch.setattr(statistics_module, "_BLOCK_ROWS", block_rows)
+    X, view_groups = _stacked(400, 4, d=9, dtype=np.float32)
+    if layout == "shuffled":
+        shuffle = np.random.RandomState(0).permutation(len(X))
+        X, view_groups = X[shuffle], view_groups[shuffle]
+    stats = InterventionStatistics.from_block(X, view_groups=view_groups)
+    gram, scatter = _brute_force_moments(X, view_groups)
+    assert stats.gram.dtype == stats.group_scatter.dtype == np.float64
+    assert np.linalg.norm(stats.gram - gram) < 1e-6 * np.linalg.norm(gram)
+    assert np.linalg.norm(stats.group_scatter - scatter) < 1e-6 * np.linalg.norm(scatter)
+    assert_array_equal(stats.gram, stats.gram.T)
+    assert_array_equal(stats.group_scatter, stats.group_scatter.T)
+
+
+def test_equal_sized_groups_of_many_sizes_keep_memory_bounded(monkeypatch):
+    # Tiles of equal-sized groups of many sizes (here one group a tile): a few sizes keep their own
+    # unscaled sum, the others share the scaled one, so memory stays O(D^2) and the moments exact.
+    monkeypatch.setattr(statistics_module, "_BLOCK_ROWS", 2)
+    created = []
+
+    class Counted(statistics_module._SymmetricSum):
+        def __init__(self, *args):
+            super().__init__(*args)
+            created.append(self)
+
+    monkeypatch.setattr(statistics_module, "_SymmetricSum", Counted)
+    sizes = np.repeat(np.arange(2, 12), 3)  # three groups of each size 2..11
+    view_groups = np.repeat(np.arange(len(sizes)), sizes)
+    X = np.random.RandomState(0).standard_normal((len(view_groups), 5)) + 3
+    stats = InterventionStatistics.from_block(X, view_groups=view_groups)
+    assert len(created) == 1 + statistics_module._MAX_SIZE_SUMS + 1  # W, kept sizes, the shared sum
+    gram, scatter = _brute_force_moments(X, view_groups)
+    assert_allclose(stats.gram, gram, rtol=1e-12)
+    assert_allclose(stats.group_scatter, scatter, rtol=1e-10, atol=1e-12)
