@@ -3,7 +3,8 @@
 Reads the store cached by ``benchmarks/bench_real_features.py embed`` (Office-Caltech-10 through an
 ImageNet EfficientNet-Lite0, two augmented views per image; nothing is embedded again) and writes
 ``docs/tables/real_features_why.csv``: one row per question, feature kind, method, setting and quantity,
-with a column per held-out target (leave-one-domain-out) and their average. Four questions:
+with a column per held-out target (leave-one-domain-out) and their average; a "gain" is in points
+over ``probe-views`` with the same ``C``. Four questions:
 
 1. ``K x lam``: the invariant probes (``probe-icm``: projector from the views, probe on the originals;
    ``probe-icm-views``: probe on the originals and the views) over a wider grid than the benchmark's,
@@ -436,7 +437,7 @@ def accuracy_rows(store, features, targets, seeds, log=print):
                 key = ("views", method, k, lam)
                 label = f"K={k}, lam={lam:g}" + (" (PCA)" if lam == 0 else "")
                 table.append(_row("K x lam", features, method, label,
-                                  "gain over probe-views (oracle surface)", seeds_label, mean_over_seeds(
+                                  "gain, oracle surface", seeds_label, mean_over_seeds(
                                       lambda s, t, key=key: runs[s, t][1][key] - runs[s, t][1][control]),
                                   targets, _points))
         def best(s, t, m=method):
@@ -466,7 +467,7 @@ def accuracy_rows(store, features, targets, seeds, log=print):
 
             for quantity, fn in (("lodo-cv", selected), ("oracle", oracle)):
                 table.append(seed_row("variants", method, name,
-                                      f"gain over probe-views, {quantity} over K x lam", fn, _points))
+                                      f"gain, {quantity} over K x lam", fn, _points))
             picks = {t: "/".join(f"{chosen(s, t)[2]}:{chosen(s, t)[3]:g}" for s in seeds) for t in targets}
             table.append(["variants", features, method, name, "lodo-cv's choice (K:lam, per seed)",
                           seeds_label, *[picks[t] for t in targets], ""])
