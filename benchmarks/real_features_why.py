@@ -39,7 +39,9 @@ over ``probe-views`` with the same ``C``. Four questions:
     python benchmarks/real_features_why.py                     # normalised features, seed 0
     python benchmarks/real_features_why.py --features normalized,raw --seeds 0,1,2
 
-Without the cached store it says so and exits 0 (it is optional for CI).
+Every round's scores are kept in ``benchmarks/.cache/why`` (a rerun only tabulates); the files are
+named by feature kind, seed and target, not by grid: delete them after changing ``KS``, ``LAMS``,
+``PROBE_C`` or ``VARIANTS``. Without the cached store it says so and exits 0 (it is optional for CI).
 """
 
 import argparse
