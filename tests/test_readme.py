@@ -82,7 +82,6 @@ RELATIVE_LINK = re.compile(r"`[^`<]*<([^>`]+)>`__?")
 PENDING_DATA_LINKS = {
     ("docs/evaluation.rst", "docs/tables/selection_rules.csv"),
     ("docs/evaluation.rst", "docs/tables/selection_summary.csv"),
-    ("docs/real_features.rst", "docs/tables/real_features.csv"),
 }
 
 
