@@ -32,7 +32,7 @@ from .._utils import (
     unchanged_on_error,
 )
 from ._chunked import chunked_statistics
-from ._eigensolvers import SOLVERS
+from ._eigensolvers import SOLVERS, one_blas_thread
 from ._statistics import InterventionStatistics
 
 __all__ = ["InvariantProjector"]
@@ -297,14 +297,14 @@ class InvariantProjector(DocLinkMixin, ClassNamePrefixFeaturesOutMixin, Transfor
             fixed_scatter = None if reset else self._fixed_scatter
             if fixed_scatter is None:
                 fixed_scatter = self._fixed_intervention_scatter(statistics.gram.shape[0])
-        nuisance = _nuisance_scatter(statistics, source, fixed_scatter)
-        z_hat, d_hat = _unit_average_eigenvalue(statistics.gram, nuisance, dtype)
-        values, basis = SOLVERS[self.solver](z_hat, d_hat, self.lam, self.n_components)
-        basis, _ = svd_flip(basis, None)  # deterministic signs
-
         gram, n = statistics.gram, statistics.n_samples
-        kept_z = np.sum((gram @ basis) * basis, axis=0)  # n a_k^T S_Z a_k
-        kept_d = np.sum((nuisance @ basis) * basis, axis=0)
+        with one_blas_thread(gram.shape[0]):  # D x D work: small BLAS calls, see one_blas_thread
+            nuisance = _nuisance_scatter(statistics, source, fixed_scatter)
+            z_hat, d_hat = _unit_average_eigenvalue(gram, nuisance, dtype)
+            values, basis = SOLVERS[self.solver](z_hat, d_hat, self.lam, self.n_components)
+            basis, _ = svd_flip(basis, None)  # deterministic signs
+            kept_z = np.sum((gram @ basis) * basis, axis=0)  # n a_k^T S_Z a_k
+            kept_d = np.sum((nuisance @ basis) * basis, axis=0)
         self.components_ = basis.T.astype(dtype, copy=False)
         self.eigenvalues_ = values
         self.invariance_ratio_ = n * kept_d / np.maximum(kept_z, np.finfo(float).tiny)

@@ -608,3 +608,31 @@ def test_compact_needs_a_fitted_projector():
 
     with pytest.raises(NotFittedError, match="This InvariantProjector instance is not fitted yet"):
         InvariantProjector(2).compact()
+
+
+def test_the_d_by_d_solve_runs_blas_on_one_thread_and_restores_the_threads(monkeypatch):
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    import clip_invariance.invariance._projector as projector_module
+    from clip_invariance.invariance._eigensolvers import one_blas_thread
+
+    def blas_threads():
+        return [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = blas_threads()
+        with one_blas_thread(512):
+            assert blas_threads() == [1] * len(before)
+        with one_blas_thread(2048):  # larger solves keep their threads
+            assert blas_threads() == before
+        assert blas_threads() == before
+        seen = []
+
+        def recording(n_features):
+            seen.append((n_features, blas_threads()))
+            return one_blas_thread(n_features)
+
+        monkeypatch.setattr(projector_module, "one_blas_thread", recording)
+        X = np.random.RandomState(0).standard_normal((100, 6))
+        InvariantProjector(2).fit(X, view_groups=np.arange(100) // 2)
+        assert seen == [(6, before)] and blas_threads() == before
