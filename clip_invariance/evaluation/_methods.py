@@ -178,33 +178,35 @@ def default_grids(n_features):
     also 1, ``C`` also 0.316, ``temperature`` also 30) on the evidence of
     the selection table (``docs/selection_table.py``: 8 synthetic conditions
     x 3 seeds, the four probes, every rule; 192 choices of ``(K, lam)`` per
-    rule) and of every candidate's target accuracy on its 8 conditions (seed
-    0: every default method on three of them, the probes on all; ``lodo-cv``
-    and the oracle, 212 searches each):
+    rule) and of every candidate's score in every search on its 8 conditions
+    (seed 0: every default method on three of them, the probes on all;
+    ``lodo-cv`` and the oracle on all, ``source-val`` on 6, ``views-val`` on
+    5). ``benchmarks/grid_evidence.py`` records those searches and writes
+    every figure below to ``docs/tables/grid_evidence.csv``:
 
     - ``K = D/16`` was never chosen, by any rule or the oracle, for any
       method; the best candidate with it was always below the best without
-      it, by 7.6 points or more;
+      it in target accuracy, by 7.6 points or more;
     - ``lam = 1``: chosen by ``lodo-cv`` 2 times in 192 (the table; never
       in the 112 searches with a projector here) and by the oracle 28 times
       in 192 (5 in 112), where its best candidate beat the best without it by
       0.2 point at most; ``source-val`` and ``views-val`` chose it more
-      often, and lost by it: without it their choices gain 1.3 points on
-      average;
+      often (119 and 43 times in 192), and lost by it: without it their
+      choices gain 2.5 points on average (over 64 and 40 searches);
     - ``C = 0.316``: its best candidate beat the best without it in 29 of
       152 searches, by 1 point at most;
     - ``temperature = 30`` beat 10 in 7 of 24 front-door searches, by 2
-      points at most (the plain front door at 20% accuracy; 0.6 at most for
-      ``front-door-icm``), 0.01 on average.
+      points at most (the plain front door), 0.01 on average.
 
-    Together, on those searches, the accuracy of ``lodo-cv``'s choices
-    changed by less than 0.01 point on average (from -1.2 to +1.0 on one
-    target) and the oracle's fell by 0.08 (2.0 at most). Each cut divides
-    the fits of a search: ``front-door-icm`` trains 6 candidates a split
-    instead of 24, ``probe-icm`` fits 18 probes instead of 48. ``C`` keeps
-    both ends (``lodo-cv`` chose 0.1 or 3.16 for most probes). The wider
-    grids are a ``grids=`` argument away; ``docs/selection_table.py`` pins
-    them, so that its cached evidence stays valid.
+    Together, on the 200 searches the cuts touch, the accuracy of
+    ``lodo-cv``'s choices changed by less than 0.01 point on average (from
+    -1.2 to +1.0 on one target) and the oracle's fell by 0.09 (2.0 at
+    most). Each cut divides the fits of a search: ``front-door-icm`` trains
+    6 candidates a split instead of 24, ``probe-icm`` fits 18 probes instead
+    of 48. ``C`` keeps both ends (``lodo-cv`` chose 0.1 or 3.16 for most
+    probes in the selection table). The wider grids are a ``grids=``
+    argument away; ``docs/selection_table.py`` pins them, so that its cached
+    evidence stays valid.
 
     The baselines: WiSE's mixing weight ``wise_alpha`` in
     ``{0, 0.25, 0.5, 0.75, 1}`` (the whole path from zero-shot to the probe,
