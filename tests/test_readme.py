@@ -77,12 +77,6 @@ FIGURE = re.compile(r"^\s*\.\. (?:figure|image)::\s*(\S+)", flags=re.M)
 TABLE_FILE = re.compile(r"^\s*\.\. csv-table::.*\n(?:[ \t]+\S.*\n)*?[ \t]+:file:\s*(\S+)", flags=re.M)
 INCLUDE = re.compile(r"^\s*\.\. (?:literal)?include::\s*(\S+)", flags=re.M)
 RELATIVE_LINK = re.compile(r"`[^`<]*<([^>`]+)>`__?")
-# Tables of pages other engineers own, whose link line is still to be added there: the test fails when
-# one gets its link (remove it here then) or when any other table lacks one.
-PENDING_DATA_LINKS = {
-    ("docs/evaluation.rst", "docs/tables/selection_rules.csv"),
-    ("docs/evaluation.rst", "docs/tables/selection_summary.csv"),
-}
 
 
 def tracked(path):
@@ -127,7 +121,7 @@ def test_the_tables_of_a_linked_page_are_committed_and_linked(page):
     linked = {(source.parent / link).resolve() for link in RELATIVE_LINK.findall(text)}
     unlinked = {(page, table.relative_to(ROOT).as_posix())
                 for table in page_files(page, TABLE_FILE) if table not in linked}
-    assert unlinked == {pending for pending in PENDING_DATA_LINKS if pending[0] == page}
+    assert unlinked == set()
 
 
 @pytest.mark.parametrize("page", PAGES)
