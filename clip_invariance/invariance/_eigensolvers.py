@@ -9,7 +9,8 @@ solver returns ``(values, basis)``: the top eigenvalues, largest first, and a
 - :func:`solve_ratio`: top generalized eigenvectors of ``z a = mu (I + lam d) a``;
 - :func:`solve_difference`: top eigenvectors of ``z - lam d`` (the paper's form).
 
-:data:`SOLVERS` maps the ``solver`` parameter to them.
+:data:`SOLVERS` maps the ``solver`` parameter to them; :func:`one_blas_thread` is
+the context the projector solves them in (BLAS on one thread up to ``D = 1024``).
 
 Examples
 --------
