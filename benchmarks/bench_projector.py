@@ -18,8 +18,10 @@ costs one symmetric product, as PCA's does), with overlap > 0.9999; transform
 within 1.2x of the matrix product; fit memory O(D^2) (independent of N).
 
 --write saves the fit rows to docs/tables/projector_speed.csv, with the
-1-minute load average when the run started and the BLAS threads: the machine
-is shared, so read a ratio with its load.
+1-minute load average when the run started (load_1min) and when the row was
+measured (load_1min_row), and the BLAS threads: the machine is shared, so read
+a ratio with its load. Two BLAS threads on two cores with another job running
+are slow for both (PCA 0.3 s quiet, 1-5 s so), and the ratios then mean little.
 
 --solvers times the eigen-solvers on real statistics, each right after the
 statistics of a batch (as in fit): the whole spectrum (LAPACK syevd / sygvd,
@@ -51,7 +53,7 @@ TABLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "doc
                      "projector_speed.csv")
 COLUMNS = ["n_samples", "n_features", "n_views", "dtype", "projector_s", "pca_s", "ratio_wall",
            "projector_cpu_s", "pca_cpu_s", "ratio_cpu", "overlap", "transform_ratio", "fit_mib",
-           "load_1min", "threads"]
+           "load_1min", "load_1min_row", "threads"]
 
 
 def best_of(repeat, fn, *args, **kwargs):
@@ -183,7 +185,8 @@ def run(args, load):
                     "ratio_cpu": f"{ratio_cpu:.3f}", "overlap": f"{row['overlap']:.10f}",
                     "transform_ratio": f"{row['transform'] / row['matmul']:.3f}",
                     "fit_mib": f"{row['fit MiB']:.1f}",
-                    "load_1min": f"{load:.2f}", "threads": threads,
+                    "load_1min": f"{load:.2f}", "load_1min_row": f"{os.getloadavg()[0]:.2f}",
+                    "threads": threads,
                 })
             X = view_groups = None  # free before the next size is drawn
     return rows

@@ -7,9 +7,10 @@ sufficient statistics it is solved from (:class:`InterventionStatistics`,
 one per block of rows), ``_chunked.py`` sums them over the chunks of a dask
 array on the workers (:func:`chunked_statistics`), ``_eigensolvers.py`` holds
 the two solvers (``solver="ratio"`` and ``"difference"``), ``_path.py``
-solves a grid of settings from one statistics pass (:func:`projector_path`), and
+solves a grid of settings from one statistics pass (:func:`projector_path`),
 ``_subspace.py`` the principal angles that compare two subspaces
-(:func:`principal_angles`, :func:`subspace_overlap`).
+(:func:`principal_angles`, :func:`subspace_overlap`), and ``_threads.py`` the
+BLAS thread settings the statistics and the solvers run under.
 """
 
 from ._chunked import chunked_statistics

@@ -31,11 +31,12 @@ import contextlib
 import numpy as np
 from scipy import linalg
 
+from ._threads import single_threaded_blas
+
 __all__ = ["SOLVERS", "one_blas_thread", "solve_difference", "solve_ratio"]
 
 # Up to this many features the D x D solves run their BLAS on one thread (one_blas_thread).
 ONE_THREAD_FEATURES = 1024
-_controller = None
 
 
 def solve_ratio(z_hat, d_hat, lam, n_components):
@@ -65,17 +66,11 @@ def one_blas_thread(n_features):
     nothing there, and each call waits for both threads, so that one thread
     descheduled by another job stalls them all. Ratio solve, top K=64 of
     D=512, float32, 2 cores: 18 ms on one thread; on two, 17 ms at best and
-    175 ms median with another job on the machine. The products over the
-    rows, before, keep every thread.
+    175 ms median with another job on the machine. See ``_threads.py``.
     """
     if n_features > ONE_THREAD_FEATURES:
         return contextlib.nullcontext()
-    global _controller
-    if _controller is None:  # the BLAS libraries loaded by now: numpy's and scipy's
-        from threadpoolctl import ThreadpoolController
-
-        _controller = ThreadpoolController()
-    return _controller.limit(limits=1, user_api="blas")
+    return single_threaded_blas()
 
 
 def _top_eigh(a, b, n_components):

@@ -22,20 +22,27 @@ The nuisance scatters of :class:`~clip_invariance.InvariantProjector`
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import sparse
 
 from .._utils import check_labels
+from ._threads import blas_threads, single_threaded_blas
 
 __all__ = ["InterventionStatistics"]
 
 # Rows per tile: the rotated rows (group sums, within-group contrasts) of a tile are
 # formed in a buffer and multiplied by BLAS, in X's precision, as PCA's X^T X is; the
 # tiles' products are summed in float64. Few enough products for their per-call cost
-# (a D x D copy and sum each) to vanish next to the O(rows D^2) product.
+# (a D x D copy and sum each) to vanish next to the O(rows D^2) product. With several
+# workers (threads), each gets _BLOCK_ROWS / workers rows a tile, at least _MIN_TILE_ROWS,
+# so that the buffers stay about the size of one tile.
 _BLOCK_ROWS = 16384
+_MIN_TILE_ROWS = 2048
+# Entries of X from which the tiles are shared out to threads (below, one thread).
+_PARALLEL_SIZE = 1 << 20
 # Sizes of equal-sized groups whose sums are kept apart, unscaled (one D x D sum each);
 # the sums of other groups are scaled by 1 / sqrt(n_g) and share one.
 _MAX_SIZE_SUMS = 4
@@ -107,8 +114,9 @@ class InterventionStatistics:
         X : ndarray of shape (n_samples, n_features)
             Finite embeddings, float32 or float64 (others are converted to
             float64); the products are formed and accumulated in this
-            precision, as by one BLAS product, over at most 16384 rows at a
-            time, and those partial sums are added in float64.
+            precision, as by one BLAS product, over a tile of at most 16384
+            rows at a time, and the tiles' sums are added in float64. Large
+            blocks are shared out to as many threads as BLAS would use.
         view_groups : array-like of shape (n_samples,), default=None
             Rows sharing an id are views of one content; gives ``group_scatter``.
         y : array-like of shape (n_samples,), default=None
@@ -336,6 +344,10 @@ def _within_group_moments(X, view_groups):
     between large numbers (``X^T X - sum_g s_g s_g^T / n_g`` would lose the
     digits of ``W`` that ``X^T X`` and the group means share). ``W_g`` is
     ``(n_g - 1) / 2`` times the average pair scatter of the group.
+
+    The rows are taken a tile at a time (``_tiles``), and the tiles are shared
+    out to threads of our own, each with BLAS on one thread and sums of its
+    own (``_run_tiles``), which are added at the end in a fixed order.
     """
     n, d = X.shape
     order = np.argsort(view_groups, kind="stable")
@@ -346,89 +358,195 @@ def _within_group_moments(X, view_groups):
     sizes = np.diff(np.append(starts, n))
     dof = n - starts.size
 
-    # Products of tiles of rows, accumulated in X's precision and summed in float64
-    # (_SymmetricSum): contrasts -> 2 W, group sums of size m -> sum s s^T (m = 1:
-    # already divided by the size). Singletons are groups whose sum is the row.
-    twice_within = _SymmetricSum(d, X.dtype)
-    sums_by_size = {}
-    singles = order[starts[sizes == 1]]
-    buffer = np.empty((min(_BLOCK_ROWS, singles.size), d), dtype=X.dtype)
-    for lo in range(0, singles.size, _BLOCK_ROWS):
-        index = singles[lo : lo + _BLOCK_ROWS]
-        _size_sum(sums_by_size, 1, d, X.dtype).add(_rows(X, index, buffer[: index.size]))
-
-    multi_starts = starts[sizes > 1]
-    multi_sizes = sizes[sizes > 1]
-    n_views = _stacked_views(X, order, sizes)
-    if n_views:
-        _stacked_helmert(X, n_views, twice_within, _size_sum(sums_by_size, n_views, d, X.dtype))
-    elif multi_starts.size:
-        _helmert_blocks(X, order, multi_starts, multi_sizes, twice_within, sums_by_size)
-    within = twice_within.result()
+    workers = _row_workers(X)
+    tiles = _tiles(X, order, starts, sizes, _tile_rows(workers))
+    parts = _run_tiles(X, tiles, workers)
+    # Contrasts -> 2 W; group sums of size m -> sum s s^T, divided by m here (m = 1: rows
+    # already divided by sqrt(n_g), or singletons, whose sum is the row).
+    within = sum(part.twice_within.result() for part in parts)  # a new array, in worker order
     within *= 0.5  # exact
     gram = within.copy()
-    for size, total in sums_by_size.items():
-        gram += total.result() / size
+    for part in parts:
+        for size, total in part.sums_by_size.items():
+            gram += total.result() / size
     return gram, within, dof
 
 
-def _helmert_blocks(X, order, starts, sizes, twice_within, sums_by_size):
-    """Add ``2 W`` and the group sums' products of the groups (all of size >= 2), tile by tile.
+def _row_workers(X):
+    """Threads to share the tiles of ``X`` among: as many as BLAS would use, for a large enough ``X``."""
+    return blas_threads() if X.size >= _PARALLEL_SIZE else 1
 
-    A tile holds the groups of about ``_BLOCK_ROWS`` rows; its contrasts and sums
-    are formed in buffers reused by every tile. The contrasts are scaled by
-    ``sqrt(2)`` (those of pairs, ``x0 - x1``, are then not scaled at all: one pass
-    fewer over the rows), hence ``2 W``. Equal-sized groups keep their sums
-    unscaled and are divided once, in float64 (up to ``_MAX_SIZE_SUMS`` sizes; the
-    sums of other groups are scaled by ``1 / sqrt(n_g)`` and share one sum).
+
+def _tile_rows(workers):
+    """Rows per tile: ``_BLOCK_ROWS`` shared out to the workers, down to ``_MIN_TILE_ROWS``."""
+    return max(_BLOCK_ROWS // workers, min(_BLOCK_ROWS, _MIN_TILE_ROWS))
+
+
+def _tiles(X, order, starts, sizes, tile):
+    """The tiles of the rows, in order: ``(function, arguments)``, ``function(X, moments, *arguments)``.
+
+    Singletons are groups whose sum is the row; the stack_views layout is rotated
+    by one product a tile (:func:`_stacked_tile`), any other by the Helmert
+    recursion (:func:`_groups_tile`). Which sum a tile's group sums go to is
+    decided here, in order, so that it does not depend on the workers.
     """
-    d, dtype = X.shape[1], X.dtype
-    tile = _BLOCK_ROWS
+    tiles, keys = [], set()
+    singles = order[starts[sizes == 1]]
+    for lo in range(0, singles.size, tile):
+        tiles.append((_singles_tile, (singles[lo : lo + tile],)))
+        keys.add(1)
+    n_views = _stacked_views(X, order, sizes)
+    if n_views:
+        m = X.shape[0] // n_views
+        helmert = _helmert_matrix(n_views, X.dtype)
+        groups = max(1, tile // n_views)
+        tiles.extend((_stacked_tile, (helmert, g0, min(groups, m - g0))) for g0 in range(0, m, groups))
+        return tiles
+    multi = sizes > 1
+    starts, sizes = starts[multi], sizes[multi]
     rows_before = np.concatenate([[0], np.cumsum(sizes)])
-    # Buffers reused by every tile: fresh arrays cost page faults.
-    max_groups = min(starts.size, max(tile // 2, 1))
-    running_sum, member = (np.empty((max_groups, d), dtype=dtype) for _ in range(2))
-    contrasts = np.empty((min(tile, int(rows_before[-1])), d), dtype=dtype)
+    max_groups = max(tile // 2, 1)
     g0 = 0
     while g0 < starts.size:
         g1 = int(np.searchsorted(rows_before, rows_before[g0] + tile, side="right")) - 1
         g1 = min(max(g1, g0 + 1), starts.size, g0 + max_groups)
-        st, sz = starts[g0:g1], sizes[g0:g1]
-        g = g1 - g0
-        n_contrasts = rows_before[g1] - rows_before[g0] - g
-        if n_contrasts > contrasts.shape[0]:  # one group larger than a tile
-            contrasts = np.empty((n_contrasts, d), dtype=dtype)
-        # Members 0 and 1 (every group here has both): first contrast and running sum.
-        x0 = _rows(X, order[st], running_sum[:g])  # into running_sum when gathered: overwritten below
-        x1 = _rows(X, order[st + 1], member[:g])
-        total = running_sum[:g]
-        np.subtract(x0, x1, out=contrasts[:g])
-        np.add(x0, x1, out=total)
-        filled = g
-        for k in range(2, int(sz.max())):
-            scale = dtype.type(np.sqrt(2.0 / (k * (k + 1.0))))
-            alive = np.flatnonzero(sz > k)
-            out = contrasts[filled : filled + alive.size]
-            if alive.size == g:  # every group has a k-th member: work in place
-                xk = _rows(X, order[st + k], member[:g])
-                np.multiply(xk, dtype.type(-k), out=out)
-                out += total
-                out *= scale
-                total += xk
-            else:
-                xk = X[order[st[alive] + k]]
-                prefix = total[alive]
-                np.multiply((prefix - dtype.type(k) * xk), scale, out=out)
-                total[alive] = prefix + xk
-            filled += alive.size
-        twice_within.add(contrasts[:filled])
+        sz = sizes[g0:g1]
         size = int(sz[0])
-        if sz.min() == sz.max() and (size in sums_by_size or len(sums_by_size) < _MAX_SIZE_SUMS):
-            _size_sum(sums_by_size, size, d, dtype).add(total)  # equal sizes: divide the sum, not the rows
-        else:
-            total *= (1.0 / np.sqrt(sz)).astype(dtype)[:, None]  # s_g / sqrt(n_g)
-            _size_sum(sums_by_size, 1, d, dtype).add(total)
+        key = size if sz.min() == sz.max() and (size in keys or len(keys) < _MAX_SIZE_SUMS) else 1
+        keys.add(key)
+        tiles.append((_groups_tile, (order, starts[g0:g1], sz, key)))
         g0 = g1
+    return tiles
+
+
+def _run_tiles(X, tiles, workers):
+    """Each worker's :class:`_Moments`, in worker order: tile ``i`` goes to worker ``i % workers``.
+
+    With several workers, BLAS runs on one thread in each of our threads
+    (``_threads.py``): no BLAS call waits for another thread, and the work
+    between the products (the rotations, numpy's copy of a product's triangle,
+    the float64 sums) runs in parallel too. The shares are fixed, so the sums,
+    added in worker order, are the same from one run to the next.
+    """
+    d, dtype = X.shape[1], X.dtype
+    if workers > 1 and len(tiles) > 1:
+        workers = min(workers, len(tiles))
+        with single_threaded_blas() as alone:
+            if alone:
+                errors = np.geterr()  # numpy's error state is per thread
+                parts = [_Moments(d, dtype) for _ in range(workers)]
+
+                def work(worker):
+                    with np.errstate(**errors):
+                        for function, arguments in tiles[worker::workers]:
+                            function(X, parts[worker], *arguments)
+
+                with ThreadPoolExecutor(workers) as pool:
+                    for done in [pool.submit(work, worker) for worker in range(workers)]:
+                        done.result()  # raises what a worker raised
+                return parts
+    moments = _Moments(d, dtype)
+    for function, arguments in tiles:
+        function(X, moments, *arguments)
+    return [moments]
+
+
+class _Moments:
+    """One worker's sums (``2 W`` and the group sums' products by size) and its buffers."""
+
+    def __init__(self, d, dtype):
+        self.d, self.dtype = d, dtype
+        self.product = np.empty((d, d), dtype=dtype)  # every product of this worker lands here
+        self.twice_within = _SymmetricSum(self.product)
+        self.sums_by_size = {}
+        self._buffers = {}
+
+    def sums(self, size):
+        """The sum of the products of the sums of groups of ``size`` rows."""
+        if size not in self.sums_by_size:
+            self.sums_by_size[size] = _SymmetricSum(self.product)
+        return self.sums_by_size[size]
+
+    def buffer(self, name, rows):
+        """A ``(rows, d)`` buffer, reused from tile to tile: fresh arrays cost page faults."""
+        buffer = self._buffers.get(name)
+        if buffer is None or buffer.shape[0] < rows:
+            buffer = self._buffers[name] = np.empty((rows, self.d), dtype=self.dtype)
+        return buffer[:rows]
+
+
+def _singles_tile(X, moments, index):
+    moments.sums(1).add(_rows(X, index, moments.buffer("singles", index.size)))
+
+
+def _helmert_matrix(v, dtype):
+    """Row 0 ones (the group sum), row ``k`` ``sqrt(2)`` times the ``k``-th orthonormal Helmert contrast."""
+    helmert = np.zeros((v, v))
+    helmert[0] = 1.0
+    for k in range(1, v):
+        helmert[k, :k] = 1.0
+        helmert[k, k] = -k
+        helmert[k] *= np.sqrt(2.0 / (k * (k + 1.0)))
+    return helmert.astype(dtype)
+
+
+def _stacked_tile(X, moments, helmert, g0, g):
+    """``2 W`` and the group sums' products of groups ``g0 .. g0 + g`` of the stack_views layout.
+
+    The Helmert rotation of the tile is one BLAS product: the ``(v, v)``
+    matrix times the tile's ``v`` blocks of rows, each block read where it lies
+    in ``X``. The sums (row 0: unscaled, divided by ``v`` in float64) and the
+    contrasts (``sqrt(2)`` times orthonormal, ``x0 - x1`` for pairs: ``2 W``)
+    land in one buffer, each contiguous.
+    """
+    v, d = helmert.shape[0], X.shape[1]
+    blocks = X.reshape(v, X.shape[0] // v, d)
+    rotated = moments.buffer("rotated", v * g).reshape(v, g * d)
+    np.matmul(helmert, blocks[:, g0 : g0 + g].reshape(v, g * d), out=rotated)
+    moments.sums(v).add(rotated[0].reshape(g, d))
+    moments.twice_within.add(rotated[1:].reshape((v - 1) * g, d))
+
+
+def _groups_tile(X, moments, order, st, sz, key):
+    """``2 W`` and the group sums' products of the groups starting at rows ``order[st]``, sizes ``sz >= 2``.
+
+    The Helmert recursion, member by member: the contrasts are scaled by
+    ``sqrt(2)`` (those of pairs, ``x0 - x1``, are then not scaled at all: one
+    pass fewer over the rows), hence ``2 W``. With ``key`` the groups' size
+    (equal sizes) their sums stay unscaled and are divided once, in float64;
+    with ``key = 1`` they are scaled by ``1 / sqrt(n_g)``.
+    """
+    dtype = X.dtype
+    g = st.size
+    running_sum, member = moments.buffer("running sum", g), moments.buffer("member", g)
+    contrasts = moments.buffer("contrasts", int(sz.sum()) - g)
+    # Members 0 and 1 (every group here has both): first contrast and running sum.
+    x0 = _rows(X, order[st], running_sum)  # into running_sum when gathered: overwritten below
+    x1 = _rows(X, order[st + 1], member)
+    total = running_sum
+    np.subtract(x0, x1, out=contrasts[:g])
+    np.add(x0, x1, out=total)
+    filled = g
+    for k in range(2, int(sz.max())):
+        scale = dtype.type(np.sqrt(2.0 / (k * (k + 1.0))))
+        alive = np.flatnonzero(sz > k)
+        out = contrasts[filled : filled + alive.size]
+        if alive.size == g:  # every group has a k-th member: work in place
+            xk = _rows(X, order[st + k], member)
+            np.multiply(xk, dtype.type(-k), out=out)
+            out += total
+            out *= scale
+            total += xk
+        else:
+            xk = X[order[st[alive] + k]]
+            prefix = total[alive]
+            np.multiply((prefix - dtype.type(k) * xk), scale, out=out)
+            total[alive] = prefix + xk
+        filled += alive.size
+    moments.twice_within.add(contrasts[:filled])
+    if key == 1:
+        total *= (1.0 / np.sqrt(sz)).astype(dtype)[:, None]  # s_g / sqrt(n_g)
+    moments.sums(key).add(total)
 
 
 def _stacked_views(X, order, sizes):
@@ -447,57 +565,20 @@ def _stacked_views(X, order, sizes):
     return v if np.array_equal(offsets, np.broadcast_to(np.arange(0, n, n // v), offsets.shape)) else 0
 
 
-def _stacked_helmert(X, v, twice_within, sums):
-    """``2 W`` and the group sums' products of the stack_views layout (``v`` blocks), tile by tile.
-
-    The Helmert rotation of a tile of groups is one BLAS product: a ``(v, v)``
-    matrix times the tile's ``v`` blocks of rows, each block read where it lies
-    in ``X``. Row 0 of the matrix is ones (the unscaled group sums, divided by
-    ``v`` in float64), row ``k`` is ``sqrt(2)`` times the ``k``-th orthonormal
-    contrast (``x0 - x1`` for pairs), so the contrasts give ``2 W``, as in
-    :func:`_helmert_blocks`.
-    """
-    n, d = X.shape
-    m = n // v
-    helmert = np.zeros((v, v))
-    helmert[0] = 1.0
-    for k in range(1, v):
-        helmert[k, :k] = 1.0
-        helmert[k, k] = -k
-        helmert[k] *= np.sqrt(2.0 / (k * (k + 1.0)))
-    helmert = helmert.astype(X.dtype)
-    blocks = X.reshape(v, m, d)
-    groups = max(1, _BLOCK_ROWS // v)
-    buffer = np.empty(v * min(groups, m) * d, dtype=X.dtype)  # reused: fresh arrays cost page faults
-    for g0 in range(0, m, groups):
-        g = min(groups, m - g0)
-        rotated = buffer[: v * g * d].reshape(v, g * d)
-        np.matmul(helmert, blocks[:, g0 : g0 + g].reshape(v, g * d), out=rotated)
-        sums.add(rotated[0].reshape(g, d))
-        twice_within.add(rotated[1:].reshape((v - 1) * g, d))
-
-
-def _size_sum(sums, size, d, dtype):
-    """The :class:`_SymmetricSum` of the sums of groups of ``size`` rows, created on first use."""
-    if size not in sums:
-        sums[size] = _SymmetricSum(d, dtype)
-    return sums[size]
-
-
 class _SymmetricSum:
     """``sum_b B^T B`` over blocks of rows ``B``: products in the blocks' precision, a float64 sum.
 
     numpy forms ``B^T B`` with one BLAS ``syrk`` (half the flops of a general
     product), accumulated over the block's rows in its precision, as PCA's
-    ``X^T X`` is (float32 rows need no float64 copy). The blocks'
-    products are added in float64, so the float32 round-off grows with the
-    rows of one block (``_BLOCK_ROWS``), not with ``N``. The product lands in
-    a buffer reused by every block.
+    ``X^T X`` is (float32 rows need no float64 copy). The blocks' products
+    are added in float64, so the float32 round-off grows with the rows of one
+    tile, not with ``N``. The product lands in ``product``, a buffer shared by
+    the sums of one worker.
     """
 
-    def __init__(self, d, dtype):
-        self._total = np.zeros((d, d))
-        self._product = np.empty((d, d), dtype=dtype)
+    def __init__(self, product):
+        self._total = np.zeros(product.shape)
+        self._product = product
 
     def add(self, block):
         if block.shape[0]:

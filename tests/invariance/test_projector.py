@@ -187,6 +187,11 @@ def test_float32_products_find_the_float64_subspace(n_augmented, monkeypatch):
     shuffled = InvariantProjector(8).fit(X.astype(np.float64)[shuffle], view_groups=view_groups[shuffle])
     assert subspace_overlap(shuffled.components_.T, double.components_.T) > 1 - 1e-12
     assert_allclose(shuffled.eigenvalues_, double.eigenvalues_, rtol=1e-12)
+    # The tiles shared out to two threads (BLAS on one thread each): the same fit.
+    monkeypatch.setattr(statistics_module, "_row_workers", lambda X: 2)
+    threaded = InvariantProjector(8).fit(X, view_groups=view_groups)
+    assert subspace_overlap(threaded.components_.T, single.components_.T) > 1 - 1e-9
+    assert_allclose(threaded.eigenvalues_, single.eigenvalues_, rtol=1e-5)
 
 
 def test_partial_fit_matches_fit():

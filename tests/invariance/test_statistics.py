@@ -1,6 +1,7 @@
 """InterventionStatistics: blocks add up to the concatenation, brute-force references, scale, pickling."""
 
 import pickle
+import threading
 
 import numpy as np
 import pytest
@@ -374,3 +375,60 @@ def test_equal_sized_groups_of_many_sizes_keep_memory_bounded(monkeypatch):
     gram, scatter = _brute_force_moments(X, view_groups)
     assert_allclose(stats.gram, gram, rtol=1e-12)
     assert_allclose(stats.group_scatter, scatter, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("layout", ["stacked", "repeated", "shuffled", "unequal", "with singletons"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_tiles_shared_out_to_threads_give_the_same_moments(layout, dtype, monkeypatch):
+    # Several workers (threads, BLAS on one thread each), each with sums of its own, added in a
+    # fixed order: the moments of the serial pass, and the same from one run to the next.
+    monkeypatch.setattr(statistics_module, "_BLOCK_ROWS", 24)  # tiles of 8 rows for 3 workers
+    rng = np.random.RandomState(4)
+    view_groups = {
+        "stacked": np.tile(np.arange(40), 4),
+        "repeated": np.repeat(np.arange(40), 4),
+        "shuffled": rng.permutation(np.repeat(np.arange(40), 4)),
+        "unequal": np.repeat(np.arange(40), rng.randint(2, 9, size=40)),
+        "with singletons": rng.permutation(np.repeat(np.arange(60), [1] * 20 + [3] * 20 + [2] * 20)),
+    }[layout]
+    X = (rng.standard_normal((len(view_groups), 6)) + 3).astype(dtype)
+    serial = InterventionStatistics.from_block(X, view_groups=view_groups)
+    monkeypatch.setattr(statistics_module, "_row_workers", lambda X: 3)
+    ran = []
+    original = statistics_module._Moments
+
+    class Recorded(original):
+        def __init__(self, *args):
+            super().__init__(*args)
+            ran.append(threading.get_ident())
+
+    monkeypatch.setattr(statistics_module, "_Moments", Recorded)
+    threaded = InterventionStatistics.from_block(X, view_groups=view_groups)
+    assert len(ran) == 3  # three workers' sums
+    again = InterventionStatistics.from_block(X, view_groups=view_groups)
+    assert_array_equal(again.gram, threaded.gram)
+    assert_array_equal(again.group_scatter, threaded.group_scatter)
+    rtol = 1e-6 if dtype == np.float32 else 1e-12
+    assert_allclose(threaded.gram, serial.gram, rtol=rtol)
+    assert_allclose(threaded.group_scatter, serial.group_scatter, rtol=rtol * 100, atol=rtol * 1e-2)
+    assert threaded.group_dof == serial.group_dof
+    gram, scatter = _brute_force_moments(X, view_groups)
+    assert_allclose(threaded.gram, gram, rtol=rtol)
+    assert_allclose(threaded.group_scatter, scatter, rtol=rtol * 100, atol=rtol * 1e-2)
+
+
+def test_a_worker_error_reaches_the_caller_and_threads_restore_blas(monkeypatch):
+    from clip_invariance.invariance._threads import blas_threads
+
+    monkeypatch.setattr(statistics_module, "_BLOCK_ROWS", 8)
+    monkeypatch.setattr(statistics_module, "_row_workers", lambda X: 2)
+    X, view_groups = _stacked(40, 2)
+    before = blas_threads()
+
+    def broken(*args):
+        raise MemoryError("no room")
+
+    monkeypatch.setattr(statistics_module, "_stacked_tile", broken)
+    with pytest.raises(MemoryError, match="no room"):
+        InterventionStatistics.from_block(X, view_groups=view_groups)
+    assert blas_threads() == before
