@@ -455,7 +455,8 @@ class _Moments:
     """One worker's sums (``2 W`` and the group sums' products by size) and its buffers."""
 
     def __init__(self, d, dtype):
-        self.d, self.dtype = d, dtype
+        self.d = d
+        self.dtype = dtype
         self.product = np.empty((d, d), dtype=dtype)  # every product of this worker lands here
         self.twice_within = _SymmetricSum(self.product)
         self.sums_by_size = {}
